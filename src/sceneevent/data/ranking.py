@@ -1,0 +1,128 @@
+"""Event-class rankings for the `correlated` / `uncorrelated` subset strategies.
+
+A tagger scores every scene training clip; a class's score is its mean probability over the clips.
+The ranking (best first) is written as JSON by `scripts/rank_events.py` and read by `build_aet_subset`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+RANKING_FORMAT = "sceneevent-event-ranking/1"
+
+
+class MeanScoreAccumulator:
+    """Running per-class sum of scores over batches, so clips need not be held in memory."""
+
+    def __init__(self, num_classes: int):
+        self.sums = np.zeros(num_classes, dtype=np.float64)
+        self.count = 0
+
+    def update(self, scores: np.ndarray) -> None:
+        """Add a (batch, num_classes) array of per-clip class scores (probabilities)."""
+        scores = np.asarray(scores, dtype=np.float64)
+        if scores.ndim != 2 or scores.shape[1] != self.sums.shape[0]:
+            raise ValueError(f"scores of shape {scores.shape}: expected (batch, {self.sums.shape[0]})")
+        if not np.isfinite(scores).all():
+            raise ValueError("scores hold NaN or Inf")
+        self.sums += scores.sum(axis=0)
+        self.count += scores.shape[0]
+
+    def means(self) -> np.ndarray:
+        if self.count == 0:
+            raise ValueError("no clips were scored")
+        return self.sums / self.count
+
+
+def rank_by_mean_score(scores: np.ndarray, names: Sequence[str]) -> list[dict]:
+    """Rank classes by their mean score over clips, best first.
+
+    Args:
+        scores: (clips, classes) per-clip class probabilities.
+        names: the class names, one per column.
+
+    Returns:
+        `[{"rank": 1, "name": ..., "score": mean}, ...]`; ties are broken by name so the order is stable.
+    """
+    accumulator = MeanScoreAccumulator(len(names))
+    accumulator.update(scores)
+    return ranking_from_means(accumulator.means(), names)
+
+
+def ranking_from_means(means: np.ndarray, names: Sequence[str]) -> list[dict]:
+    """Rank classes by precomputed (classes,) mean scores, best first (ties broken by name)."""
+    means = np.asarray(means, dtype=np.float64)
+    if means.shape != (len(names),):
+        raise ValueError(f"{means.shape[0] if means.ndim else 0} scores for {len(names)} names")
+    if len(set(names)) != len(names):
+        raise ValueError("class names are not unique")
+    order = sorted(range(len(names)), key=lambda i: (-means[i], names[i]))
+    return [{"rank": r + 1, "name": names[i], "score": float(means[i])} for r, i in enumerate(order)]
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", " ", name.casefold()).strip()
+
+
+def match_to_ontology(labels: Sequence[str], ontology_names: Sequence[str]) -> tuple[dict[int, int], list[str]]:
+    """Match a model's label names to ontology names: exactly, then ignoring case and punctuation.
+
+    Returns ({model label index: ontology index}, [unmatched model labels]).
+    """
+    exact = {name: i for i, name in enumerate(ontology_names)}
+    loose = {}
+    for i, name in enumerate(ontology_names):
+        loose.setdefault(_normalize(name), i)
+    matched, unmatched = {}, []
+    for j, label in enumerate(labels):
+        index = exact.get(label, loose.get(_normalize(label)))
+        if index is None:
+            unmatched.append(label)
+        else:
+            matched[j] = index
+    return matched, unmatched
+
+
+def write_ranking(path: str | os.PathLike, ranking: list[dict], **metadata) -> Path:
+    """Write `{"format", "ranking", **metadata}` as JSON, atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": RANKING_FORMAT, **metadata, "ranking": ranking}
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False, encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2)
+        handle.write("\n")
+    os.replace(handle.name, path)
+    return path
+
+
+def read_ranking(ranking: str | os.PathLike | Sequence[str]) -> list[str]:
+    """Class names best first, from a ranking JSON file (ours, or a plain list of names) or a list."""
+    if isinstance(ranking, (str, os.PathLike)):
+        path = Path(ranking)
+        if not path.is_file():
+            raise FileNotFoundError(f"ranking file {path} does not exist (write one with scripts/rank_events.py)")
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"ranking file {path}: not valid JSON ({error})") from error
+        entries = payload.get("ranking") if isinstance(payload, dict) else payload
+        if not isinstance(entries, list):
+            raise ValueError(f"ranking file {path}: expected a list of names or {{'ranking': [{{'name': ...}}, ...]}}")
+        names = [e["name"] if isinstance(e, dict) else e for e in entries]
+        if isinstance(payload, dict) and entries and isinstance(entries[0], dict) and "rank" in entries[0]:
+            names = [e["name"] for e in sorted(entries, key=lambda e: e["rank"])]
+        where = str(path)
+    else:
+        names, where = list(ranking), "ranking list"
+    if not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{where}: every entry must be a class name (string)")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{where}: names repeat")
+    return names
