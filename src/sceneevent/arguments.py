@@ -24,6 +24,9 @@ class ModelArguments:
         default=None,
         metadata={"help": "Start from a saved run folder or Hub id instead of random weights (label sets must match)."},
     )
+    reinit_scene_head: bool = field(
+        default=False, metadata={"help": "With --model_name_or_path: start the scene head afresh (fine-tuning after event pre-training)."}
+    )
 
 
 @dataclass
@@ -86,6 +89,16 @@ class JointTrainingArguments:
     )
     asc_baseline: str | None = field(default=None, metadata={"help": "Run folder of an alpha=0 run (for --alpha auto)."})
     aet_baseline: str | None = field(default=None, metadata={"help": "Run folder of an alpha=1 run (for --alpha auto)."})
+    loss_balancing: str = field(
+        default="fixed",
+        metadata={"help": "fixed (alpha, the paper), auto (alpha from --asc_baseline/--aet_baseline), uncertainty "
+                  "(learned, Kendall et al. 2018) or dwa (dynamic weight averaging, Liu et al. 2019)."},
+    )
+    log_task_gradients: int | None = field(
+        default=None,
+        metadata={"help": "Every N steps, log each task's gradient norm on the shared encoder and the cosine between "
+                  "them (two extra backward passes on those steps)."},
+    )
     asc_batch_size: int = field(default=64, metadata={"help": "Scene clips in every training batch, per process."})
     aet_batch_size: int = field(default=128, metadata={"help": "Event clips in every training batch, per process."})
     eval_batch_size: int = field(default=128, metadata={"help": "Clips per evaluation batch, per process."})
@@ -102,6 +115,8 @@ class JointTrainingArguments:
     mixed_precision: str | None = field(
         default=None, metadata={"help": "no, fp16 or bf16. Default: what `accelerate config` / `accelerate launch` says."}
     )
+    channels_last: bool = field(default=False, metadata={"help": "channels_last memory format (faster convolutions on GPUs)."})
+    torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile (inductor)."})
     specaugment: bool = field(default=True, metadata={"help": "SpecAugment on the scene clips."})
     aet_specaugment: bool = field(default=True, metadata={"help": "SpecAugment on the event clips."})
     mixup: bool = field(default=True, metadata={"help": "MixUp within the scene sub-batch (soft one-hot targets)."})

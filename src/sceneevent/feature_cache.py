@@ -8,8 +8,10 @@ The training loop then only slices memory-mapped Arrow.
 from __future__ import annotations
 
 import logging
+import os
 
 import datasets
+from datasets.fingerprint import Hasher
 import numpy as np
 
 from .audio import AudioDecodeError, load_audio
@@ -88,8 +90,16 @@ def build_feature_cache(
     del features["audio"]
     features["input_features"] = datasets.Array2D(shape=featurizer.shape, dtype="float16")
     features[BAD_AUDIO_COLUMN] = datasets.Value("string")
+    cache_file_name = None
+    if not dataset.cache_files:
+        # In-memory sources (e.g. relabelled Hub tables) would keep the features in RAM: pin them to disk.
+        key = Hasher.hash((dataset._fingerprint, extractor.to_dict(), split_name))
+        folder = os.path.join(datasets.config.HF_DATASETS_CACHE, "sceneevent_features")
+        os.makedirs(folder, exist_ok=True)
+        cache_file_name = os.path.join(folder, f"{key}.arrow")
     cached = dataset.map(
         featurizer,
+        cache_file_name=cache_file_name,
         batched=True,
         batch_size=batch_size,
         input_columns=["audio"],

@@ -102,6 +102,9 @@ def batch_loader(reader: BatchReader, batches, *, num_workers: int = 0, pin_memo
         pin_memory=pin_memory,
         persistent_workers=False,
         prefetch_factor=4 if num_workers > 0 else None,
+        # Its own generator: creating an iterator must not draw from the global RNG, or a resumed
+        # run (which creates its iterators at other moments) would augment differently.
+        generator=torch.Generator().manual_seed(0),
     )
 
 

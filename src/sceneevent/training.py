@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .arguments import DataArguments, JointTrainingArguments, ModelArguments, to_dict
 from .augment import MixUp, SpecAugment
+from .balancing import LossBalancer, task_gradient_stats
 from .collator import join_task_batches
 from .configuration_sceneevent import SceneEventConfig
 from .data.sources import load_event_source, load_scene_source
@@ -56,6 +57,7 @@ class PreparedData:
     event_labels: list[str]
     bad_audio: dict[str, list[str]]
     fingerprints: dict[str, str]
+    aet_subset: dict | None = None
 
 
 # --- set-up -----------------------------------------------------------------------------------------
@@ -63,7 +65,7 @@ class PreparedData:
 
 def resolve_alpha(train_args: JointTrainingArguments) -> float:
     """`--alpha` as a number; 'auto' balances the converged losses of the two baseline runs."""
-    if str(train_args.alpha).lower() == "auto":
+    if str(train_args.alpha).lower() == "auto" or train_args.loss_balancing == "auto":
         if not (train_args.asc_baseline and train_args.aet_baseline):
             raise ValueError("--alpha auto needs --asc_baseline DIR (an alpha=0 run) and --aet_baseline DIR (an alpha=1 run)")
         return balanced_alpha(read_results(train_args.asc_baseline), read_results(train_args.aet_baseline))
@@ -105,6 +107,10 @@ def check_arguments(data_args: DataArguments, train_args: JointTrainingArguments
         raise ValueError(f"--checkpointing_steps must be a number of steps or 'epoch', got {train_args.checkpointing_steps!r}")
     if not 0.0 <= data_args.synthetic_difficulty <= 1.0:
         raise ValueError(f"--synthetic_difficulty must be in [0, 1], got {data_args.synthetic_difficulty}")
+    if train_args.loss_balancing not in ("fixed", "auto", "uncertainty", "dwa"):
+        raise ValueError(f"--loss_balancing must be fixed, auto, uncertainty or dwa, got {train_args.loss_balancing!r}")
+    if train_args.log_task_gradients is not None and train_args.log_task_gradients <= 0:
+        raise ValueError(f"--log_task_gradients must be a positive number of steps, got {train_args.log_task_gradients}")
     if train_args.push_to_hub and not train_args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id user/name")
 
@@ -158,7 +164,14 @@ def prepare_data(
         event_train=cached.get("event_train"), event_validation=cached.get("event_validation"),
         scene_labels=list(scene_labels), event_labels=list(event_labels) or ["none"],
         bad_audio={k: v for k, v in bad_audio.items() if v}, fingerprints=fingerprints,
+        aet_subset=read_subset_info(data_args.aet_dataset) if need_events else None,
     )
+
+
+def read_subset_info(source: str) -> dict | None:
+    """How an AET subset folder was built (k, hours, strategy, seed), if it is one."""
+    path = Path(source) / "subset_info.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _synthetic_kwargs(data_args: DataArguments, source: str) -> dict:
@@ -169,7 +182,7 @@ def _synthetic_kwargs(data_args: DataArguments, source: str) -> dict:
 
 
 def _first(split: datasets.Dataset, limit: int | None) -> datasets.Dataset:
-    return split.select(range(min(limit, len(split)))) if limit else split
+    return split.select(range(min(limit, len(split)))) if limit is not None else split
 
 
 def build_model(model_args: ModelArguments, data: PreparedData, alpha: float, extractor) -> SceneEventModel:
@@ -186,6 +199,8 @@ def build_model(model_args: ModelArguments, data: PreparedData, alpha: float, ex
         if mismatched:
             raise ValueError(f"--model_name_or_path {model_args.model_name_or_path}: label sets differ: " + "; ".join(mismatched))
         model.config.alpha = alpha
+        if model_args.reinit_scene_head:
+            model.scene_head.reset_parameters()
         return model
     config = SceneEventConfig(
         scene_labels=data.scene_labels,
@@ -265,6 +280,19 @@ def resolve_checkpoint(output_dir: Path, value: str | None) -> Path | None:
     return path
 
 
+def check_resume_labels(checkpoint: Path, state: dict, data: PreparedData, alpha: float) -> None:
+    """A checkpoint only resumes on the data and alpha it was trained with."""
+    problems = []
+    if state.get("scene_labels") != data.scene_labels:
+        problems.append(f"scene labels {state.get('scene_labels')} vs data {data.scene_labels}")
+    if state.get("event_labels") != data.event_labels:
+        problems.append(f"event labels {state.get('event_labels')} vs data {data.event_labels}")
+    if state.get("alpha") != alpha:
+        problems.append(f"alpha {state.get('alpha')} vs --alpha {alpha}")
+    if problems:
+        raise ValueError(f"--resume_from_checkpoint {checkpoint} does not match this run: " + "; ".join(problems))
+
+
 def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, state: dict, limit: int | None) -> None:
     """`save_state` into a temporary folder, then rename: a killed save never looks complete."""
     final = output_dir / CHECKPOINTS_DIR / f"step_{step}"
@@ -294,7 +322,7 @@ def wandb_init_kwargs(output_dir: Path, run_name: str | None) -> dict:
     return {"wandb": {"name": run_name or output_dir.name, "dir": str(output_dir)}}
 
 
-def train(model_args: ModelArguments, data_args: DataArguments, train_args: JointTrainingArguments) -> dict:
+def train(model_args: ModelArguments, data_args: DataArguments, train_args: JointTrainingArguments, mode: str = "joint") -> dict:
     """Train jointly, evaluate every epoch, keep the best model by scene accuracy, write results.json."""
     started = time.time()
     check_arguments(data_args, train_args)
@@ -343,8 +371,11 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Join
     total_steps = train_args.max_train_steps or steps_per_epoch * train_args.num_train_epochs
     num_epochs = math.ceil(total_steps / steps_per_epoch)
 
+    if train_args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    balancer = LossBalancer(train_args.loss_balancing, alpha).to(accelerator.device)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=train_args.learning_rate, weight_decay=train_args.weight_decay,
+        list(model.parameters()) + list(balancer.parameters()), lr=train_args.learning_rate, weight_decay=train_args.weight_decay,
         foreach=accelerator.device.type != "cuda", fused=accelerator.device.type == "cuda" or None,
     )
     optimizer_steps = math.ceil(total_steps / train_args.gradient_accumulation_steps)
@@ -354,22 +385,27 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Join
         num_training_steps=optimizer_steps * accelerator.num_processes,
     )
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    accelerator.register_for_checkpointing(loader)
+    if train_args.torch_compile:
+        model = torch.compile(model)
     augment = _augmenters(train_args).to(accelerator.device)
     metrics = {name: load_metric(name) for name in ("macro_accuracy", "lwlrap")}
     scene_test = BatchReader(data.scene_test, "scene", len(data.scene_labels))
     event_validation = BatchReader(data.event_validation, "events", len(data.event_labels)) if uses_aet else None
 
-    resolved = scrub_secrets({**to_dict(model_args, data_args, train_args), "alpha": alpha, **{
+    resolved = scrub_secrets({**to_dict(model_args, data_args, train_args), "alpha": alpha, "mode": mode, **{
         f"feature_{k}": v for k, v in data_args.resolved_features().items()}})
     if train_args.report_to == "wandb":
         accelerator.init_trackers(train_args.wandb_project, config=resolved,
                                   init_kwargs=wandb_init_kwargs(output_dir, train_args.run_name))
 
-    state = {"global_step": 0, "history": [], "best": None, "epoch_sums": None}
+    state = {"global_step": 0, "history": [], "best": None, "epoch_sums": None, "alpha": alpha,
+             "scene_labels": data.scene_labels, "event_labels": data.event_labels}
     if resume_from is not None:
-        accelerator.load_state(str(resume_from))
         state = json.loads((resume_from / TRAINER_STATE_FILE).read_text())
+        check_resume_labels(resume_from, state, data, alpha)
+        accelerator.load_state(str(resume_from))  # model, optimizer, scheduler, scaler, RNG states
+        loader.load_state_dict(state["loader"])
+        balancer.load_state(state.get("balancer", {}))
         accelerator.print(f"resumed from {resume_from} at step {state['global_step']}")
     best_key = "aet_lwlrap" if alpha == 1.0 else "asc_macro_accuracy"
 
@@ -378,11 +414,16 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Join
     start_epoch, start_step = divmod(state["global_step"], steps_per_epoch)
     for epoch in range(start_epoch, num_epochs):
         sums = _EpochSums(accelerator.device, state["epoch_sums"] if epoch == start_epoch else None)
+        gradient_log = list(state.get("task_gradients", [])) if epoch == start_epoch else []
         for batch in loader.epoch(epoch, start_step if epoch == start_epoch else 0):
             inputs = _device_batch(batch, augment, accelerator.device, model_config(model))
             with accelerator.accumulate(model):
                 outputs = model(**inputs)
-                accelerator.backward(outputs.loss)
+                objective = balancer(outputs.loss_asc, outputs.loss_aet)
+                if _gradients_due(train_args.log_task_gradients, state["global_step"] + 1, outputs):
+                    gradient_log.append(_task_gradients(model, balancer, outputs, state["global_step"] + 1))
+                    accelerator.log({f"train/{k}": v for k, v in gradient_log[-1].items() if k != "step"}, step=state["global_step"] + 1)
+                accelerator.backward(objective)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -402,15 +443,24 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Join
                 accelerator.log(logged, step=step)
             end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
             if _checkpoint_due(train_args.checkpointing_steps, step, end_of_epoch) and not end_of_epoch:
-                save_checkpoint(accelerator, output_dir, step, {**state, "epoch_sums": sums.to_json()}, train_args.save_total_limit)
+                epoch_sums = sums.to_json()
+                if not all(math.isfinite(v) for v in epoch_sums.values()):
+                    raise NonFiniteLossError(f"non-finite training loss before step {step}; checkpoint not saved, "
+                                             f"the last good one stays under {output_dir / CHECKPOINTS_DIR}")
+                save_checkpoint(accelerator, output_dir, step, {**state, "epoch_sums": epoch_sums, "loader": loader.state_dict(),
+                                "balancer": balancer.state(), "task_gradients": gradient_log}, train_args.save_total_limit)
             if step >= total_steps:
                 break
         epoch_losses = sums.means()
         if not all(math.isfinite(v) for v in epoch_losses.values()):
             raise NonFiniteLossError(f"non-finite training loss in epoch {epoch + 1} (step {state['global_step']}): {epoch_losses}")
         scores = evaluate_tasks(accelerator, model, scene_test, event_validation, train_args.eval_batch_size, metrics)
-        record = {"epoch": epoch + 1, "step": state["global_step"], **epoch_losses, **scores}
+        record = {"epoch": epoch + 1, "step": state["global_step"], **epoch_losses, **scores,
+                  "loss_weights": balancer.weights()}
+        if gradient_log:
+            record["task_gradients"] = gradient_log
         state["history"].append(record)
+        balancer.end_epoch(state["history"])
         accelerator.log({f"eval/{k}": v for k, v in scores.items()} | {f"train/epoch_{k}": v for k, v in epoch_losses.items()},
                         step=state["global_step"])
         accelerator.print(_epoch_line(record))
@@ -418,7 +468,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Join
             state["best"] = record
             save_model(accelerator, model, extractor, output_dir)
         if _checkpoint_due(train_args.checkpointing_steps, state["global_step"], True):
-            save_checkpoint(accelerator, output_dir, state["global_step"], {**state, "epoch_sums": None}, train_args.save_total_limit)
+            save_checkpoint(accelerator, output_dir, state["global_step"], {**state, "epoch_sums": None, "loader": loader.state_dict(),
+                            "balancer": balancer.state(), "task_gradients": []}, train_args.save_total_limit)
         if state["global_step"] >= total_steps:
             break
     progress.close()
@@ -436,8 +487,25 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Join
     return results
 
 
+def _gradients_due(every: int | None, step: int, outputs) -> bool:
+    return bool(every) and step % every == 0 and outputs.loss_asc is not None and outputs.loss_aet is not None
+
+
+def _task_gradients(model, balancer: LossBalancer, outputs, step: int) -> dict:
+    """Each weighted task loss's gradient on the shared encoder: norms and cosine."""
+    weights = balancer.weights()
+    encoder = [p for p in _unwrapped(model).encoder.parameters() if p.requires_grad]
+    stats = task_gradient_stats(encoder, weights["asc"] * outputs.loss_asc, weights["aet"] * outputs.loss_aet)
+    return {"step": step, **stats}
+
+
+def _unwrapped(model):
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return getattr(model, "module", model)  # DDP
+
+
 def model_config(model) -> SceneEventConfig:
-    return getattr(model, "module", model).config
+    return _unwrapped(model).config
 
 
 def _augmenters(train_args: JointTrainingArguments) -> torch.nn.ModuleDict:
@@ -487,7 +555,7 @@ class _EpochSums:
 
     def add(self, outputs) -> None:
         for key in self.KEYS:
-            value = outputs[key]
+            value = getattr(outputs, key)
             if value is not None:
                 self.sums[key] += value.detach().double()
                 self.counts[key] += 1
@@ -496,7 +564,7 @@ class _EpochSums:
         return {f"train_{k}": (self.sums[k] / self.counts[k]).item() for k in self.KEYS if self.counts[k]}
 
     def latest(self, outputs) -> dict[str, float]:
-        return {f"train/{k}": outputs[k].item() for k in self.KEYS if outputs[k] is not None}
+        return {f"train/{k}": getattr(outputs, k).item() for k in self.KEYS if getattr(outputs, k) is not None}
 
     def to_json(self) -> dict:
         payload = {k: self.sums[k].item() for k in self.KEYS}
@@ -513,7 +581,7 @@ def _checkpoint_due(setting: str | None, step: int, end_of_epoch: bool) -> bool:
 
 
 def _epoch_line(record: dict) -> str:
-    parts = [f"epoch {record['epoch']}"] + [f"{k}={v:.4f}" for k, v in record.items() if k not in ("epoch", "step")]
+    parts = [f"epoch {record['epoch']}"] + [f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float)]
     return " ".join(parts)
 
 
@@ -557,6 +625,7 @@ def build_results(state: dict, resolved: dict, alpha: float, seed: int, data: Pr
                 ("event_train", data.event_train), ("event_validation", data.event_validation)) if split is not None},
             "fingerprints": data.fingerprints,
             "bad_audio": data.bad_audio,
+            "aet_subset": data.aet_subset,
         },
         "environment": {
             "num_processes": accelerator.num_processes,

@@ -394,7 +394,7 @@ def _load_segment_folder(folder: Path, config: str, audio_dir: Path, info: Audio
                     names=["bytes", "path"],
                 ),
                 "events": pa.array(events, type=pa.list_(pa.int64())),
-                "duration": pa.array((table["end_seconds"] - table["start_seconds"]).to_numpy(), type=pa.float64()),
+                "duration": pa.array((table["end_seconds"] - table["start_seconds"]).round(3).to_numpy(), type=pa.float64()),  # CSV has ms precision
             }
         )
         features = datasets.Features(

@@ -2,20 +2,24 @@
 
 A tagger scores every scene training clip; a class's score is its mean probability over the clips.
 The ranking (best first) is written as JSON by `scripts/rank_events.py` and read by `build_aet_subset`.
+The aggregation works on plain arrays; torch and transformers are imported only to load a tagger.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 RANKING_FORMAT = "sceneevent-event-ranking/1"
+logger = logging.getLogger(__name__)
 
 
 class MeanScoreAccumulator:
@@ -126,3 +130,100 @@ def read_ranking(ranking: str | os.PathLike | Sequence[str]) -> list[str]:
     if len(set(names)) != len(names):
         raise ValueError(f"{where}: names repeat")
     return names
+
+
+# -- taggers: a sceneevent run folder (alpha = 1) or a Hub audio-classification model -------------
+
+
+@dataclass
+class Tagger:
+    """A loaded tagger: `score(waveforms)` gives (B, len(names)) probabilities for mono clips at `sampling_rate`."""
+
+    names: list[str]
+    sampling_rate: int
+    score: Callable[[list[np.ndarray]], np.ndarray]
+    description: str
+    unmatched: list[str] = field(default_factory=list)
+
+
+def load_tagger(name_or_path: str, device: str = "cpu", **from_pretrained_kwargs) -> Tagger:
+    """Load a sceneevent run folder (event head, trained with alpha = 1) or a Hub audio classifier.
+
+    A Hub model's labels are matched to the AudioSet ontology; unmatched labels are left out of the
+    ranking (listed in `Tagger.unmatched`).
+    """
+    import torch
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification
+
+    import sceneevent  # noqa: F401  (registers the sceneevent classes with the Auto* factories)
+
+    from .audioset import audioset_ontology
+
+    config = AutoConfig.from_pretrained(name_or_path, **from_pretrained_kwargs)
+    extractor = AutoFeatureExtractor.from_pretrained(name_or_path, **from_pretrained_kwargs)
+    if config.model_type == "sceneevent":
+        if config.alpha != 1.0:
+            logger.warning("%s was trained with alpha = %g; the paper's tagger is the AET-only model (alpha = 1)", name_or_path, config.alpha)
+        model = AutoModel.from_pretrained(name_or_path, **from_pretrained_kwargs)
+        labels = [config.event_id2label[i] for i in range(len(config.event_id2label))]
+        columns, names, unmatched = list(range(len(labels))), labels, []
+        def forward(inputs):  # noqa: E306
+            return model(input_features=inputs["input_features"]).event_logits
+    else:
+        model = AutoModelForAudioClassification.from_pretrained(name_or_path, **from_pretrained_kwargs)
+        labels = [config.id2label[i] for i in range(len(config.id2label))]
+        ontology = audioset_ontology().names
+        matched, unmatched = match_to_ontology(labels, ontology)
+        if not matched:
+            raise ValueError(f"{name_or_path}: none of its {len(labels)} labels match an AudioSet class name (e.g. {labels[:5]})")
+        columns = sorted(matched)
+        names = [ontology[matched[j]] for j in columns]
+        def forward(inputs):  # noqa: E306
+            return model(**inputs).logits
+    model.to(device).eval()
+    index = torch.tensor(columns, device=device)
+
+    @torch.no_grad()
+    def score(waveforms: list[np.ndarray]) -> np.ndarray:
+        inputs = extractor(waveforms, sampling_rate=extractor.sampling_rate, return_tensors="pt")
+        inputs = {k: v.to(device) for k, v in inputs.items()}
+        return torch.sigmoid(forward(inputs).float()).index_select(1, index).cpu().numpy()
+
+    return Tagger(names=list(names), sampling_rate=int(extractor.sampling_rate), score=score, description=name_or_path, unmatched=unmatched)
+
+
+def mono_at(waveform: np.ndarray, sampling_rate: int, target_rate: int) -> np.ndarray:
+    """(channels, samples) -> (samples,) mono float32 at `target_rate` (Hub extractors expect this)."""
+    mono = waveform.mean(axis=0) if waveform.ndim == 2 else waveform
+    if sampling_rate != target_rate:
+        import torch
+        import torchaudio
+
+        mono = torchaudio.functional.resample(torch.from_numpy(np.ascontiguousarray(mono)), sampling_rate, target_rate).numpy()
+    return mono.astype(np.float32, copy=False)
+
+
+def rank_dataset(tagger: Tagger, dataset, batch_size: int = 16, max_clips: int | None = None, progress: bool = True) -> tuple[list[dict], int]:
+    """Score every clip of a scene `Dataset` (column `audio`) and rank the tagger's classes by mean score.
+
+    Returns (ranking best first, number of clips scored).
+    """
+    from tqdm.auto import tqdm
+
+    from ..audio import load_audio
+
+    count = dataset.num_rows if max_clips is None else min(max_clips, dataset.num_rows)
+    if count == 0:
+        raise ValueError("the scene dataset has no clips to score")
+    audio = dataset.select_columns(["audio"])
+    accumulator = MeanScoreAccumulator(len(tagger.names))
+    with tqdm(total=count, desc="Scoring scene clips", unit="clip", disable=not progress) as bar:
+        for start in range(0, count, batch_size):
+            rows = audio[start : min(start + batch_size, count)]["audio"]
+            waveforms = []
+            for entry in rows:
+                decoded = load_audio(entry)
+                waveforms.append(mono_at(decoded.waveform, decoded.sampling_rate, tagger.sampling_rate))
+            accumulator.update(tagger.score(waveforms))
+            bar.update(len(rows))
+    return ranking_from_means(accumulator.means(), tagger.names), accumulator.count

@@ -1,0 +1,125 @@
+"""Loader throughput alone (no model): generated fp16 cache → BatchReader/MultiTaskLoader → join_task_batches.
+
+    python benchmarks/bench_loader.py                          # 4096 clips of 64 x 101, batch 16 + 32, 0/2/4 workers
+    python benchmarks/bench_loader.py --num_mel_bins 128 --frames 1001 --asc_batch_size 64 --aet_batch_size 128
+
+The cache is written with `datasets` (`save_to_disk`) and read back memory-mapped, as the training
+loop reads a real log-mel cache; no audio is involved. One epoch is one pass over the scene rows; the
+event stream cycles alongside, as in training. The figure per worker count is the median epoch.
+
+If `benchmarks/results/bench_step.json` exists, the CPU training step's samples/s from it is
+reported next to the loader's, with the ratio loader/step (target >= 10: the loader is never the
+bottleneck). Compare like with like: run both with the same shape and batch sizes.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import HfArgumentParser
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+from sceneevent.collator import join_task_batches  # noqa: E402
+from sceneevent.loader import BatchReader, MultiTaskLoader  # noqa: E402
+
+NAME = "bench_loader"
+
+
+@dataclass
+class LoaderArguments:
+    num_rows: int = field(default=4096, metadata={"help": "Clips in the generated cache (both streams read it)."})
+    num_mel_bins: int = field(default=64, metadata={"help": "Mel bins of the generated clips."})
+    frames: int = field(default=101, metadata={"help": "Frames of the generated clips."})
+    asc_batch_size: int = field(default=16, metadata={"help": "Scene clips per step."})
+    aet_batch_size: int = field(default=32, metadata={"help": "Event clips per step."})
+    workers: str = field(default="0,2,4", metadata={"help": "Comma-separated loader worker counts to measure."})
+    repeats: int = field(default=3, metadata={"help": "Timed epochs per worker count (after one warm-up epoch)."})
+    output: str | None = field(default=None, metadata={"help": "JSON path. Default: benchmarks/results/bench_loader.json."})
+
+
+def make_loader(dataset, args: LoaderArguments, num_workers: int) -> MultiTaskLoader:
+    return MultiTaskLoader(
+        epoch_rows=len(dataset),
+        asc=BatchReader(dataset, "scene", common.NUM_SCENES),
+        aet=BatchReader(dataset, "events", common.NUM_EVENTS),
+        asc_batch_size=args.asc_batch_size,
+        aet_batch_size=args.aet_batch_size,
+        seed=0,
+        num_workers=num_workers,
+    )
+
+
+def read_epoch(loader: MultiTaskLoader, epoch: int) -> int:
+    """Read and join one epoch of batches; returns the samples read."""
+    samples = 0
+    for batch in loader.epoch(epoch):
+        joined = join_task_batches(batch["asc"], batch["aet"], common.NUM_SCENES, common.NUM_EVENTS)
+        samples += joined["input_features"].shape[0]
+    return samples
+
+
+def measure_workers(dataset, args: LoaderArguments, num_workers: int) -> dict:
+    loader = make_loader(dataset, args, num_workers)
+    read_epoch(loader, 0)  # warm-up: page cache, worker start-up paths
+    seconds, samples = [], 0
+    for epoch in range(1, args.repeats + 1):
+        holder = {}
+        seconds.append(common.time_call(lambda: holder.update(n=read_epoch(loader, epoch))))
+        samples = holder["n"]
+    return {"seconds_per_epoch": common.spread(seconds), "samples_per_epoch": samples,
+            "steps_per_epoch": loader.steps_per_epoch, "samples_per_second": samples / common.median(seconds)}
+
+
+def step_reference() -> dict | None:
+    """The joint CPU training step's figures from bench_step.json, if that benchmark has been run."""
+    step = common.read_results("bench_step")
+    if not step:
+        return None
+    return {"samples_per_second": step["samples_per_second"]["joint"], "settings": step["settings"]}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    (args,) = HfArgumentParser(LoaderArguments).parse_args_into_dataclasses(args=argv)
+    common.disable_progress_bars()
+    worker_counts = [int(value) for value in args.workers.split(",") if value.strip()]
+    print(f"loader benchmark: {args.num_rows} clips of {args.num_mel_bins} x {args.frames} fp16, batch "
+          f"{args.asc_batch_size} ASC + {args.aet_batch_size} AET, workers {worker_counts}, median of {args.repeats} epochs",
+          flush=True)
+    figures = {}
+    with tempfile.TemporaryDirectory(prefix="bench_loader_") as folder:
+        dataset = common.build_synthetic_cache(Path(folder) / "cache", args.num_rows, args.num_mel_bins, args.frames)
+        for workers in worker_counts:
+            figures[str(workers)] = result = measure_workers(dataset, args, workers)
+            print(f"  {workers} workers: {result['samples_per_second']:.0f} samples/s "
+                  f"({result['seconds_per_epoch']['median'] * 1e3:.0f} ms per epoch of {result['steps_per_epoch']} steps)", flush=True)
+        del dataset
+    best = max(figures.values(), key=lambda result: result["samples_per_second"])["samples_per_second"]
+    payload = {"settings": {"num_rows": args.num_rows, "num_mel_bins": args.num_mel_bins, "frames": args.frames,
+                            "asc_batch_size": args.asc_batch_size, "aet_batch_size": args.aet_batch_size,
+                            "repeats": args.repeats, "torch_threads": torch.get_num_threads()},
+               "workers": figures, "best_samples_per_second": best}
+    step = step_reference()
+    if step:
+        payload["step"] = step
+        payload["ratio_loader_over_step"] = ratio = best / step["samples_per_second"]
+        payload["target_ratio"] = 10.0
+        payload["meets_target"] = ratio >= 10.0
+        same_shape = all(step["settings"].get(key) == getattr(args, key)
+                         for key in ("num_mel_bins", "frames", "asc_batch_size", "aet_batch_size"))
+        payload["step_has_same_shape"] = same_shape
+        print(f"training step (bench_step.json): {step['samples_per_second']:.1f} samples/s → loader/step = {ratio:.0f}x "
+              f"(target >= 10x: {'met' if ratio >= 10 else 'NOT met'}){'' if same_shape else '  [different shape or batch!]'}")
+    else:
+        print("no benchmarks/results/bench_step.json: run benchmarks/bench_step.py first for the loader/step ratio")
+    common.write_results(NAME, payload, args.output)
+    return payload
+
+
+if __name__ == "__main__":
+    main()

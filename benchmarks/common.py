@@ -1,0 +1,190 @@
+"""Helpers shared by the benchmarks: timing, environment, JSON results, generated feature caches.
+
+The benchmarks are scripts, not a package: each puts this folder on `sys.path` (it is the script's
+own folder, so `import common` works when run as `python benchmarks/bench_x.py`).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+
+import sceneevent
+from sceneevent.io_utils import atomic_write_json
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# The label sets of the paper's setting: 10 TUT scenes, up to 115 AudioSet events.
+NUM_SCENES, NUM_EVENTS = 10, 115
+
+
+# --- timing -----------------------------------------------------------------------------------------
+
+
+def sync(device: torch.device | str) -> None:
+    """Wait for queued device work, so that wall time measures it (no-op on CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_call(fn: Callable[[], object], device: torch.device | str = "cpu") -> float:
+    """Seconds one call of `fn` takes, device work included."""
+    sync(device)
+    started = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - started
+
+
+def time_repeats(fn: Callable[[], object], repeats: int, warmup: int = 1, device: torch.device | str = "cpu") -> list[float]:
+    """Seconds of `repeats` timed calls after `warmup` untimed ones (allocators, caches, lazy init)."""
+    for _ in range(warmup):
+        fn()
+    return [time_call(fn, device) for _ in range(repeats)]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Median, min and max: the median is the figure, min/max show how noisy the machine was."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+# --- environment and results ----------------------------------------------------------------------
+
+
+def environment() -> dict:
+    """What the figures were measured on."""
+    info = {
+        "cpu_count": os.cpu_count(),
+        "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "torch_threads": torch.get_num_threads(),
+        "processor": platform.processor() or platform.machine(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "datasets": datasets.__version__,
+        "sceneevent": sceneevent.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        import psutil
+
+        info["memory_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:  # psutil is optional for the benchmarks
+        pass
+    return info
+
+
+def results_path(name: str) -> Path:
+    return RESULTS_DIR / f"{name}.json"
+
+
+def write_results(name: str, payload: dict, path: str | os.PathLike | None = None) -> Path:
+    """Write `payload` (plus command line, time and environment) to `benchmarks/results/<name>.json`."""
+    target = Path(path) if path else results_path(name)
+    record = {
+        "benchmark": name,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "environment": environment(),
+        **payload,
+    }
+    atomic_write_json(target, record)
+    print(f"wrote {target}", file=sys.stderr)
+    return target
+
+
+def read_results(name: str) -> dict | None:
+    """A previous benchmark's JSON, or None if it has not been run."""
+    import json
+
+    path = results_path(name)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+# --- memory ----------------------------------------------------------------------------------------
+
+
+def peak_rss_mib(children: bool = False) -> float:
+    """Peak resident set size of this process (or the largest waited-for child), in MiB (Linux: KiB units)."""
+    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+    return resource.getrusage(who).ru_maxrss / 1024
+
+
+def rss_breakdown_mib() -> dict[str, float]:
+    """Current anonymous vs file-backed resident memory: memory-mapped Arrow pages count as file-backed."""
+    fields = {}
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                    fields[key] = int(value.split()[0]) / 1024
+    except OSError:  # not Linux
+        pass
+    return fields
+
+
+# --- generated feature caches ------------------------------------------------------------------------
+
+
+def cache_features(num_mel_bins: int, frames: int, num_scenes: int = NUM_SCENES, num_events: int = NUM_EVENTS) -> datasets.Features:
+    """The columns of a real log-mel cache: fp16 `input_features`, `scene`, `events`."""
+    return datasets.Features(
+        {
+            "input_features": datasets.Array2D(shape=(num_mel_bins, frames), dtype="float16"),
+            "scene": datasets.ClassLabel(names=[f"scene_{i}" for i in range(num_scenes)]),
+            "events": datasets.Sequence(datasets.ClassLabel(names=[f"event_{i}" for i in range(num_events)])),
+        }
+    )
+
+
+def build_synthetic_cache(
+    folder: str | os.PathLike,
+    num_rows: int,
+    num_mel_bins: int,
+    frames: int,
+    *,
+    seed: int = 0,
+    chunk_rows: int = 4096,
+) -> datasets.Dataset:
+    """Write `num_rows` random fp16 log-mel clips with labels to `folder` (save_to_disk) and load them back.
+
+    Loading back with `load_from_disk` gives the memory-mapped data set the training loop reads; no
+    audio is involved. Rows are written in chunks so that generating 100k clips stays small in RAM.
+    """
+    features = cache_features(num_mel_bins, frames)
+    rng = np.random.default_rng(seed)
+
+    def chunks():
+        for start in range(0, num_rows, chunk_rows):
+            rows = min(chunk_rows, num_rows - start)
+            values = rng.standard_normal((rows, num_mel_bins, frames), dtype=np.float32).astype(np.float16)
+            events = [rng.choice(NUM_EVENTS, size=rng.integers(1, 4), replace=False).tolist() for _ in range(rows)]
+            yield datasets.Dataset.from_dict(
+                {"input_features": values, "scene": rng.integers(0, NUM_SCENES, rows).tolist(), "events": events},
+                features=features,
+            )
+
+    parts = list(chunks())
+    table = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    table.save_to_disk(str(folder))
+    del parts, table
+    return datasets.load_from_disk(str(folder))
+
+
+def disable_progress_bars() -> None:
+    datasets.utils.logging.disable_progress_bar()
+    datasets.utils.logging.set_verbosity_error()

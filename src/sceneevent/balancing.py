@@ -1,0 +1,86 @@
+"""How the two task losses are weighted during training, and the task-gradient diagnostics.
+
+- `fixed` (the paper): `alpha * L_AET + (1 - alpha) * L_ASC`.
+- `auto`: the same, with alpha balanced from two baseline runs (`--alpha auto`).
+- `uncertainty` (Kendall et al., CVPR 2018): `sum_i exp(-s_i) * L_i + s_i` with learned log-variances
+  `s_i`; tasks with noisier losses get less weight.
+- `dwa` (dynamic weight averaging, Liu et al., CVPR 2019): weights `K * softmax(r_i / T)` where
+  `r_i = L_i(e-1) / L_i(e-2)` from epoch-mean losses; a task whose loss falls slower gets more weight.
+
+All of them work on the two losses alone, so they fit the two-batch design unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+MODES = ("fixed", "auto", "uncertainty", "dwa")
+
+
+class LossBalancer(nn.Module):
+    """Combines `loss_asc` and `loss_aet` into the training objective and reports the weights used."""
+
+    def __init__(self, mode: str = "fixed", alpha: float = 0.5, dwa_temperature: float = 2.0):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"--loss_balancing must be one of {', '.join(MODES)}, got {mode!r}")
+        self.mode, self.alpha, self.dwa_temperature = mode, float(alpha), dwa_temperature
+        # log-variances s_asc, s_aet; parameters only in uncertainty mode (they go to the optimizer)
+        self.log_vars = nn.Parameter(torch.zeros(2)) if mode == "uncertainty" else None
+        self.dwa_weights = (1.0, 1.0)
+
+    def forward(self, loss_asc: torch.Tensor | None, loss_aet: torch.Tensor | None) -> torch.Tensor:
+        if loss_asc is None or loss_aet is None:  # one task only: nothing to balance
+            return loss_asc if loss_aet is None else loss_aet
+        if self.mode in ("fixed", "auto"):
+            return self.alpha * loss_aet + (1.0 - self.alpha) * loss_asc
+        if self.mode == "uncertainty":
+            s_asc, s_aet = self.log_vars[0], self.log_vars[1]
+            return torch.exp(-s_asc) * loss_asc + s_asc + torch.exp(-s_aet) * loss_aet + s_aet
+        w_asc, w_aet = self.dwa_weights
+        return w_asc * loss_asc + w_aet * loss_aet
+
+    def weights(self) -> dict[str, float]:
+        """The current weights of the scene and event losses."""
+        if self.mode in ("fixed", "auto"):
+            return {"asc": 1.0 - self.alpha, "aet": self.alpha}
+        if self.mode == "uncertainty":
+            precision = torch.exp(-self.log_vars.detach()).tolist()
+            return {"asc": precision[0], "aet": precision[1]}
+        return {"asc": self.dwa_weights[0], "aet": self.dwa_weights[1]}
+
+    def end_epoch(self, history: list[dict]) -> None:
+        """DWA: set the next epoch's weights from the last two epochs' mean training losses."""
+        if self.mode != "dwa" or len(history) < 2:
+            return
+        ratios = []
+        for key in ("train_loss_asc", "train_loss_aet"):
+            previous, before = history[-1].get(key), history[-2].get(key)
+            ratios.append(previous / before if previous and before else 1.0)
+        exps = [math.exp(r / self.dwa_temperature) for r in ratios]
+        self.dwa_weights = tuple(2.0 * e / sum(exps) for e in exps)
+
+    def state(self) -> dict:
+        return {"dwa_weights": list(self.dwa_weights)}
+
+    def load_state(self, state: dict) -> None:
+        self.dwa_weights = tuple(state.get("dwa_weights", self.dwa_weights))
+
+
+def task_gradient_stats(
+    parameters: list[torch.Tensor], loss_asc: torch.Tensor, loss_aet: torch.Tensor
+) -> dict[str, float]:
+    """Gradient norm of each task loss on `parameters` (the shared encoder) and their cosine.
+
+    Two extra backward passes (the graph is kept for the training step's own backward).
+    """
+    grad_asc = torch.autograd.grad(loss_asc, parameters, retain_graph=True, allow_unused=True)
+    grad_aet = torch.autograd.grad(loss_aet, parameters, retain_graph=True, allow_unused=True)
+    flat_asc = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grad_asc, parameters)])
+    flat_aet = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grad_aet, parameters)])
+    norm_asc, norm_aet = flat_asc.norm(), flat_aet.norm()
+    cosine = (flat_asc @ flat_aet) / (norm_asc * norm_aet).clamp_min(1e-12)
+    return {"grad_norm_asc": norm_asc.item(), "grad_norm_aet": norm_aet.item(), "cosine": cosine.item()}

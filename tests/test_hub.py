@@ -1,0 +1,165 @@
+"""Model card and Hub push of a run folder: card contents, and a push that fails fast and changes nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sceneevent import LogMelFeatureExtractor, SceneEventConfig, SceneEventModel
+from sceneevent.hub import CITATION, HubPushError, push_run_to_hub, render_model_card, write_model_card
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCENES = ["airport", "park", "street_traffic"]
+EVENTS = ["Speech", "Music", "Vehicle"]
+FAKE_TOKEN = "hf_" + "a" * 34
+
+
+def results_payload(subset: bool) -> dict:
+    payload = {
+        "config": {
+            "alpha": 0.95, "asc_dataset": "/home/alice/data/TUT-urban-acoustic-scenes-2018-development",
+            "aet_dataset": "/home/alice/subsets/audioset_k3_T11", "learning_rate": 0.001, "asc_batch_size": 64, "aet_batch_size": 128,
+            "num_train_epochs": 12, "seed": 3, "feature_sampling_rate": 8000, "feature_clip_seconds": 2.0,
+            "feature_num_mel_bins": 16, "hub_token": FAKE_TOKEN, "report_to": "none",
+        },
+        "alpha": 0.95,
+        "seed": 3,
+        "history": [{"epoch": 0, "asc_macro_accuracy": 0.5, "aet_lwlrap": 0.3}],
+        "final": {"asc_macro_accuracy": 0.6125, "aet_lwlrap": 0.4375, "loss_asc": 1.1, "loss_aet": 0.2,
+                  "best_epoch": 0, "last_epoch": {"epoch": 0}},
+        "steps": 10,
+        "wall_time_seconds": 12.5,
+        "data": {"scene_labels": SCENES, "event_labels": EVENTS, "rows": {}, "fingerprints": {}, "bad_audio": []},
+        "environment": {},
+    }
+    if subset:
+        payload["data"]["aet_subset"] = {"k": 3, "hours": 11.0, "strategy": "correlated", "seed": 7, "source": "someone/audioset"}
+    return payload
+
+
+def make_run(folder: Path, subset: bool = True) -> Path:
+    config = SceneEventConfig(scene_labels=SCENES, event_labels=EVENTS, encoder="resnet10t", num_mel_bins=16, alpha=0.95)
+    SceneEventModel(config).save_pretrained(folder)
+    LogMelFeatureExtractor(num_mel_bins=16, sampling_rate=8000, clip_seconds=2.0, hop_length=160, n_fft=256).save_pretrained(folder)
+    (folder / "results.json").write_text(json.dumps(results_payload(subset)))
+    (folder / "checkpoints" / "step_10").mkdir(parents=True)
+    (folder / "checkpoints" / "step_10" / "state.bin").write_bytes(b"\0" * 16)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return make_run(tmp_path_factory.mktemp("run"))
+
+
+def front_matter(card: str) -> dict:
+    assert card.startswith("---\n")
+    header, _, _ = card[4:].partition("\n---\n")
+    return yaml.safe_load(header)
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Relative path → sha256 of every file, hidden ones included."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_card_front_matter_holds_the_results(run_dir: Path, tmp_path: Path):
+    path = write_model_card(run_dir, "me/sceneevent-test", output_path=tmp_path / "README.md")
+    meta = front_matter(path.read_text())
+    assert meta["library_name"] == "transformers"
+    assert meta["license"] == "apache-2.0"
+    assert "audio-classification" in meta["tags"]
+    assert meta["datasets"] == ["someone/audioset"]  # local paths are not Hub ids
+    (entry,) = meta["model-index"]
+    assert entry["name"] == "me/sceneevent-test"
+    metrics = {result["metrics"][0]["type"]: result["metrics"][0]["value"] for result in entry["results"]}
+    assert metrics == {"accuracy": pytest.approx(0.6125), "lwlrap": pytest.approx(0.4375)}
+
+
+def test_card_sections(run_dir: Path):
+    card = render_model_card(run_dir, "me/sceneevent-test")
+    body = card.split("\n---\n", 1)[1]
+    for heading in ("## Results", "## Labels", "## Event training data (AET subset)", "## Training settings",
+                    "## Intended use and limits", "## How to use", "## Citation"):
+        assert heading in body
+    assert all(f"`{label}`" in body for label in SCENES + EVENTS)
+    assert "| T (hours of audio) | 11 |" in body and "| Class selection strategy | correlated |" in body
+    assert "| Subset seed | 7 |" in body and "alpha = 0.95" in body
+    assert 'pipeline("audio-classification", model="me/sceneevent-test"' in body and "tag_events(" in body
+    assert CITATION in body and "Matsoukas" in body
+
+
+def test_card_without_subset_names_the_event_data(tmp_path: Path):
+    run = make_run(tmp_path / "run", subset=False)
+    card = render_model_card(run)
+    assert "Event data set: `audioset_k3_T11`, k = 3 event classes" in card
+    assert front_matter(card)["model-index"][0]["name"] == "run"
+
+
+def test_card_has_no_secrets_or_home_paths(run_dir: Path):
+    card = render_model_card(run_dir)
+    assert FAKE_TOKEN not in card and "alice" not in card
+    assert "TUT-urban-acoustic-scenes-2018-development" in card and "audioset_k3_T11" in card  # folder names stay
+
+
+def test_card_needs_a_config(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        write_model_card(tmp_path)
+    assert not (tmp_path / "README.md").exists()
+
+
+def test_push_without_network_fails_fast_and_changes_nothing(run_dir: Path):
+    before = snapshot(run_dir)
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_TOKEN": FAKE_TOKEN, "HF_HUB_OFFLINE": "0"}
+    started = time.monotonic()
+    completed = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "push_to_hub.py"), str(run_dir), "--hub_model_id", "me/sceneevent-test"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    elapsed = time.monotonic() - started
+    assert completed.returncode == 1, completed.stderr
+    assert "cannot be reached" in completed.stderr and "127.0.0.1:9" in completed.stderr
+    assert elapsed < 60  # interpreter start + imports; the network check itself is bounded at 10 s
+    assert snapshot(run_dir) == before
+
+
+@pytest.mark.parametrize(
+    ("offline", "token", "message"),
+    [(True, FAKE_TOKEN, "HF_HUB_OFFLINE"), (False, None, "no Hugging Face token")],
+)
+def test_push_refuses_offline_or_without_token(run_dir: Path, tmp_path: Path, monkeypatch, offline, token, message):
+    from huggingface_hub import constants
+
+    # huggingface_hub reads HF_HUB_OFFLINE and HF_HOME at import: set its resolved settings instead.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no_stored_token"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HF_OIDC_RESOURCE", raising=False)
+    before = snapshot(run_dir)
+    with pytest.raises(HubPushError, match=message):
+        push_run_to_hub(run_dir, "me/x", token=token)
+    assert snapshot(run_dir) == before
+
+
+@pytest.mark.parametrize(
+    ("repo_id", "error"),
+    [("no-slash", ValueError), ("", ValueError)],
+)
+def test_push_rejects_bad_repo_ids_before_any_network(run_dir: Path, repo_id: str, error: type):
+    with pytest.raises(error, match="user/name"):
+        push_run_to_hub(run_dir, repo_id, token=FAKE_TOKEN)
+
+
+def test_push_names_a_folder_without_weights(tmp_path: Path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "preprocessor_config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="safetensors"):
+        push_run_to_hub(tmp_path, "me/x", token=FAKE_TOKEN)

@@ -1,0 +1,305 @@
+"""Pipeline loading (also without the package), windowed prediction, event tagging and the predict CLI."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from sceneevent import LogMelFeatureExtractor, SceneEventConfig, SceneEventModel
+from sceneevent.inference import (
+    classify_scene,
+    cut_windows,
+    expand_inputs,
+    load_pipeline,
+    predict,
+    predict_files,
+    tag_events,
+    window_starts,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCENES = ["park", "street", "metro"]
+EVENTS = ["Speech", "Music", "Dog", "Car"]
+RATE = 8000  # the model's rate; files are written at other rates on purpose
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("run")
+    torch.manual_seed(0)
+    model = SceneEventModel(SceneEventConfig(scene_labels=SCENES, event_labels=EVENTS, encoder="resnet10t", num_mel_bins=16))
+    # Random heads with a large spread, so that the top scene is not a near tie.
+    torch.nn.init.normal_(model.scene_head.weight, std=1.0)
+    torch.nn.init.normal_(model.event_head.weight, std=1.0)
+    model.save_pretrained(folder)
+    LogMelFeatureExtractor(num_mel_bins=16, sampling_rate=RATE, clip_seconds=10.0, hop_length=160, n_fft=256).save_pretrained(folder)
+    (folder / "results.json").write_text(json.dumps({"final": {"asc_macro_accuracy": 0.5, "aet_lwlrap": 0.5}, "alpha": 0.5}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def classifier(run_dir: Path):
+    return load_pipeline(run_dir, device="cpu")
+
+
+def noise(seconds: float, rate: int, channels: int, seed: int) -> np.ndarray:
+    """(samples, channels) quiet noise with a tone, as soundfile writes it."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    tone = 0.3 * np.sin(2 * np.pi * (300 + 200 * seed) * t)
+    return (tone[:, None] + 0.05 * rng.standard_normal((t.size, channels))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def audio_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("audio")
+    sf.write(folder / "long_stereo.wav", noise(35, 44100, 2, 0), 44100)
+    (folder / "nested").mkdir()
+    sf.write(folder / "nested" / "short.flac", noise(3, 16000, 1, 1), 16000)
+    (folder / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEnot really audio")
+    (folder / "notes.txt").write_text("not audio, ignored in folders")
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------- windows
+
+
+@pytest.mark.parametrize(
+    ("num_samples", "window", "hop", "expected"),
+    [
+        (35, 10, 10, [0, 10, 20, 30]),  # 35 s of 10 s clips: 4 windows, the last padded
+        (30, 10, 10, [0, 10, 20]),  # exact fit: no empty padded window
+        (3, 10, 10, [0]),  # shorter than a clip: one padded window
+        (10, 10, 10, [0]),
+        (35, 10, 5, [0, 5, 10, 15, 20, 25]),  # overlap: the last window still reaches the end
+        (11, 10, 20, [0, 20]),  # hop longer than a clip: the tail still gets a window
+    ],
+)
+def test_window_starts(num_samples: int, window: int, hop: int, expected: list[int]):
+    assert window_starts(num_samples, window, hop).tolist() == expected
+
+
+def test_cut_windows_zero_pads_the_last_window():
+    waveform = torch.arange(1, 26, dtype=torch.float32)  # 25 samples
+    windows = cut_windows(waveform, 10, 10)
+    assert windows.shape == (3, 10)
+    assert torch.equal(windows[1], waveform[10:20])
+    assert torch.equal(windows[2, :5], waveform[20:]) and not windows[2, 5:].any()
+
+
+@pytest.mark.parametrize(("window", "hop"), [(0, 10), (10, 0), (10, -1)])
+def test_window_starts_rejects_bad_sizes(window: int, hop: int):
+    with pytest.raises(ValueError, match="positive"):
+        window_starts(100, window, hop)
+
+
+# ---------------------------------------------------------------------------------------------- predict
+
+
+def test_long_stereo_file_gives_four_windows_and_an_aggregate(classifier, audio_dir: Path):
+    prediction = predict(classifier, audio_dir / "long_stereo.wav")
+    assert prediction.num_windows == 4
+    assert prediction.window_times == [(0.0, 10.0), (10.0, 20.0), (20.0, 30.0), (30.0, 40.0)]
+    assert (prediction.sampling_rate, prediction.channels) == (44100, 2)
+    assert prediction.duration_seconds == pytest.approx(35.0, abs=1e-3)
+    assert prediction.scene_probs.shape == (4, len(SCENES)) and prediction.event_scores.shape == (4, len(EVENTS))
+    assert np.allclose(prediction.scene_probs.sum(axis=1), 1.0, atol=1e-5)
+    assert ((prediction.event_scores > 0) & (prediction.event_scores < 1)).all()
+    assert np.allclose(prediction.scene_probabilities, prediction.scene_probs.mean(axis=0))
+    assert np.allclose(prediction.event_probabilities, prediction.event_scores.max(axis=0))
+    assert prediction.scene == SCENES[int(prediction.scene_probs.mean(axis=0).argmax())]
+    # The padded last window sees other audio than the first: the windows really differ.
+    assert not np.allclose(prediction.event_scores[0], prediction.event_scores[3])
+
+
+def test_first_window_matches_the_pipeline(classifier, audio_dir: Path):
+    data, rate = sf.read(audio_dir / "long_stereo.wav", dtype="float32")
+    prediction = predict(classifier, audio_dir / "long_stereo.wav")
+    # The pipeline crops to one clip: the same audio as window 0.
+    scores = classifier({"array": data.mean(axis=1), "sampling_rate": rate}, top_k=len(SCENES))
+    expected = {item["label"]: item["score"] for item in scores}
+    got = {item["label"]: item["score"] for item in prediction.top_scenes(len(SCENES), window=0)}
+    assert got == pytest.approx(expected, abs=1e-4)
+
+
+def test_mean_pooling_and_hop(classifier, audio_dir: Path):
+    prediction = predict(classifier, audio_dir / "long_stereo.wav", hop_seconds=5.0, event_pooling="mean")
+    assert prediction.num_windows == 6 and prediction.hop_seconds == 5.0
+    assert np.allclose(prediction.event_probabilities, prediction.event_scores.mean(axis=0))
+
+
+def test_tag_events_and_classify_scene(classifier, audio_dir: Path):
+    data, rate = sf.read(audio_dir / "nested" / "short.flac", dtype="float32")
+    events = tag_events(classifier, data, sampling_rate=rate, top_k=3)
+    assert [set(item) for item in events] == [{"label", "score"}] * 3
+    assert all(item["label"] in EVENTS and 0 < item["score"] < 1 for item in events)
+    assert [item["score"] for item in events] == sorted((item["score"] for item in events), reverse=True)
+    scenes = classify_scene(classifier, {"array": data, "sampling_rate": rate}, top_k=len(SCENES))
+    assert sum(item["score"] for item in scenes) == pytest.approx(1.0, abs=1e-5)
+    # A path and the decoded array give the same answer.
+    from_path = tag_events(classifier, audio_dir / "nested" / "short.flac", top_k=3)
+    assert [item["label"] for item in from_path] == [item["label"] for item in events]
+    assert [item["score"] for item in from_path] == pytest.approx([item["score"] for item in events])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"event_pooling": "median"}, "event_pooling"), ({"hop_seconds": 0.0}, "hop_seconds")],
+)
+def test_predict_rejects_bad_settings(classifier, kwargs: dict, message: str):
+    with pytest.raises(ValueError, match=message):
+        predict(classifier, np.zeros(RATE, dtype=np.float32), **kwargs)
+
+
+def test_predict_rejects_what_is_not_a_model_or_audio(classifier):
+    with pytest.raises(TypeError, match="run folder, a Hub id or an audio-classification pipeline"):
+        predict(42, np.zeros(RATE, dtype=np.float32))
+    with pytest.raises(TypeError, match="cannot read audio from list"):
+        predict(classifier, [0.0, 1.0])
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+
+def test_expand_inputs_folders_globs_and_missing(audio_dir: Path):
+    files, missing = expand_inputs([str(audio_dir), str(audio_dir / "*.wav"), str(audio_dir / "absent.ogg")])
+    names = [path.name for path in files]
+    assert names == ["corrupt.wav", "long_stereo.wav", "short.flac"]  # recursive, no .txt, no repeats
+    assert [item["source"] for item in missing] == [str(audio_dir / "absent.ogg")]
+
+
+def test_corrupt_file_is_reported_and_the_others_processed(classifier, audio_dir: Path):
+    files, _ = expand_inputs([str(audio_dir)])
+    predictions, failures = predict_files(classifier, files, progress=False)
+    assert sorted(Path(p.source).name for p in predictions) == ["long_stereo.wav", "short.flac"]
+    (failure,) = failures
+    assert failure["source"].endswith("corrupt.wav") and "cannot be decoded" in failure["error"]
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO_ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_json_output_and_plots(run_dir: Path, audio_dir: Path, tmp_path: Path):
+    output, plots = tmp_path / "predictions.json", tmp_path / "plots"
+    completed = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "predict.py"), str(audio_dir), "--model", str(run_dir),
+         "--output_format", "json", "--output_file", str(output), "--plot", str(plots), "--device", "cpu", "--disable_tqdm"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert completed.returncode == 0, completed.stderr
+    payload = json.loads(output.read_text())
+    by_name = {Path(item["source"]).name: item for item in payload["files"]}
+    assert set(by_name) == {"long_stereo.wav", "short.flac"}
+    long = by_name["long_stereo.wav"]
+    assert long["num_windows"] == len(long["windows"]) == 4
+    assert long["aggregate"]["scene"] in SCENES and len(long["aggregate"]["events"]) == 3
+    assert [Path(item["source"]).name for item in payload["failures"]] == ["corrupt.wav"]
+    assert "corrupt.wav" in completed.stderr  # listed at the end as well
+    assert sorted(path.name for path in plots.iterdir()) == ["long_stereo.png", "short.png"]
+    assert (plots / "long_stereo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_csv_and_table(run_dir: Path, audio_dir: Path, tmp_path: Path, capsys):
+    script = load_script("predict")
+    common = [str(audio_dir / "long_stereo.wav"), str(audio_dir / "corrupt.wav"), "--model", str(run_dir), "--device", "cpu",
+              "--disable_tqdm"]
+    assert script.main(common + ["--output_format", "csv", "--output_file", str(tmp_path / "p.csv")]) == 0
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "p.csv").read_text())))
+    assert [row["window"] for row in rows] == ["0", "1", "2", "3", "all", ""]
+    assert rows[-1]["source"].endswith("corrupt.wav") and rows[-1]["error"]
+    assert all(row["scene"] in SCENES for row in rows[:5])
+    capsys.readouterr()
+    assert script.main(common) == 0
+    table = capsys.readouterr().out
+    assert "4 windows" in table and "30.0-40.0" in table and "could not be processed" in table
+
+
+def test_cli_exit_code_when_nothing_works(run_dir: Path, audio_dir: Path, capsys):
+    script = load_script("predict")
+    assert script.main([str(audio_dir / "corrupt.wav"), "--model", str(run_dir), "--device", "cpu", "--disable_tqdm"]) == 1
+    assert "corrupt.wav" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------- remote code
+
+
+BLOCKED_LOAD = textwrap.dedent(
+    """
+    import importlib.abc, json, sys
+
+    class BlockSceneevent(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "sceneevent" or name.startswith("sceneevent."):
+                raise ImportError(f"blocked: {name}")
+            return None
+
+    sys.meta_path.insert(0, BlockSceneevent())
+    sys.path = [entry for entry in sys.path if not entry.rstrip("/").endswith("/src")]
+    try:
+        import sceneevent
+        raise SystemExit("sceneevent was importable")
+    except ImportError:
+        pass
+
+    import numpy as np, soundfile as sf, torch
+    from transformers import pipeline
+
+    run_dir, audio_path = sys.argv[1], sys.argv[2]
+    classifier = pipeline("audio-classification", model=run_dir, trust_remote_code=True, device="cpu")
+    data, rate = sf.read(audio_path, dtype="float32")
+    mono = data.mean(axis=1)
+    top = classifier({"array": mono, "sampling_rate": rate}, top_k=3)
+    # The model's own forward on the same features.
+    features = classifier.feature_extractor(mono, sampling_rate=rate, return_tensors="pt")
+    with torch.no_grad():
+        outputs = classifier.model(**features)
+    config = classifier.model.config
+    print(json.dumps({
+        "pipeline": top,
+        "forward_scene": config.id2label[int(outputs.scene_logits.argmax(-1))],
+        "event_scores": outputs.event_logits.sigmoid()[0].tolist(),
+        "event_labels": config.event_labels,
+        "model_module": type(classifier.model).__module__,
+        "sceneevent_loaded": any(name.split(".")[0] == "sceneevent" for name in sys.modules),
+    }))
+    """
+)
+
+
+def test_run_folder_loads_without_the_package(run_dir: Path, audio_dir: Path, classifier, tmp_path: Path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    env.pop("PYTHONPATH", None)
+    completed = subprocess.run(
+        [sys.executable, "-c", BLOCKED_LOAD, str(run_dir), str(audio_dir / "long_stereo.wav")],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert not result["sceneevent_loaded"]
+    assert result["model_module"].startswith("transformers_modules")  # the code shipped in the run folder
+    assert result["pipeline"][0]["label"] == result["forward_scene"]
+    assert result["event_labels"] == EVENTS
+    # The same weights in this process, through the package: same first-window answer.
+    prediction = predict(classifier, audio_dir / "long_stereo.wav")
+    assert prediction.top_scenes(1, window=0)[0]["label"] == result["forward_scene"]
+    assert np.allclose(prediction.event_scores[0], result["event_scores"], atol=1e-4)

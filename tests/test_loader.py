@@ -1,0 +1,95 @@
+import datasets
+import numpy as np
+import pytest
+
+from sceneevent.loader import BatchPlan, BatchReader, MultiTaskLoader
+
+
+def cached_split(rows: int, label: str, num_classes: int, seed: int = 0) -> datasets.Dataset:
+    rng = np.random.default_rng(seed)
+    features = rng.standard_normal((rows, 4, 6)).astype(np.float16)
+    # the first feature cell carries the row id, so batches can be traced back to rows
+    features[:, 0, 0] = np.arange(rows)
+    if label == "scene":
+        labels = (np.arange(rows) % num_classes).tolist()
+        feature = datasets.ClassLabel(num_classes=num_classes)
+    else:
+        labels = [[i % num_classes, (i + 1) % num_classes] for i in range(rows)]
+        feature = datasets.Sequence(datasets.ClassLabel(num_classes=num_classes))
+    return datasets.Dataset.from_dict(
+        {"input_features": features, label: labels},
+        features=datasets.Features({"input_features": datasets.Array2D((4, 6), "float16"), label: feature}),
+    )
+
+
+def row_ids(batch):
+    return sorted(batch["input_features"][:, 0, 0].long().tolist())
+
+
+def test_every_step_has_64_scene_and_128_event_clips_and_scenes_set_the_epoch():
+    scenes = BatchReader(cached_split(640, "scene", 10), "scene", 10)
+    events = BatchReader(cached_split(300, "events", 40), "events", 40)
+    loader = MultiTaskLoader(epoch_rows=640, asc=scenes, aet=events, asc_batch_size=64, aet_batch_size=128, seed=0)
+    batches = list(loader.epoch(0))
+    assert len(batches) == loader.steps_per_epoch == 10
+    for batch in batches:
+        assert batch["asc"]["input_features"].shape == (64, 4, 6)
+        assert batch["asc"]["scene_labels"].shape == (64,)
+        assert batch["aet"]["input_features"].shape == (128, 4, 6)
+        assert batch["aet"]["event_labels"].shape == (128, 40)
+        assert (batch["aet"]["event_labels"].sum(1) == 2).all()  # multi-hot from the label lists
+    seen = [row for batch in batches for row in row_ids(batch["asc"])]
+    assert sorted(seen) == list(range(640))  # one epoch = every scene clip once
+    # 300 event clips = 2 event batches per cycle: the event set cycled 5 times in one scene epoch
+    assert loader.aet_consumed == 10
+
+
+def test_labels_travel_with_their_rows():
+    reader = BatchReader(cached_split(50, "scene", 7), "scene", 7)
+    batch = reader[[40, 3, 17]]
+    ids = batch["input_features"][:, 0, 0].long()
+    assert (batch["scene_labels"] == ids % 7).all()
+
+
+def test_processes_read_disjoint_shares_of_each_global_batch():
+    shares = [list(BatchPlan(100, 8, seed=3, num_processes=2, process_index=rank).epoch_batches(0)) for rank in (0, 1)]
+    assert len(shares[0]) == len(shares[1]) == 100 // 16
+    for a, b in zip(*shares):
+        assert len(a) == len(b) == 8 and not set(a) & set(b)
+    evaluation = [list(BatchPlan(101, 8, seed=0, num_processes=2, process_index=r).eval_batches()) for r in (0, 1)]
+    flat = [i for shard in evaluation for batch in shard for i in batch]
+    assert flat == list(range(101))  # every clip exactly once, in order
+
+
+def test_epochs_are_reshuffled_and_repeatable():
+    plan = BatchPlan(64, 8, seed=1)
+    assert list(plan.epoch_batches(0)) == list(BatchPlan(64, 8, seed=1).epoch_batches(0))
+    assert list(plan.epoch_batches(0)) != list(plan.epoch_batches(1))
+
+
+def test_resumed_loader_reads_the_same_batches():
+    scenes = BatchReader(cached_split(96, "scene", 4), "scene", 4)
+    events = BatchReader(cached_split(40, "events", 5), "events", 5)
+    make = lambda: MultiTaskLoader(epoch_rows=96, asc=scenes, aet=events, asc_batch_size=8, aet_batch_size=16, seed=5)  # noqa: E731
+    straight = make()
+    reference = [list(straight.epoch(0)), list(straight.epoch(1))]
+    interrupted = make()
+    first_part = []
+    for i, batch in enumerate(interrupted.epoch(1 - 1)):
+        first_part.append(batch)
+        if i == 6:
+            break
+    resumed = make()
+    resumed.load_state_dict(interrupted.state_dict())
+    rest = list(resumed.epoch(0, start_step=7)) + list(resumed.epoch(1))
+    for expected, got in zip(reference[0] + reference[1], first_part + rest, strict=True):
+        assert row_ids(expected["asc"]) == row_ids(got["asc"])
+        assert row_ids(expected["aet"]) == row_ids(got["aet"])
+
+
+def test_too_small_data_for_one_batch_is_a_clear_error():
+    scenes = BatchReader(cached_split(10, "scene", 2), "scene", 2)
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        MultiTaskLoader(epoch_rows=10, asc=scenes, aet=None, asc_batch_size=64, aet_batch_size=128, seed=0)
+    with pytest.raises(ValueError, match="positive"):
+        BatchPlan(10, 0, seed=0)

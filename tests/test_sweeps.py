@@ -1,0 +1,274 @@
+"""The sweep files (W&B schema, grid sizes, the agent's command) and the local runner (resume, failures)."""
+
+import importlib.util
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sceneevent import sweeps
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEP_DIR = ROOT / "sweeps"
+SEEDS = [0, 1, 2, 3]
+ALPHAS = sorted({round(0.1 * i, 2) for i in range(10)} | {round(0.9 + 0.01 * i, 2) for i in range(11)})
+EXPECTED = {  # file -> (swept values other than seed, runs)
+    "alpha": ({"alpha": ALPHAS}, 20 * 4),
+    "strategy": ({"aet_dataset": [f"data/aet_subsets/k=35_hours=90_strategy_{s}" for s in ("random", "correlated", "uncorrelated")]}, 3 * 4),
+    "hours": ({"aet_dataset": [f"data/aet_subsets/k=115_hours={t}_strategy_random" for t in (11, 22, 45, 90, 180, 360)]}, 6 * 4),
+    "k": ({"aet_dataset": ["data/aet_subsets/k=2_hours=90_strategy_speech_music"]
+           + [f"data/aet_subsets/k={k}_hours=90_strategy_random" for k in (5, 10, 20, 35, 70, 115)]}, 7 * 4),
+    "pretrain_vs_joint": ({"mode": ["joint", "pretrain_finetune"]}, 2 * 4),
+}
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def read_yaml(name: str) -> dict:
+    return yaml.safe_load((SWEEP_DIR / f"{name}.yaml").read_text())
+
+
+def test_every_sweep_file_is_covered():
+    assert sorted(path.stem for path in SWEEP_DIR.glob("*.yaml")) == sorted(EXPECTED)
+    assert len(ALPHAS) == 20 and ALPHAS[:2] == [0.0, 0.1] and ALPHAS[-3:] == [0.98, 0.99, 1.0]
+
+
+# --- the YAML files -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_sweep_follows_the_documented_wandb_keys(name):
+    config = read_yaml(name)
+    assert sweeps.documented_key_violations(config) == []
+    assert sweeps.schema_violations(config) == []
+    assert config["method"] == "grid"
+    assert config["metric"] == {"name": "eval/asc_macro_accuracy", "goal": "maximize"}
+    assert config["parameters"]["seed"] == {"values": SEEDS}
+    assert config["parameters"]["report_to"] == {"value": "wandb"}
+    assert config["program"] in sweeps.MODE_PROGRAMS.values()
+    assert config["command"][-2:] == ["${program}", "${args}"]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_sweep_passes_wandbs_own_schema_when_installed(name):
+    # wandb validates sweep configs with the `sweeps` package (pip install wandb[sweeps]); it ships schema.json.
+    # (`import sweeps` can also find this repository's sweeps/ folder, hence the attribute check.)
+    check = getattr(pytest.importorskip("sweeps"), "schema_violations_from_proposed_config", None)
+    if check is None:
+        pytest.skip("wandb's `sweeps` package is not installed")
+    assert check(read_yaml(name)) == []
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"methd": "grid"}, "unknown top-level key 'methd'"),
+        ({"method": "exhaustive"}, "method must be one of"),
+        ({"metric": {"name": "eval/x", "goal": "max"}}, "metric.goal"),
+        ({"parameters": {"seed": {"values": []}}}, "non-empty list"),
+        ({"parameters": {"seed": {"values": [0, 0]}}}, "repeated entries"),
+        ({"parameters": {"seed": {"vals": [0]}}}, "unknown key 'vals'"),
+        ({"parameters": {"seed": {"distribution": "uniform", "min": 0, "max": 1}}}, "grid search needs"),
+        ({"command": "accelerate launch"}, "command must be a list"),
+    ],
+)
+def test_validator_reports_bad_configs(change, message):
+    config = {**read_yaml("alpha"), **change}
+    found = sweeps.documented_key_violations(config)
+    assert any(message in violation for violation in found), found
+
+
+def test_load_sweep_names_the_file_and_violation(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"method": "grid", "parameters": {"seed": {"values": []}}}))
+    with pytest.raises(ValueError, match=r"(?s)bad\.yaml is not a valid W&B sweep.*seed"):
+        sweeps.load_sweep(path)
+
+
+# --- grid expansion -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_grid_expands_to_every_combination(name, tmp_path):
+    swept, count = EXPECTED[name]
+    config = sweeps.load_sweep(SWEEP_DIR / f"{name}.yaml")
+    runs = sweeps.plan_runs(config, name, tmp_path, launcher="accelerate", extra_args=["--max_train_steps", "2"])
+    assert len(runs) == count
+    assert len({run.output_dir for run in runs}) == count
+    (factor, values), = swept.items()
+    combos = {(run.parameters[factor], run.parameters["seed"]) for run in runs}
+    assert combos == {(value, seed) for value in values for seed in SEEDS}
+    constants = {key: spec["value"] for key, spec in config["parameters"].items() if "value" in spec}
+    for run in runs:
+        assert run.command[:2] == ["accelerate", "launch"]
+        assert run.output_dir.parent == tmp_path / name
+        assert run.command[-3:] == [f"--output_dir={run.output_dir}", "--max_train_steps", "2"]
+        assert f"--seed={run.parameters['seed']}" in run.command
+        assert all(f"--{key}={value}" in run.command for key, value in constants.items())
+        assert not any(arg.startswith("--mode=") for arg in run.command)
+        expected_program = sweeps.MODE_PROGRAMS[run.parameters["mode"]] if factor == "mode" else "scripts/train_joint.py"
+        assert run.command[2] == expected_program
+        if factor != "mode":
+            assert f"--{factor}={run.parameters[factor]}" in run.command
+
+
+def test_alpha_runs_are_named_by_their_values(tmp_path):
+    runs = sweeps.plan_runs(sweeps.load_sweep(SWEEP_DIR / "alpha.yaml"), "alpha", tmp_path, launcher="python")
+    names = {run.name for run in runs}
+    assert {"alpha=0.0_seed=0", "alpha=0.95_seed=3", "alpha=1.0_seed=2"} <= names
+    assert runs[0].command[0] == sys.executable
+
+
+# --- the W&B agent's command --------------------------------------------------------------------------
+
+
+def agent_command(config: dict, parameters: dict) -> list[str]:
+    """The command `wandb agent` builds: the macros of `command:` replaced as wandb_agent.Agent does it."""
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+
+    values = create_sweep_command_args({"args": {key: {"value": value} for key, value in parameters.items()}})
+    values.update(program=[config["program"]], interpreter=["python"], env=["/usr/bin/env"])
+    command = []
+    for chunk in config["command"]:
+        command += values.get(chunk[2:-1], []) if chunk.startswith("${") and chunk.endswith("}") else [chunk]
+    return command
+
+
+@pytest.fixture
+def fake_accelerate(tmp_path):
+    """An `accelerate` on PATH that records its arguments, one per line."""
+    record = tmp_path / "argv.txt"
+    program = tmp_path / "bin" / "accelerate"
+    program.parent.mkdir()
+    program.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\n')
+    program.chmod(program.stat().st_mode | stat.S_IEXEC)
+    env = {**os.environ, "PATH": f"{program.parent}{os.pathsep}{os.environ['PATH']}", "WANDB_RUN_ID": "abc123"}
+    return env, record
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_agent_runs_accelerate_launch_with_a_folder_per_run(name, fake_accelerate, tmp_path):
+    env, record = fake_accelerate
+    config = read_yaml(name)
+    for _, parameters in sweeps.expand_grid(config)[:2] + sweeps.expand_grid(config)[-1:]:
+        subprocess.run(agent_command(config, parameters), env=env, check=True, cwd=tmp_path)
+        argv = record.read_text().splitlines()
+        local = sweeps.plan_runs(config, name, "outputs/sweeps", launcher="accelerate")
+        program = sweeps.program_for(config, parameters)
+        expected_flags = [f"--{key}={value}" for key, value in parameters.items() if key != "mode"]
+        assert argv == ["launch", program, *expected_flags, f"--output_dir=outputs/sweeps/{name}/abc123"]
+        # The local runner launches the same program with the same flags (and its own folder).
+        twin = next(run for run in local if run.parameters == parameters)
+        assert twin.command[1:-1] == argv[:-1]
+
+
+# --- the local runner ---------------------------------------------------------------------------------
+
+
+FAKE_PROGRAM = """
+import json, sys
+from pathlib import Path
+args = dict(arg[2:].split("=", 1) for arg in sys.argv[1:] if arg.startswith("--") and "=" in arg)
+with open({counter!r}, "a") as handle:
+    handle.write(" ".join(sys.argv[1:]) + "\\n")
+print("training", args)
+if args["alpha"] == "0.5":
+    sys.exit(3)
+Path(args["output_dir"]).mkdir(parents=True, exist_ok=True)
+(Path(args["output_dir"]) / "results.json").write_text(json.dumps({{"alpha": float(args["alpha"]), "seed": int(args["seed"])}}))
+"""
+
+
+@pytest.fixture
+def tiny_sweep(tmp_path):
+    counter = tmp_path / "executions.txt"
+    program = tmp_path / "fake_train.py"
+    program.write_text(FAKE_PROGRAM.format(counter=str(counter)))
+    config = {
+        "name": "tiny", "program": str(program), "method": "grid",
+        "metric": {"name": "eval/asc_macro_accuracy", "goal": "maximize"},
+        "parameters": {"alpha": {"values": [0.1, 0.5, 0.9]}, "seed": {"values": [0, 1]}, "report_to": {"value": "none"}},
+        "command": ["${env}", "${interpreter}", "${program}", "${args}"],
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path, counter, tmp_path / "runs"
+
+
+def executions(counter: Path) -> list[str]:
+    return counter.read_text().splitlines() if counter.exists() else []
+
+
+def test_runner_resumes_and_survives_a_failing_run(tiny_sweep, capsys):
+    path, counter, root = tiny_sweep
+    finished = root / "tiny" / "alpha=0.1_seed=0"
+    finished.mkdir(parents=True)
+    (finished / "results.json").write_text("{}")
+    run_sweep = load_script("run_sweep")
+
+    code = run_sweep.main([str(path), "--output_root", str(root), "--launcher", "python", "--parallel", "2",
+                           "--extra_args", "--max_train_steps 2"])
+
+    assert code == 1
+    first = executions(counter)
+    assert len(first) == 5  # 6 runs, 1 already finished
+    assert all(line.endswith("--max_train_steps 2") for line in first)
+    out = capsys.readouterr().out
+    assert "3 run, 1 already finished, 2 failed" in out
+    listed = sorted(line.split()[1] for line in out.splitlines() if line.startswith("  FAILED"))
+    assert listed == [f"{root / 'tiny' / f'alpha=0.5_seed={seed}'}:" for seed in (0, 1)]
+    for name in ("alpha=0.1_seed=1", "alpha=0.9_seed=0", "alpha=0.9_seed=1"):
+        assert json.loads((root / "tiny" / name / "results.json").read_text())["alpha"] in (0.1, 0.9)
+        assert "training" in (root / "tiny" / name / "train.log").read_text()
+    assert (finished / "results.json").read_text() == "{}"  # not re-run
+    assert "exit code 3" in out
+
+    # Again: only the two failed runs are retried.
+    assert run_sweep.main([str(path), "--output_root", str(root), "--launcher", "python"]) == 1
+    retried = executions(counter)[len(first):]
+    assert len(retried) == 2 and all("--alpha=0.5" in line for line in retried)
+
+
+def test_runner_dry_run_prints_commands_and_runs_nothing(tiny_sweep, capsys):
+    path, counter, root = tiny_sweep
+    assert load_script("run_sweep").main([str(path), "--output_root", str(root), "--launcher", "python", "--dry_run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 6 and all("--output_dir=" in line for line in lines)
+    assert not counter.exists() and not root.exists()
+
+
+def test_runner_continues_a_run_that_has_checkpoints(tiny_sweep):
+    path, _, root = tiny_sweep
+    (root / "tiny" / "alpha=0.9_seed=1" / "checkpoints" / "step_10").mkdir(parents=True)
+    runs = sweeps.plan_runs(sweeps.load_sweep(path), "tiny", root, launcher="python", extra_args=["--x", "1"])
+    resumed = [run.name for run in runs if "--resume_from_checkpoint=latest" in run.command]
+    assert resumed == ["alpha=0.9_seed=1"]
+
+
+@pytest.mark.parametrize(
+    "parameters, error",
+    [
+        ({"mode": {"values": ["joint", "finetune_only"]}}, "parameter `mode` must be one of"),
+        ({"aet_dataset": {"values": ["a/k=2", "b/k=2"]}}, "would share the folder"),
+    ],
+)
+def test_runner_rejects_ambiguous_sweeps(parameters, error, tmp_path):
+    config = {"program": "scripts/train_joint.py", "method": "grid", "parameters": parameters}
+    with pytest.raises(ValueError, match=error):
+        sweeps.plan_runs(config, "bad", tmp_path)
+
+
+def test_runner_needs_a_grid(tmp_path):
+    config = {"program": "p.py", "method": "random", "parameters": {"seed": {"values": [0]}}}
+    with pytest.raises(ValueError, match="only `method: grid`"):
+        sweeps.plan_runs(config, "bad", tmp_path)
