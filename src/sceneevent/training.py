@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
-import numpy as np
 import torch
 import transformers
 from accelerate import Accelerator
@@ -23,13 +22,15 @@ from tqdm.auto import tqdm
 from .arguments import DataArguments, JointTrainingArguments, ModelArguments, to_dict
 from .augment import MixUp, SpecAugment
 from .balancing import LossBalancer, task_gradient_stats
+from .checkpointing import CHECKPOINTS_DIR, TRAINER_STATE_FILE, check_resume_labels, resolve_checkpoint, save_checkpoint
+from .evaluation import evaluate_tasks
 from .collator import join_task_batches
 from .configuration_sceneevent import SceneEventConfig
 from .data.sources import load_event_source, load_scene_source
 from .feature_cache import build_feature_cache
 from .feature_extraction_sceneevent import LogMelFeatureExtractor
 from .io_utils import atomic_write_json, replace_files_from, scrub_secrets
-from .loader import BatchPlan, BatchReader, MultiTaskLoader, batch_loader, to_device
+from .loader import BatchReader, MultiTaskLoader, to_device
 from .losses import balanced_alpha
 from .metrics import load_metric
 from .modeling_sceneevent import SceneEventModel
@@ -37,8 +38,6 @@ from .modeling_sceneevent import SceneEventModel
 logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.json"
-CHECKPOINTS_DIR = "checkpoints"
-TRAINER_STATE_FILE = "trainer_state.json"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -171,7 +170,12 @@ def prepare_data(
 def read_subset_info(source: str) -> dict | None:
     """How an AET subset folder was built (k, hours, strategy, seed), if it is one."""
     path = Path(source) / "subset_info.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    info = json.loads(path.read_text())
+    hours = info.get("hours_requested") or info.get("train_hours")
+    return {"k": info.get("k"), "hours": hours, "strategy": info.get("strategy"), "seed": info.get("seed"),
+            "source": info.get("source"), "train_clips": info.get("train_clips"), "events": info.get("events")}
 
 
 def _synthetic_kwargs(data_args: DataArguments, source: str) -> dict:
@@ -212,101 +216,6 @@ def build_model(model_args: ModelArguments, data: PreparedData, alpha: float, ex
         drop_path_rate=model_args.drop_path_rate,
     )
     return SceneEventModel(config)
-
-
-# --- evaluation ---------------------------------------------------------------------------------------
-
-
-def gather_rows(accelerator: Accelerator, rows: torch.Tensor) -> torch.Tensor:
-    """Concatenate every process's rows in process order, without padding duplicates."""
-    if accelerator.num_processes == 1:
-        return rows
-    counts = accelerator.gather(torch.tensor([rows.shape[0]], device=rows.device)).tolist()
-    padded = accelerator.gather(accelerator.pad_across_processes(rows, dim=0))
-    width = max(counts)
-    return torch.cat([padded[index * width : index * width + count] for index, count in enumerate(counts)])
-
-
-@torch.no_grad()
-def predict_split(accelerator: Accelerator, model, reader: BatchReader, batch_size: int, logits_key: str):
-    """Logits and labels of a whole cached split, gathered from all processes (in data-set order)."""
-    plan = BatchPlan(len(reader), batch_size, seed=0, num_processes=accelerator.num_processes, process_index=accelerator.process_index)
-    logits, labels = [], []
-    label_key = "scene_labels" if logits_key == "scene_logits" else "event_labels"
-    for batch in batch_loader(reader, list(plan.eval_batches())):
-        batch = to_device(batch, accelerator.device)
-        logits.append(model(input_features=batch["input_features"])[logits_key].float())
-        labels.append(batch[label_key])
-    num_classes = reader.num_classes
-    local_logits = torch.cat(logits) if logits else torch.zeros(0, num_classes, device=accelerator.device)
-    local_labels = torch.cat(labels) if labels else torch.zeros((0,) if label_key == "scene_labels" else (0, num_classes), device=accelerator.device)
-    return gather_rows(accelerator, local_logits).cpu().numpy(), gather_rows(accelerator, local_labels).cpu().numpy()
-
-
-def evaluate_tasks(accelerator, model, scene_reader, event_reader, batch_size, metrics) -> dict[str, float]:
-    model.eval()
-    results = {}
-    logits, labels = predict_split(accelerator, model, scene_reader, batch_size, "scene_logits")
-    results["asc_macro_accuracy"] = metrics["macro_accuracy"].compute(
-        predictions=logits.argmax(axis=1), references=labels
-    )["macro_accuracy"]
-    if event_reader is not None:
-        scores, truth = predict_split(accelerator, model, event_reader, batch_size, "event_logits")
-        results["aet_lwlrap"] = metrics["lwlrap"].compute(predictions=scores, references=truth.astype(np.int8))["lwlrap"]
-    model.train()
-    return results
-
-
-# --- checkpoints ---------------------------------------------------------------------------------
-
-
-def checkpoint_dirs(output_dir: Path) -> list[Path]:
-    root = output_dir / CHECKPOINTS_DIR
-    found = [p for p in root.glob("step_*") if (p / TRAINER_STATE_FILE).exists()] if root.exists() else []
-    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
-
-
-def resolve_checkpoint(output_dir: Path, value: str | None) -> Path | None:
-    if not value:
-        return None
-    if value == "latest":
-        found = checkpoint_dirs(output_dir)
-        if not found:
-            raise ValueError(f"--resume_from_checkpoint latest: no complete checkpoint under {output_dir / CHECKPOINTS_DIR}")
-        return found[-1]
-    path = Path(value)
-    if not (path / TRAINER_STATE_FILE).exists():
-        raise ValueError(f"--resume_from_checkpoint {value}: not a complete checkpoint folder (no {TRAINER_STATE_FILE})")
-    return path
-
-
-def check_resume_labels(checkpoint: Path, state: dict, data: PreparedData, alpha: float) -> None:
-    """A checkpoint only resumes on the data and alpha it was trained with."""
-    problems = []
-    if state.get("scene_labels") != data.scene_labels:
-        problems.append(f"scene labels {state.get('scene_labels')} vs data {data.scene_labels}")
-    if state.get("event_labels") != data.event_labels:
-        problems.append(f"event labels {state.get('event_labels')} vs data {data.event_labels}")
-    if state.get("alpha") != alpha:
-        problems.append(f"alpha {state.get('alpha')} vs --alpha {alpha}")
-    if problems:
-        raise ValueError(f"--resume_from_checkpoint {checkpoint} does not match this run: " + "; ".join(problems))
-
-
-def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, state: dict, limit: int | None) -> None:
-    """`save_state` into a temporary folder, then rename: a killed save never looks complete."""
-    final = output_dir / CHECKPOINTS_DIR / f"step_{step}"
-    staging = output_dir / CHECKPOINTS_DIR / f".tmp_step_{step}"
-    accelerator.save_state(str(staging))
-    if accelerator.is_main_process:
-        atomic_write_json(staging / TRAINER_STATE_FILE, state)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-        if limit:
-            for old in checkpoint_dirs(output_dir)[:-limit]:
-                shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
 
 
 # --- the loop --------------------------------------------------------------------------------------
