@@ -14,8 +14,10 @@ bottleneck). Compare like with like: run both with the same shape and batch size
 
 from __future__ import annotations
 
+import gc
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,10 +25,10 @@ import torch
 from transformers import HfArgumentParser
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
-from sceneevent.collator import join_task_batches  # noqa: E402
-from sceneevent.loader import BatchReader, MultiTaskLoader  # noqa: E402
+from sceneevent.collator import join_task_batches
+from sceneevent.loader import BatchReader, MultiTaskLoader
 
 NAME = "bench_loader"
 
@@ -69,9 +71,9 @@ def measure_workers(dataset, args: LoaderArguments, num_workers: int) -> dict:
     read_epoch(loader, 0)  # warm-up: page cache, worker start-up paths
     seconds, samples = [], 0
     for epoch in range(1, args.repeats + 1):
-        holder = {}
-        seconds.append(common.time_call(lambda: holder.update(n=read_epoch(loader, epoch))))
-        samples = holder["n"]
+        started = time.perf_counter()
+        samples = read_epoch(loader, epoch)
+        seconds.append(time.perf_counter() - started)
     return {"seconds_per_epoch": common.spread(seconds), "samples_per_epoch": samples,
             "steps_per_epoch": loader.steps_per_epoch, "samples_per_second": samples / common.median(seconds)}
 
@@ -96,6 +98,9 @@ def main(argv: list[str] | None = None) -> dict:
         dataset = common.build_synthetic_cache(Path(folder) / "cache", args.num_rows, args.num_mel_bins, args.frames)
         for workers in worker_counts:
             figures[str(workers)] = result = measure_workers(dataset, args, workers)
+            # The loader's event iterator sits in a reference cycle (its sampler closes over the loader): collect
+            # it now, or the next worker count's forked workers inherit it and try to shut its workers down.
+            gc.collect()
             print(f"  {workers} workers: {result['samples_per_second']:.0f} samples/s "
                   f"({result['seconds_per_epoch']['median'] * 1e3:.0f} ms per epoch of {result['steps_per_epoch']} steps)", flush=True)
         del dataset

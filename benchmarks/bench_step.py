@@ -17,23 +17,25 @@ both alike; the figure is the median over rounds of the joint/plain time ratio (
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 import timm
+import torch
 from torch import nn
 from torch.nn import functional as F
 from transformers import HfArgumentParser
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
-from sceneevent import SceneEventConfig, SceneEventModel  # noqa: E402
-from sceneevent.arguments import JointTrainingArguments  # noqa: E402
+from sceneevent import SceneEventConfig, SceneEventModel
+from sceneevent.arguments import JointTrainingArguments
+
 # The training loop's own batch path (private names): the benchmark follows training.py if it changes.
-from sceneevent.training import _augmenters, _device_batch  # noqa: E402
+from sceneevent.training import _augmenters, _device_batch
 
 NAME = "bench_step"
 
@@ -168,7 +170,7 @@ def measure(args: StepArguments) -> dict:
         # Swap the order every round: a slow phase of the machine must not always hit the same arm.
         order = ["joint", "plain"] if round_index % 2 == 0 else ["plain", "joint"]
         for name in order:
-            seconds[name].append(common.time_call(lambda: run_steps(arms[name], args.steps), device) / args.steps)
+            seconds[name].append(common.time_call(functools.partial(run_steps, arms[name], args.steps), device) / args.steps)
         ratios.append(seconds["joint"][-1] / seconds["plain"][-1])
         print(f"  round {round_index + 1}/{args.rounds}: joint {seconds['joint'][-1] * 1e3:.0f} ms/step, "
               f"plain {seconds['plain'][-1] * 1e3:.0f} ms/step, ratio {ratios[-1]:.3f}", flush=True)

@@ -1,6 +1,7 @@
 import datasets
 import numpy as np
 import pytest
+import torch
 
 from sceneevent.loader import BatchPlan, BatchReader, MultiTaskLoader
 
@@ -49,6 +50,20 @@ def test_labels_travel_with_their_rows():
     batch = reader[[40, 3, 17]]
     ids = batch["input_features"][:, 0, 0].long()
     assert (batch["scene_labels"] == ids % 7).all()
+
+
+def test_batches_keep_fp16_and_match_row_reads_also_on_select_views():
+    split = cached_split(80, "events", 6)
+    view = split.select([5, 70, 3, 41, 12])  # an indices mapping over the Arrow rows
+    for dataset, rows in ((split, [3, 41, 70]), (view, [0, 2, 4])):
+        batch = BatchReader(dataset, "events", 6)[rows]
+        assert batch["input_features"].dtype == torch.float16
+        reference = np.asarray(dataset.with_format("numpy")[sorted(rows)]["input_features"], dtype=np.float16)
+        np.testing.assert_array_equal(batch["input_features"].numpy(), reference)
+        expected = np.zeros((3, 6), dtype=np.float32)
+        for i, classes in enumerate(dataset[sorted(rows)]["events"]):
+            expected[i, classes] = 1
+        np.testing.assert_array_equal(batch["event_labels"].numpy(), expected)
 
 
 def test_processes_read_disjoint_shares_of_each_global_batch():

@@ -26,6 +26,12 @@ def _mel_transform(sampling_rate, n_fft, win_length, hop_length, num_mel_bins, f
     )
 
 
+@lru_cache(maxsize=8)
+def _resampler(orig_rate: int, new_rate: int):
+    # The windowed-sinc kernel is built once per rate pair, not once per clip.
+    return torchaudio.transforms.Resample(orig_rate, new_rate)
+
+
 class LogMelFeatureExtractor(SequenceFeatureExtractor):
     r"""Turns raw audio into `input_features` of shape `(batch, num_mel_bins, frames)`.
 
@@ -99,7 +105,12 @@ class LogMelFeatureExtractor(SequenceFeatureExtractor):
         clips = raw_audio if isinstance(raw_audio, (list, tuple)) and not _is_number_list(raw_audio) else [raw_audio]
         if len(clips) == 0:
             raise ValueError("LogMelFeatureExtractor got no audio")
-        waveforms = torch.stack([self._to_clip(clip, sampling_rate) for clip in clips])  # (B, samples)
+        # Crop/pad at the input rate, then resample the whole batch in one call.
+        source_length = int(np.ceil(self.clip_seconds * sampling_rate))
+        waveforms = torch.stack([self._to_clip(clip, source_length) for clip in clips])  # (B, source samples)
+        if sampling_rate != self.sampling_rate:
+            waveforms = _resampler(sampling_rate, self.sampling_rate)(waveforms)
+        waveforms = _fit(waveforms, self.clip_samples, self.padding_value)  # (B, clip_samples)
         features = self.log_mel(waveforms)  # (B, num_mel_bins, frames)
         return BatchFeature({"input_features": features.numpy()}, tensor_type=return_tensors)
 
@@ -111,7 +122,7 @@ class LogMelFeatureExtractor(SequenceFeatureExtractor):
         with torch.no_grad():
             return torch.log(transform(waveforms.float()) + self.log_offset)
 
-    def _to_clip(self, clip, sampling_rate: int) -> torch.Tensor:
+    def _to_clip(self, clip, length: int) -> torch.Tensor:
         waveform = torch.as_tensor(np.asarray(clip, dtype=np.float32))
         if waveform.ndim == 2:
             channel_axis = 0 if waveform.shape[0] <= waveform.shape[1] else 1
@@ -120,12 +131,14 @@ class LogMelFeatureExtractor(SequenceFeatureExtractor):
             raise ValueError(
                 f"each clip must be a non-empty 1-D (mono) or 2-D (multi-channel) array, got shape {tuple(waveform.shape)}"
             )
-        if sampling_rate != self.sampling_rate:
-            waveform = torchaudio.functional.resample(waveform, sampling_rate, self.sampling_rate)
-        length = self.clip_samples
-        if waveform.numel() >= length:
-            return waveform[:length]
-        return torch.nn.functional.pad(waveform, (0, length - waveform.numel()), value=self.padding_value)
+        return _fit(waveform, length, self.padding_value)
+
+
+def _fit(waveforms: torch.Tensor, length: int, padding_value: float) -> torch.Tensor:
+    """Crop or zero-pad the last axis to `length` samples."""
+    if waveforms.shape[-1] >= length:
+        return waveforms[..., :length]
+    return torch.nn.functional.pad(waveforms, (0, length - waveforms.shape[-1]), value=padding_value)
 
 
 def _is_number_list(values) -> bool:

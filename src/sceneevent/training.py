@@ -240,12 +240,20 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Join
     resume_from = resolve_checkpoint(output_dir, train_args.resume_from_checkpoint)
     check_output_dir(output_dir, train_args.overwrite_output_dir, resuming=resume_from is not None)
 
+    # torchrun without GPUs: Accelerate sets up gloo (MULTI_CPU) only when told to use the CPU.
+    launched_processes = int(os.environ.get("WORLD_SIZE", "1"))
     accelerator = Accelerator(
+        cpu=launched_processes > 1 and not torch.cuda.is_available(),
         gradient_accumulation_steps=train_args.gradient_accumulation_steps,
         mixed_precision=train_args.mixed_precision,
         log_with="wandb" if train_args.report_to == "wandb" else None,
         project_dir=str(output_dir),
     )
+    if accelerator.num_processes != launched_processes:
+        raise RuntimeError(
+            f"launched as {launched_processes} processes but Accelerate sees {accelerator.num_processes}; "
+            "on machines without GPUs set ACCELERATE_USE_CPU=1"
+        )
     set_seed(train_args.seed)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
