@@ -170,9 +170,9 @@ def test_alpha_figure_baselines_come_from_the_single_task_runs(written):
         ("data/aet_subsets/hours=22.5", None, (None, 22.5, None)),
         ("data/aet_subsets/T=11_strategy=uncorrelated", None, (None, 11.0, "uncorrelated")),
         ("data/aet_subsets/strategy_random", None, (None, None, "random")),
-        ("data/my_k=5/other", None, (None, None, None)),  # only the folder's own name counts
+        ("data/my_k=5/other", None, (None, None, report.FULL_EVENT_SET)),  # only the folder's own name counts
         ("whatever", {"k": 2, "hours": 45, "strategy": "speech_music"}, (2, 45.0, "speech_music")),
-        ("synthetic", None, (None, None, None)),
+        ("synthetic", None, (None, None, report.FULL_EVENT_SET)),  # a whole source: its own setting, not a wildcard
     ],
 )
 def test_event_factors_from_subset_record_or_folder_name(aet_dataset, subset, expected):

@@ -55,6 +55,8 @@ GRADIENT_FIGURE = "task_gradients_alpha.png"
 LABELS = {"alpha": "alpha (event-loss weight)", "strategy": "event-class strategy", "hours": "T (hours of event audio)",
           "k": "k (event classes)", "mode": "training"}
 STRATEGY_ORDER = ("random", "correlated", "uncorrelated", "speech_music")
+FULL_EVENT_SET = "all classes"  # the strategy of a run on a whole event source (no subset)
+PAPER_ALPHA = 0.95  # joint training in the paper's comparisons (Figures 3-5)
 MODE_ORDER = ("pretrain_finetune", "joint")
 _K = re.compile(r"(?:^|[^A-Za-z])k=(\d+)")
 _HOURS = re.compile(r"(?:^|[^A-Za-z])(?:hours|T)=(\d+(?:\.\d+)?)")
@@ -101,10 +103,14 @@ def run_from_results(results: dict, source: str) -> Run:
     final = results.get("final") or {}
     alpha = results.get("alpha", config.get("alpha"))
     alpha = float(alpha) if _is_number(alpha) else None
-    k, hours, strategy = _event_factors(results) if alpha != 0.0 else (None, None, None)
+    mode = config.get("mode") or "joint"
+    # A pre-trained-then-fine-tuned run saw its event data in stage 1 (recorded under "pretrain").
+    stage_one = (results.get("pretrain") or {}).get("data") if mode == "pretrain_finetune" else None
+    event_source = {**results, "data": stage_one} if stage_one else results
+    k, hours, strategy = _event_factors(event_source) if alpha != 0.0 or mode == "pretrain_finetune" else (None, None, None)
     gradients = [entry for epoch in results.get("history") or [] for entry in (epoch.get("task_gradients") or [])]
     return Run(
-        source=source, seed=results.get("seed", config.get("seed")), alpha=alpha, mode=config.get("mode") or "joint",
+        source=source, seed=results.get("seed", config.get("seed")), alpha=alpha, mode=mode,
         k=k, hours=hours, strategy=strategy, asc=_number(final.get("asc_macro_accuracy")),
         lwlrap=_number(final.get("aet_lwlrap")), task_gradients=gradients,
     )
@@ -116,6 +122,11 @@ def _event_factors(results: dict) -> tuple[int | None, float | None, str | None]
     k = subset.get("k") if subset.get("k") is not None else _match(_K, name, int)
     hours = subset.get("hours") if subset.get("hours") is not None else _match(_HOURS, name, float)
     strategy = subset.get("strategy") or _match(_STRATEGY, name, str)
+    if k is None and hours is None and strategy is None:
+        # Not a subset: the source's whole event set. It is its own setting, not a wildcard, so these runs
+        # never stand in for a subset in another factor's slice.
+        k = len((results.get("data") or {}).get("event_labels") or []) or None
+        strategy = FULL_EVENT_SET
     return (int(k) if k is not None else None), (float(hours) if hours is not None else None), strategy
 
 
@@ -137,7 +148,10 @@ def load_runs(root: str | Path) -> list[Run]:
     runs = []
     for path in find_results(root):
         try:
-            runs.append(run_from_results(json.loads(path.read_text()), str(path.parent)))
+            results = json.loads(path.read_text())
+            if (results.get("config") or {}).get("mode") == "pretrain":
+                continue  # stage 1 of a pre-train-then-fine-tune run, reported through its parent
+            runs.append(run_from_results(results, str(path.parent)))
         except (OSError, json.JSONDecodeError, TypeError, ValueError) as error:
             logger.warning("skipping %s: %s", path, error)
     return runs
@@ -178,11 +192,13 @@ def factor_slice(runs: list[Run], factor: str) -> tuple[list[Run], dict[str, Any
     keys = CONTEXT[factor]
     known = [run for run in runs if run.factor(factor) is not None]
     candidates = Counter(tuple(run.factor(key) for key in keys) for run in known)
-    best, best_score = None, (0, 0, 0)
+    best, best_score = None, (0, 0, False, 0)
     for context in candidates:
         members = [run for run in known if _compatible(run, keys, context)]
         # A context with unknowns matches more runs; prefer the fully known one when it covers as many values.
-        score = (len({run.factor(factor) for run in members}), -sum(value is None for value in context), len(members))
+        # Ties go to joint training at the paper's alpha, the setting the paper compares against.
+        paper_alpha = "alpha" in keys and context[keys.index("alpha")] == PAPER_ALPHA
+        score = (len({run.factor(factor) for run in members}), -sum(value is None for value in context), paper_alpha, len(members))
         if score > best_score:
             best, best_score = members, score
     if best is None or best_score[0] == 0:
