@@ -108,12 +108,17 @@ class JointTrainingArguments:
         default="cosine", metadata={"help": "Learning-rate schedule (transformers.get_scheduler names: linear, cosine, constant, ...)."}
     )
     warmup_ratio: float = field(default=0.05, metadata={"help": "Fraction of the steps spent warming the learning rate up."})
-    num_train_epochs: int = field(default=12, metadata={"help": "Epochs; one epoch is one pass over the scene training set."})
+    num_train_epochs: int = field(default=10, metadata={"help": "Epochs; one epoch is one pass over the scene training set."})
     max_train_steps: int | None = field(default=None, metadata={"help": "Stop after this many steps (overrides --num_train_epochs)."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches accumulated per optimiser step."})
     seed: int = field(default=42, metadata={"help": "Training seed (initialisation, batch order, augmentation)."})
     mixed_precision: str | None = field(
         default=None, metadata={"help": "no, fp16 or bf16. Default: what `accelerate config` / `accelerate launch` says."}
+    )
+    num_cpu_threads: int | None = field(
+        default=None,
+        metadata={"help": "Torch threads per process on CPU. Default: all cores shared among the processes when "
+                  "`accelerate launch` pinned the run to 1 thread (it does without --cpu), else torch's own choice."},
     )
     channels_last: bool = field(default=False, metadata={"help": "channels_last memory format (faster convolutions on GPUs)."})
     torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile (inductor)."})

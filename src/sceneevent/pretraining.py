@@ -19,8 +19,8 @@ from .training import RESULTS_FILE, read_results, train
 
 @dataclasses.dataclass
 class PretrainArguments:
-    pretrain_epochs: int = dataclasses.field(default=6, metadata={"help": "Epochs of event-only pre-training (alpha = 1)."})
-    finetune_epochs: int = dataclasses.field(default=6, metadata={"help": "Epochs of scene-only fine-tuning (alpha = 0)."})
+    pretrain_epochs: int = dataclasses.field(default=5, metadata={"help": "Epochs of event-only pre-training (alpha = 1)."})
+    finetune_epochs: int = dataclasses.field(default=5, metadata={"help": "Epochs of scene-only fine-tuning (alpha = 0)."})
 
 
 def pretrain_then_finetune(

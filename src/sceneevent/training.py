@@ -106,6 +106,8 @@ def check_arguments(data_args: DataArguments, train_args: JointTrainingArguments
         raise ValueError(f"--checkpointing_steps must be a number of steps or 'epoch', got {train_args.checkpointing_steps!r}")
     if not 0.0 <= data_args.synthetic_difficulty <= 1.0:
         raise ValueError(f"--synthetic_difficulty must be in [0, 1], got {data_args.synthetic_difficulty}")
+    if train_args.num_cpu_threads is not None and train_args.num_cpu_threads <= 0:
+        raise ValueError(f"--num_cpu_threads must be positive, got {train_args.num_cpu_threads}")
     if train_args.loss_balancing not in ("fixed", "auto", "uncertainty", "dwa"):
         raise ValueError(f"--loss_balancing must be fixed, auto, uncertainty or dwa, got {train_args.loss_balancing!r}")
     if train_args.log_task_gradients is not None and train_args.log_task_gradients <= 0:
@@ -126,6 +128,18 @@ def check_output_dir(output_dir: Path, overwrite: bool, resuming: bool) -> None:
             f"--output_dir {output_dir} already holds a run; pass --overwrite_output_dir to replace it, "
             "--resume_from_checkpoint latest to continue it, or choose another folder"
         )
+
+
+def cpu_threads(requested: int | None, accelerator: Accelerator) -> int | None:
+    """Threads for a CPU run: `requested`, or undo `accelerate launch`'s one-thread default."""
+    if accelerator.device.type != "cpu":
+        return None
+    if requested:
+        return requested
+    # `accelerate launch` without --cpu exports OMP_NUM_THREADS=1, which halves a 2-core machine.
+    if os.environ.get("OMP_NUM_THREADS") == "1" and "ACCELERATE_MIXED_PRECISION" in os.environ:
+        return max(1, (os.cpu_count() or 1) // accelerator.num_processes)
+    return None
 
 
 def make_feature_extractor(data_args: DataArguments) -> LogMelFeatureExtractor:
@@ -249,6 +263,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Join
         log_with="wandb" if train_args.report_to == "wandb" else None,
         project_dir=str(output_dir),
     )
+    threads = cpu_threads(train_args.num_cpu_threads, accelerator)
+    if threads:
+        torch.set_num_threads(threads)
     if accelerator.num_processes != launched_processes:
         raise RuntimeError(
             f"launched as {launched_processes} processes but Accelerate sees {accelerator.num_processes}; "
