@@ -1,6 +1,6 @@
 """Pre-train on acoustic events (alpha = 1), then fine-tune on scenes (alpha = 0) with a fresh scene head.
 
-    accelerate launch scripts/pretrain_finetune.py --pretrain_epochs 6 --finetune_epochs 6 --output_dir outputs/pretrain_finetune
+    accelerate launch scripts/pretrain_finetune.py --pretrain_epochs 5 --finetune_epochs 5 --output_dir outputs/pretrain_finetune
 
 Takes every flag of train_joint.py (--alpha is ignored: the stages fix it) and writes the same
 results.json schema, with config.mode = "pretrain_finetune", so reports can set it beside joint training.

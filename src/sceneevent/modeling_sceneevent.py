@@ -63,8 +63,9 @@ class SceneEventModel(SceneEventPreTrainedModel):
 
     def __init__(self, config: SceneEventConfig):
         super().__init__(config)
-        # Per-mel-bin normalisation of the log-mel input, learned (as in PANNs' bn0).
-        self.input_norm = nn.BatchNorm2d(config.num_mel_bins)
+        # Per-mel-bin normalisation of the log-mel input, learned (as in PANNs' bn0); BatchNorm1d on
+        # (B, n_mels, frames) treats the mel bins as channels without a transposed copy.
+        self.input_norm = nn.BatchNorm1d(config.num_mel_bins)
         self.encoder = timm.create_model(
             config.encoder,
             pretrained=False,
@@ -94,9 +95,8 @@ class SceneEventModel(SceneEventPreTrainedModel):
             scene_labels: `(B,)` class indices or `(B, num_scenes)` soft targets; rows of `-100` are unlabelled.
             event_labels: `(B, num_events)` multi-hot or mixed targets; rows of `-100` are unlabelled.
         """
-        features = self._check_input(input_features)
-        features = self.input_norm(features.transpose(1, 2)).transpose(1, 2)  # (B, 1, n_mels, frames)
-        embeddings = self.encoder(features)  # (B, hidden)
+        features = self.input_norm(self._check_input(input_features))  # (B, n_mels, frames)
+        embeddings = self.encoder(features.unsqueeze(1))  # (B, 1, n_mels, frames) → (B, hidden)
         pooled = self.dropout(embeddings)
         scene_logits = self.scene_head(pooled)
         event_logits = self.event_head(pooled)
@@ -121,9 +121,9 @@ class SceneEventModel(SceneEventPreTrainedModel):
         )
 
     def _check_input(self, input_features: torch.Tensor) -> torch.Tensor:
-        if input_features.ndim == 3:
-            input_features = input_features.unsqueeze(1)
-        if input_features.ndim != 4 or input_features.shape[1] != 1 or input_features.shape[2] != self.config.num_mel_bins:
+        if input_features.ndim == 4 and input_features.shape[1] == 1:
+            input_features = input_features.squeeze(1)
+        if input_features.ndim != 3 or input_features.shape[1] != self.config.num_mel_bins:
             raise ValueError(
                 "`input_features` must have shape (batch, num_mel_bins, frames) or (batch, 1, num_mel_bins, frames) "
                 f"with num_mel_bins={self.config.num_mel_bins}, got {tuple(input_features.shape)}"
