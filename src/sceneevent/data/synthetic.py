@@ -122,17 +122,7 @@ def load_synthetic_scenes(
         }
     )
     splits = {"train": train_clips_per_scene, "test": test_clips_per_scene}
-    return datasets.DatasetDict(
-        {
-            split: datasets.Dataset.from_generator(
-                _scene_rows,
-                features=features,
-                gen_kwargs=dict(seed=seed, split=split, per_scene=count, difficulty=difficulty, clip_seconds=clip_seconds),
-                split=datasets.NamedSplit(split),
-            )
-            for split, count in splits.items()
-        }
-    )
+    return _generate(_scene_rows, features, splits, seed=seed, difficulty=difficulty, clip_seconds=clip_seconds)
 
 
 def load_synthetic_events(
@@ -152,13 +142,15 @@ def load_synthetic_events(
         }
     )
     splits = {"train": train_clips, "validation": validation_clips}
+    return _generate(_event_rows, features, splits, seed=seed, difficulty=difficulty, clip_seconds=clip_seconds)
+
+
+def _generate(rows, features: datasets.Features, splits: dict[str, int], **kwargs) -> datasets.DatasetDict:
+    """One `from_generator` split per entry of `splits` (name → count); datasets caches each by its arguments."""
     return datasets.DatasetDict(
         {
             split: datasets.Dataset.from_generator(
-                _event_rows,
-                features=features,
-                gen_kwargs=dict(seed=seed, split=split, count=count, difficulty=difficulty, clip_seconds=clip_seconds),
-                split=datasets.NamedSplit(split),
+                rows, features=features, gen_kwargs=dict(split=split, count=count, **kwargs), split=datasets.NamedSplit(split)
             )
             for split, count in splits.items()
         }
@@ -170,8 +162,8 @@ def _check_difficulty(difficulty: float) -> None:
         raise ValueError(f"synthetic `difficulty` must be in [0, 1], got {difficulty}")
 
 
-def _scene_rows(seed: int, split: str, per_scene: int, difficulty: float, clip_seconds: float):
-    for index in range(per_scene * len(SCENES)):
+def _scene_rows(seed: int, split: str, count: int, difficulty: float, clip_seconds: float):
+    for index in range(count * len(SCENES)):  # count clips per scene
         scene = index % len(SCENES)
         rng = np.random.default_rng((seed, SPLIT_IDS[split], 1, index))
         waveform = render_scene_clip(rng, SCENES[scene], difficulty, clip_seconds)
