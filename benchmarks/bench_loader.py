@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
 from sceneevent.collator import join_task_batches
-from sceneevent.loader import BatchReader, MultiTaskLoader
+from sceneevent.loader import BatchReader, DeviceBatchReader, MultiTaskLoader
 
 NAME = "bench_loader"
 
@@ -41,15 +41,23 @@ class LoaderArguments:
     asc_batch_size: int = field(default=16, metadata={"help": "Scene clips per step."})
     aet_batch_size: int = field(default=32, metadata={"help": "Event clips per step."})
     workers: str = field(default="0,2,4", metadata={"help": "Comma-separated loader worker counts to measure."})
+    on_device: str | None = field(
+        default="cpu",
+        metadata={"help": "Also measure --cache_on_device: both caches held on this device (cpu, cuda) and indexed "
+                  "there, no loader. Empty to skip."},
+    )
     repeats: int = field(default=3, metadata={"help": "Timed epochs per worker count (after one warm-up epoch)."})
     output: str | None = field(default=None, metadata={"help": "JSON path. Default: benchmarks/results/bench_loader.json."})
 
 
-def make_loader(dataset, args: LoaderArguments, num_workers: int) -> MultiTaskLoader:
+def make_loader(dataset, args: LoaderArguments, num_workers: int, device: str | None = None) -> MultiTaskLoader:
+    asc, aet = BatchReader(dataset, "scene", common.NUM_SCENES), BatchReader(dataset, "events", common.NUM_EVENTS)
+    if device:
+        asc, aet = DeviceBatchReader(asc, device), DeviceBatchReader(aet, device)
     return MultiTaskLoader(
         epoch_rows=len(dataset),
-        asc=BatchReader(dataset, "scene", common.NUM_SCENES),
-        aet=BatchReader(dataset, "events", common.NUM_EVENTS),
+        asc=asc,
+        aet=aet,
         asc_batch_size=args.asc_batch_size,
         aet_batch_size=args.aet_batch_size,
         seed=0,
@@ -63,11 +71,13 @@ def read_epoch(loader: MultiTaskLoader, epoch: int) -> int:
     for batch in loader.epoch(epoch):
         joined = join_task_batches(batch["asc"], batch["aet"], common.NUM_SCENES, common.NUM_EVENTS)
         samples += joined["input_features"].shape[0]
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()  # device batches are asynchronous: time their completion
     return samples
 
 
-def measure_workers(dataset, args: LoaderArguments, num_workers: int) -> dict:
-    loader = make_loader(dataset, args, num_workers)
+def measure_workers(dataset, args: LoaderArguments, num_workers: int, device: str | None = None) -> dict:
+    loader = make_loader(dataset, args, num_workers, device)
     read_epoch(loader, 0)  # warm-up: page cache, worker start-up paths
     seconds, samples = [], 0
     for epoch in range(1, args.repeats + 1):
@@ -103,6 +113,9 @@ def main(argv: list[str] | None = None) -> dict:
             gc.collect()
             print(f"  {workers} workers: {result['samples_per_second']:.0f} samples/s "
                   f"({result['seconds_per_epoch']['median'] * 1e3:.0f} ms per epoch of {result['steps_per_epoch']} steps)", flush=True)
+        if args.on_device:
+            figures[f"on_device_{args.on_device}"] = result = measure_workers(dataset, args, 0, args.on_device)
+            print(f"  cache on {args.on_device}, no loader: {result['samples_per_second']:.0f} samples/s", flush=True)
         del dataset
     best = max(figures.values(), key=lambda result: result["samples_per_second"])["samples_per_second"]
     payload = {"settings": {"num_rows": args.num_rows, "num_mel_bins": args.num_mel_bins, "frames": args.frames,

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from sceneevent.loader import BatchPlan, BatchReader, MultiTaskLoader
+from sceneevent.loader import BatchPlan, BatchReader, DeviceBatchReader, MultiTaskLoader
 
 
 def cached_split(rows: int, label: str, num_classes: int, seed: int = 0) -> datasets.Dataset:
@@ -108,3 +108,21 @@ def test_too_small_data_for_one_batch_is_a_clear_error():
         MultiTaskLoader(epoch_rows=10, asc=scenes, aet=None, asc_batch_size=64, aet_batch_size=128, seed=0)
     with pytest.raises(ValueError, match="positive"):
         BatchPlan(10, 0, seed=0)
+
+
+def test_device_reader_gives_the_same_batches_as_the_arrow_reader():
+    host = BatchReader(cached_split(70, "events", 5), "events", 5)
+    device = DeviceBatchReader(host, "cpu", chunk_rows=16)  # several chunks, the last one short
+    assert len(device) == 70
+    for rows in ([0, 69, 33], list(range(20, 52))):
+        expected, got = host[sorted(rows)], device[sorted(rows)]
+        assert got["input_features"].dtype == torch.float16
+        for key in expected:
+            assert torch.equal(expected[key], got[key])
+    scenes = BatchReader(cached_split(96, "scene", 4), "scene", 4)
+    make = lambda reader, events: MultiTaskLoader(  # noqa: E731
+        epoch_rows=96, asc=reader, aet=events, asc_batch_size=8, aet_batch_size=16, seed=2)
+    on_host = list(make(scenes, host).epoch(0))
+    on_device = list(make(DeviceBatchReader(scenes, "cpu"), device).epoch(0))
+    for a, b in zip(on_host, on_device, strict=True):
+        assert row_ids(a["asc"]) == row_ids(b["asc"]) and row_ids(a["aet"]) == row_ids(b["aet"])

@@ -60,6 +60,13 @@ def test_baselines_train_one_task(tmp_path, alpha, has_events):
         assert final["loss_asc"] > 0 and final["loss_aet"] is None and final["aet_lwlrap"] is None
 
 
+def test_cache_on_device_trains_exactly_like_the_loader(tmp_path):
+    with_loader = in_process("--output_dir", str(tmp_path / "loader"), *SMALL)
+    on_device = in_process("--output_dir", str(tmp_path / "device"), "--cache_on_device", *SMALL)
+    assert on_device["config"]["cache_on_device"] is True
+    assert on_device["history"] == with_loader["history"]
+
+
 def test_config_file_supplies_defaults_and_flags_override(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(f"alpha: 0.25\nlearning_rate: 0.01\noutput_dir: {tmp_path / 'from_yaml'}\n")

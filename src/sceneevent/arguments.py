@@ -120,6 +120,11 @@ class JointTrainingArguments:
         metadata={"help": "Torch threads per process on CPU. Default: all cores shared among the processes when "
                   "`accelerate launch` pinned the run to 1 thread (it does without --cpu), else torch's own choice."},
     )
+    cache_on_device: bool = field(
+        default=False,
+        metadata={"help": "Hold both training caches on the training device and index them there (no loader); "
+                  "for caches that fit in accelerator memory."},
+    )
     channels_last: bool = field(default=False, metadata={"help": "channels_last memory format (faster convolutions on GPUs)."})
     torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile (inductor)."})
     specaugment: bool = field(default=True, metadata={"help": "SpecAugment on the scene clips."})

@@ -30,7 +30,7 @@ from .data.sources import load_event_source, load_scene_source
 from .feature_cache import build_feature_cache
 from .feature_extraction_sceneevent import LogMelFeatureExtractor
 from .io_utils import atomic_write_json, replace_files_from, scrub_secrets
-from .loader import BatchReader, MultiTaskLoader, to_device
+from .loader import BatchReader, DeviceBatchReader, MultiTaskLoader, to_device
 from .losses import balanced_alpha
 from .metrics import load_metric
 from .modeling_sceneevent import SceneEventModel
@@ -290,6 +290,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Join
     shard = dict(num_processes=accelerator.num_processes, process_index=accelerator.process_index)
     scene_train = BatchReader(data.scene_train, "scene", len(data.scene_labels))
     event_train = BatchReader(data.event_train, "events", len(data.event_labels)) if uses_aet else None
+    if train_args.cache_on_device:
+        scene_train = DeviceBatchReader(scene_train, accelerator.device) if uses_asc else None
+        event_train = DeviceBatchReader(event_train, accelerator.device) if uses_aet else None
     loader = MultiTaskLoader(
         epoch_rows=len(data.scene_train),
         asc=scene_train if uses_asc else None,
