@@ -17,6 +17,8 @@ import math
 import torch
 from torch import nn
 
+from .losses import joint_loss
+
 MODES = ("fixed", "auto", "uncertainty", "dwa")
 
 
@@ -33,10 +35,10 @@ class LossBalancer(nn.Module):
         self.dwa_weights = (1.0, 1.0)
 
     def forward(self, loss_asc: torch.Tensor | None, loss_aet: torch.Tensor | None) -> torch.Tensor:
+        if self.mode in ("fixed", "auto"):
+            return joint_loss(loss_asc, loss_aet, self.alpha)  # the model's own loss formula
         if loss_asc is None or loss_aet is None:  # one task only: nothing to balance
             return loss_asc if loss_aet is None else loss_aet
-        if self.mode in ("fixed", "auto"):
-            return self.alpha * loss_aet + (1.0 - self.alpha) * loss_asc
         if self.mode == "uncertainty":
             s_asc, s_aet = self.log_vars[0], self.log_vars[1]
             return torch.exp(-s_asc) * loss_asc + s_asc + torch.exp(-s_aet) * loss_aet + s_aet

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from .arguments import DataArguments, JointTrainingArguments, ModelArguments, to_dict
 from .augment import MixUp, SpecAugment
+from .balancing import MODES as BALANCING_MODES
 from .balancing import LossBalancer, task_gradient_stats
 from .checkpointing import CHECKPOINTS_DIR, TRAINER_STATE_FILE, check_resume_labels, resolve_checkpoint, save_checkpoint
 from .evaluation import evaluate_tasks
@@ -108,8 +109,8 @@ def check_arguments(data_args: DataArguments, train_args: JointTrainingArguments
         raise ValueError(f"--synthetic_difficulty must be in [0, 1], got {data_args.synthetic_difficulty}")
     if train_args.num_cpu_threads is not None and train_args.num_cpu_threads <= 0:
         raise ValueError(f"--num_cpu_threads must be positive, got {train_args.num_cpu_threads}")
-    if train_args.loss_balancing not in ("fixed", "auto", "uncertainty", "dwa"):
-        raise ValueError(f"--loss_balancing must be fixed, auto, uncertainty or dwa, got {train_args.loss_balancing!r}")
+    if train_args.loss_balancing not in BALANCING_MODES:
+        raise ValueError(f"--loss_balancing must be one of {', '.join(BALANCING_MODES)}, got {train_args.loss_balancing!r}")
     if train_args.log_task_gradients is not None and train_args.log_task_gradients <= 0:
         raise ValueError(f"--log_task_gradients must be a positive number of steps, got {train_args.log_task_gradients}")
     if train_args.push_to_hub and not train_args.hub_model_id:
@@ -384,8 +385,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Join
                 if not all(math.isfinite(v) for v in epoch_sums.values()):
                     raise NonFiniteLossError(f"non-finite training loss before step {step}; checkpoint not saved, "
                                              f"the last good one stays under {output_dir / CHECKPOINTS_DIR}")
-                save_checkpoint(accelerator, output_dir, step, {**state, "epoch_sums": epoch_sums, "loader": loader.state_dict(),
-                                "balancer": balancer.state(), "task_gradients": gradient_log}, train_args.save_total_limit)
+                save_checkpoint(accelerator, output_dir, step, _checkpoint_state(state, loader, balancer, epoch_sums, gradient_log),
+                                train_args.save_total_limit)
             if step >= total_steps:
                 break
         epoch_losses = sums.means()
@@ -405,8 +406,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Join
             state["best"] = record
             save_model(accelerator, model, extractor, output_dir)
         if _checkpoint_due(train_args.checkpointing_steps, state["global_step"], True):
-            save_checkpoint(accelerator, output_dir, state["global_step"], {**state, "epoch_sums": None, "loader": loader.state_dict(),
-                            "balancer": balancer.state(), "task_gradients": []}, train_args.save_total_limit)
+            save_checkpoint(accelerator, output_dir, state["global_step"], _checkpoint_state(state, loader, balancer, None, []),
+                            train_args.save_total_limit)
         if state["global_step"] >= total_steps:
             break
     progress.close()
@@ -422,6 +423,13 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Join
         )
     accelerator.end_training()
     return results
+
+
+def _checkpoint_state(state: dict, loader: MultiTaskLoader, balancer: LossBalancer, epoch_sums: dict | None,
+                      gradient_log: list[dict]) -> dict:
+    """What a checkpoint needs beyond Accelerate's state: position, history, the running epoch."""
+    return {**state, "epoch_sums": epoch_sums, "loader": loader.state_dict(), "balancer": balancer.state(),
+            "task_gradients": gradient_log}
 
 
 def _gradients_due(every: int | None, step: int, outputs) -> bool:
