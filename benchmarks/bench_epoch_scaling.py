@@ -29,7 +29,7 @@ import common
 from sceneevent import SceneEventConfig, SceneEventModel
 from sceneevent.arguments import JointTrainingArguments
 from sceneevent.loader import BatchReader, MultiTaskLoader
-from sceneevent.training import _augmenters, _device_batch
+from sceneevent.training import build_augmenters, prepare_batch
 
 NAME = "bench_epoch_scaling"
 
@@ -59,13 +59,13 @@ class Trainer:
         )
         self.model = SceneEventModel(self.config).train()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3, foreach=True)
-        self.augment = _augmenters(JointTrainingArguments())
+        self.augment = build_augmenters(JointTrainingArguments())
         self.device = torch.device("cpu")
 
     def epoch(self, loader: MultiTaskLoader, epoch: int) -> int:
         steps = 0
         for batch in loader.epoch(epoch):
-            inputs = _device_batch(batch, self.augment, self.device, self.config)
+            inputs = prepare_batch(batch, self.augment, self.device, self.config)
             self.model(**inputs).loss.backward()
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)

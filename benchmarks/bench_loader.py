@@ -3,8 +3,10 @@
     python benchmarks/bench_loader.py                          # 4096 clips of 64 x 101, batch 16 + 32, 0/2/4 workers
     python benchmarks/bench_loader.py --num_mel_bins 128 --frames 1001 --asc_batch_size 64 --aet_batch_size 128
 
-The cache is written with `datasets` (`save_to_disk`) and read back memory-mapped, as the training
-loop reads a real log-mel cache; no audio is involved. One epoch is one pass over the scene rows; the
+The cache is written with `datasets` (`save_to_disk`) and loaded back, as the training loop loads a
+real log-mel cache; no audio is involved. Features are read from the cache file with `preadv`, as
+in training; with `--compare_arrow` (default) 0 workers are also measured reading through Arrow's
+gather on the memory map (the reader's fallback), side by side in the same run. One epoch is one pass over the scene rows; the
 event stream cycles alongside, as in training. The figure per worker count is the median epoch.
 
 If `benchmarks/results/bench_step.json` exists, the CPU training step's samples/s from it is
@@ -14,7 +16,6 @@ bottleneck). Compare like with like: run both with the same shape and batch size
 
 from __future__ import annotations
 
-import gc
 import sys
 import tempfile
 import time
@@ -46,12 +47,19 @@ class LoaderArguments:
         metadata={"help": "Also measure --cache_on_device: both caches held on this device (cpu, cuda) and indexed "
                   "there, no loader. Empty to skip."},
     )
+    compare_arrow: bool = field(
+        default=True,
+        metadata={"help": "Also measure 0 workers reading features through Arrow's gather instead of the cache "
+                  "files (the reader's fallback), for the ratio between the two."},
+    )
     repeats: int = field(default=3, metadata={"help": "Timed epochs per worker count (after one warm-up epoch)."})
     output: str | None = field(default=None, metadata={"help": "JSON path. Default: benchmarks/results/bench_loader.json."})
 
 
-def make_loader(dataset, args: LoaderArguments, num_workers: int, device: str | None = None) -> MultiTaskLoader:
-    asc, aet = BatchReader(dataset, "scene", common.NUM_SCENES), BatchReader(dataset, "events", common.NUM_EVENTS)
+def make_loader(dataset, args: LoaderArguments, num_workers: int, device: str | None = None,
+                read_from_files: bool = True) -> MultiTaskLoader:
+    asc = BatchReader(dataset, "scene", common.NUM_SCENES, read_from_files=read_from_files)
+    aet = BatchReader(dataset, "events", common.NUM_EVENTS, read_from_files=read_from_files)
     if device:
         asc, aet = DeviceBatchReader(asc, device), DeviceBatchReader(aet, device)
     return MultiTaskLoader(
@@ -76,14 +84,16 @@ def read_epoch(loader: MultiTaskLoader, epoch: int) -> int:
     return samples
 
 
-def measure_workers(dataset, args: LoaderArguments, num_workers: int, device: str | None = None) -> dict:
-    loader = make_loader(dataset, args, num_workers, device)
+def measure_workers(dataset, args: LoaderArguments, num_workers: int, device: str | None = None,
+                    read_from_files: bool = True) -> dict:
+    loader = make_loader(dataset, args, num_workers, device, read_from_files)
     read_epoch(loader, 0)  # warm-up: page cache, worker start-up paths
     seconds, samples = [], 0
     for epoch in range(1, args.repeats + 1):
         started = time.perf_counter()
         samples = read_epoch(loader, epoch)
         seconds.append(time.perf_counter() - started)
+    loader.close()  # its workers exit before the next worker count forks new ones
     return {"seconds_per_epoch": common.spread(seconds), "samples_per_epoch": samples,
             "steps_per_epoch": loader.steps_per_epoch, "samples_per_second": samples / common.median(seconds)}
 
@@ -108,16 +118,19 @@ def main(argv: list[str] | None = None) -> dict:
         dataset = common.build_synthetic_cache(Path(folder) / "cache", args.num_rows, args.num_mel_bins, args.frames)
         for workers in worker_counts:
             figures[str(workers)] = result = measure_workers(dataset, args, workers)
-            # The loader's event iterator sits in a reference cycle (its sampler closes over the loader): collect
-            # it now, or the next worker count's forked workers inherit it and try to shut its workers down.
-            gc.collect()
             print(f"  {workers} workers: {result['samples_per_second']:.0f} samples/s "
                   f"({result['seconds_per_epoch']['median'] * 1e3:.0f} ms per epoch of {result['steps_per_epoch']} steps)", flush=True)
+        if args.compare_arrow:
+            figures["0_arrow_gather"] = result = measure_workers(dataset, args, 0, read_from_files=False)
+            ratio = figures[str(worker_counts[0])]["samples_per_second"] / result["samples_per_second"] if worker_counts else None
+            print(f"  0 workers, features through Arrow's gather: {result['samples_per_second']:.0f} samples/s"
+                  + (f" (file reads with {worker_counts[0]} workers: {ratio:.2f}x)" if ratio else ""), flush=True)
         if args.on_device:
             figures[f"on_device_{args.on_device}"] = result = measure_workers(dataset, args, 0, args.on_device)
             print(f"  cache on {args.on_device}, no loader: {result['samples_per_second']:.0f} samples/s", flush=True)
         del dataset
-    best = max(figures.values(), key=lambda result: result["samples_per_second"])["samples_per_second"]
+    # The loader's figure is its best worker count; the Arrow reference and the on-device cache are beside it.
+    best = max(figures[str(workers)]["samples_per_second"] for workers in worker_counts)
     payload = {"settings": {"num_rows": args.num_rows, "num_mel_bins": args.num_mel_bins, "frames": args.frames,
                             "asc_batch_size": args.asc_batch_size, "aet_batch_size": args.aet_batch_size,
                             "repeats": args.repeats, "torch_threads": torch.get_num_threads()},

@@ -4,7 +4,7 @@
     python benchmarks/bench_step.py --device cuda --num_mel_bins 128 --frames 1001 \
         --asc_batch_size 64 --aet_batch_size 128 --precision bf16     # the paper's shape, on a GPU
 
-joint: `SceneEventModel` fed exactly as training.py feeds it: host sub-batches → `_device_batch`
+joint: `SceneEventModel` fed exactly as training.py feeds it: host sub-batches → `prepare_batch`
        (to device, SpecAugment + MixUp per task, `join_task_batches`) → forward with both label
        sets → alpha-weighted loss → backward → AdamW step.
 plain: the same timm encoder (`in_chans=1, num_classes=0`) + two `nn.Linear` heads on the
@@ -35,7 +35,7 @@ from sceneevent import SceneEventConfig, SceneEventModel
 from sceneevent.arguments import JointTrainingArguments
 
 # The training loop's own batch path (private names): the benchmark follows training.py if it changes.
-from sceneevent.training import _augmenters, _device_batch
+from sceneevent.training import build_augmenters, prepare_batch
 
 NAME = "bench_step"
 
@@ -116,12 +116,12 @@ def joint_step_fn(args: StepArguments, device: torch.device, batch: dict):
     raw = SceneEventModel(config)
     model = prepare(raw, args, device)
     optimizer = make_optimizer(model, device)
-    augment = _augmenters(JointTrainingArguments()).to(device)  # default flags: SpecAugment + MixUp on both tasks
+    augment = build_augmenters(JointTrainingArguments()).to(device)  # default flags: SpecAugment + MixUp on both tasks
 
     def step() -> None:
-        # A fresh copy of the host batch: `_device_batch` replaces tensors in the dicts it is given.
+        # A fresh copy of the host batch: `prepare_batch` replaces tensors in the dicts it is given.
         item = {task: dict(sub) for task, sub in batch.items()}
-        inputs = _device_batch(item, augment, device, raw.config)
+        inputs = prepare_batch(item, augment, device, raw.config)
         with autocast(args, device):
             outputs = model(**inputs)
         outputs.loss.backward()

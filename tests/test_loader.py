@@ -1,3 +1,6 @@
+import os
+import time
+
 import datasets
 import numpy as np
 import pytest
@@ -126,3 +129,41 @@ def test_device_reader_gives_the_same_batches_as_the_arrow_reader():
     on_device = list(make(DeviceBatchReader(scenes, "cpu"), device).epoch(0))
     for a, b in zip(on_host, on_device, strict=True):
         assert row_ids(a["asc"]) == row_ids(b["asc"]) and row_ids(a["aet"]) == row_ids(b["aet"])
+
+
+class PidReader(torch.utils.data.Dataset):
+    """Scene batches that also say which process read them."""
+
+    def __len__(self):
+        return 64
+
+    def __getitem__(self, indices):
+        return {"input_features": torch.tensor(sorted(indices), dtype=torch.float16)[:, None, None],
+                "scene_labels": torch.zeros(len(indices), dtype=torch.long), "pid": torch.tensor(os.getpid())}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_workers_start_once_and_serve_every_epoch_until_closed():
+    make = lambda workers: MultiTaskLoader(  # noqa: E731
+        epoch_rows=64, asc=PidReader(), aet=None, asc_batch_size=8, aet_batch_size=8, seed=4, num_workers=workers)
+    loader, reference = make(2), make(0)
+    epochs = [list(loader.epoch(epoch)) for epoch in range(3)]
+    expected = [list(reference.epoch(epoch)) for epoch in range(3)]
+    pids = {int(batch["asc"]["pid"]) for epoch in epochs for batch in epoch}
+    assert len(pids) == 2 and os.getpid() not in pids  # 2 workers for 3 epochs, not 2 per epoch
+    for got, want in zip(epochs, expected, strict=True):  # the same batches as without workers
+        assert [row_ids(b["asc"]) for b in got] == [row_ids(b["asc"]) for b in want]
+    # a resumed position (not the stream's next one) starts a new stream at that position
+    assert [row_ids(b["asc"]) for b in loader.epoch(1, start_step=5)] == [row_ids(b["asc"]) for b in expected[1][5:]]
+    loader.close()
+    deadline = time.monotonic() + 20
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in pids), "workers still running after close()"

@@ -7,48 +7,84 @@ run reads exactly the batches the interrupted one would have read.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import torch
+
+from .file_rows import FileRows
 
 
 class BatchReader(torch.utils.data.Dataset):
-    """Indexing with a list of row indices returns a whole batch: one sorted Arrow read, not B row reads.
+    """Indexing with a list of row indices returns a whole batch: one sorted read, not B row reads.
 
-    The features are taken straight from the Arrow buffers, so they stay fp16 (datasets' numpy
-    formatter would return float32: twice the host memory and twice the bytes to the device).
+    Features stay fp16. Where the dataset's rows lie in its Arrow cache files they are read with
+    `preadv` (`FileRows`), so the process holds one batch instead of the pages of the memory map
+    it has touched (which grow with the cache); otherwise they are gathered from the Arrow buffers.
+    Labels are small and read once into arrays: a class index per clip for scenes, flat class
+    indices plus offsets for events (made multi-hot per batch).
 
     Args:
         dataset: a cached split with `input_features` and the label column.
         label_column: `"scene"` (class index) or `"events"` (list of class indices → multi-hot).
         num_classes: classes of the label column (multi-hot width for events).
+        read_from_files: read features from the cache files where possible (False: always through
+            Arrow; the benchmarks compare the two).
     """
 
-    def __init__(self, dataset: datasets.Dataset, label_column: str, num_classes: int):
+    def __init__(self, dataset: datasets.Dataset, label_column: str, num_classes: int, read_from_files: bool = True):
         if dataset._indices is not None:  # a select/filter view: materialise it once so rows map to Arrow rows
             dataset = dataset.flatten_indices()
         self.dataset = dataset
         self.shape = tuple(dataset.features["input_features"].shape)
         self.label_column = label_column
         self.num_classes = num_classes
+        self.file_rows = FileRows.locate(dataset, "input_features") if read_from_files else None
+        self._read_labels()
+
+    def _read_labels(self) -> None:
+        column = self.dataset.data.column(self.label_column)
+        if column.null_count:
+            raise ValueError(f"column {self.label_column!r} has {column.null_count} clips without a label")
+        if self.label_column == "scene":
+            self.labels = np.asarray(column.to_numpy(), dtype=np.int64)
+            self.label_offsets = None
+        else:
+            lists = column.combine_chunks() if column.num_chunks else pa.array([], type=column.type)
+            self.label_offsets = np.asarray(lists.offsets, dtype=np.int64)  # row i: labels[offsets[i]:offsets[i + 1]]
+            self.labels = np.asarray(lists.values.to_numpy(zero_copy_only=False), dtype=np.int64)
+        used = self.labels[self.label_offsets[0] : self.label_offsets[-1]] if self.label_offsets is not None else self.labels
+        bad = used[(used < 0) | (used >= self.num_classes)]
+        if len(bad):
+            raise ValueError(
+                f"column {self.label_column!r} has class indices outside 0..{self.num_classes - 1} "
+                f"(e.g. {sorted(set(bad.tolist()))[:5]}): unlabelled clips or labels of another label set"
+            )
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        table = self.dataset.data.fast_gather(np.asarray(sorted(indices), dtype=np.int64))
-        column = table.column("input_features").combine_chunks()
-        values = column.storage.flatten().flatten().to_numpy(zero_copy_only=False)
-        batch = {"input_features": torch.from_numpy(values.reshape(len(indices), *self.shape))}  # (B, n_mels, frames)
-        if self.label_column == "scene":
-            batch["scene_labels"] = torch.from_numpy(table.column("scene").to_numpy().astype(np.int64))
+        rows = np.sort(np.asarray(indices, dtype=np.int64))
+        if self.file_rows is not None:
+            features = self.file_rows.read(rows)
         else:
-            labels = table.column(self.label_column).to_pylist()
-            multi_hot = np.zeros((len(labels), self.num_classes), dtype=np.float32)
-            for row, classes in enumerate(labels):
-                multi_hot[row, np.asarray(classes, dtype=np.int64)] = 1.0
+            table = self.dataset.data.fast_gather(rows)
+            column = table.column("input_features").combine_chunks()
+            features = column.storage.flatten().flatten().to_numpy(zero_copy_only=False).reshape(len(rows), *self.shape)
+            features = np.require(features, requirements="W")  # Arrow's buffers are read-only; torch wants to own writable memory
+        batch = {"input_features": torch.from_numpy(features)}  # (B, n_mels, frames)
+        if self.label_offsets is None:
+            batch["scene_labels"] = torch.from_numpy(self.labels[rows])
+        else:
+            starts, counts = self.label_offsets[rows], np.diff(self.label_offsets)[rows]
+            # the position of every label of the batch in the flat label array
+            within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+            multi_hot = np.zeros((len(rows), self.num_classes), dtype=np.float32)
+            multi_hot[np.repeat(np.arange(len(rows)), counts), self.labels[np.repeat(starts, counts) + within]] = 1.0
             batch["event_labels"] = torch.from_numpy(multi_hot)
         return batch
 
@@ -133,6 +169,17 @@ class _Batches:
         return self.make_iterator()
 
 
+def _endless_batches(plan: BatchPlan, epoch: int, step: int) -> Iterator[list[int]]:
+    """`plan`'s batches from `(epoch, step)` on, epoch after epoch.
+
+    A module function rather than a method: a sampler holding the loader would put the loader, its
+    iterators and their worker processes in a reference cycle that only the garbage collector frees.
+    """
+    while True:
+        yield from plan.epoch_batches(epoch, start_step=step)
+        epoch, step = epoch + 1, 0
+
+
 def batch_loader(reader: BatchReader, batches, *, num_workers: int = 0, pin_memory: bool = False):
     """A DataLoader whose every item is a whole batch read by `reader`."""
     return torch.utils.data.DataLoader(
@@ -161,8 +208,10 @@ class MultiTaskLoader:
     time round. Either task may be absent (alpha = 0 or 1); the epoch length is still set by the
     scene set, so every alpha trains for the same number of steps.
 
-    The position is `(epoch, step)` plus the number of event batches consumed; `state_dict()`
-    records it for checkpoints.
+    Each stream is one DataLoader iterator for the whole run, so its workers start once and keep
+    prefetching across epoch boundaries (an epoch does not drain and refill the pipeline). The
+    position is `(epoch, step)` plus the number of event batches consumed; `state_dict()` records
+    it for checkpoints. `close()` stops the workers.
     """
 
     def __init__(
@@ -198,7 +247,8 @@ class MultiTaskLoader:
                 )
         self.loader_kwargs = dict(num_workers=num_workers, pin_memory=pin_memory)
         self.aet_consumed = 0
-        self._aet_iterator = None
+        self._asc_stream = self._aet_stream = None
+        self._asc_next: tuple[int, int] | None = None  # the (epoch, step) the scene stream yields next
 
     @property
     def steps_per_epoch(self) -> int:
@@ -209,28 +259,27 @@ class MultiTaskLoader:
 
     def load_state_dict(self, state: dict) -> None:
         self.aet_consumed = int(state["aet_consumed"])
-        self._aet_iterator = None
+        self._aet_stream = None
 
-    def _aet_batches(self, start: int) -> Iterator[list[int]]:
-        per_epoch = self.aet_plan.steps_per_epoch
-        cycle, step = divmod(start, per_epoch)
-        while True:
-            yield from self.aet_plan.epoch_batches(cycle, start_step=step)
-            cycle, step = cycle + 1, 0
+    def close(self) -> None:
+        """Drop both streams (their worker processes exit); the next `epoch()` starts new ones."""
+        self._asc_stream = self._aet_stream = self._asc_next = None
+
+    def _stream(self, reader, plan: BatchPlan, epoch: int, step: int):
+        return iterate_batches(reader, _Batches(functools.partial(_endless_batches, plan, epoch, step)), **self.loader_kwargs)
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[dict[str, dict[str, torch.Tensor] | None]]:
         """The batches of `epoch` from `start_step` on (host tensors; the caller moves them)."""
-        asc_iterator = None
-        if self.asc is not None:
-            asc_iterator = iterate_batches(
-                self.asc, _Batches(lambda: self.asc_plan.epoch_batches(epoch, start_step)), **self.loader_kwargs
-            )
-        if self.aet is not None and self._aet_iterator is None:
-            start = self.aet_consumed
-            self._aet_iterator = iterate_batches(self.aet, _Batches(lambda: self._aet_batches(start)), **self.loader_kwargs)
-        for _ in range(start_step, self.steps_per_epoch):
-            batch = {"asc": next(asc_iterator) if asc_iterator is not None else None, "aet": None}
-            if self._aet_iterator is not None:
-                batch["aet"] = next(self._aet_iterator)
+        if self.asc is not None and (self._asc_stream is None or self._asc_next != (epoch, start_step)):
+            self._asc_stream = self._stream(self.asc, self.asc_plan, epoch, start_step)
+        if self.aet is not None and self._aet_stream is None:
+            self._aet_stream = self._stream(self.aet, self.aet_plan, *divmod(self.aet_consumed, self.aet_plan.steps_per_epoch))
+        for step in range(start_step, self.steps_per_epoch):
+            batch = {"asc": None, "aet": None}
+            if self._asc_stream is not None:
+                batch["asc"] = next(self._asc_stream)
+                self._asc_next = (epoch, step + 1) if step + 1 < self.steps_per_epoch else (epoch + 1, 0)
+            if self._aet_stream is not None:
+                batch["aet"] = next(self._aet_stream)
                 self.aet_consumed += 1
             yield batch

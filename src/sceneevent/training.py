@@ -325,7 +325,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Join
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     if train_args.torch_compile:
         model = torch.compile(model)
-    augment = _augmenters(train_args).to(accelerator.device)
+    augment = build_augmenters(train_args).to(accelerator.device)
     metrics = {name: load_metric(name) for name in ("macro_accuracy", "lwlrap")}
     scene_test = BatchReader(data.scene_test, "scene", len(data.scene_labels))
     event_validation = BatchReader(data.event_validation, "events", len(data.event_labels)) if uses_aet else None
@@ -354,7 +354,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Join
         sums = _EpochSums(accelerator.device, state["epoch_sums"] if epoch == start_epoch else None)
         gradient_log = list(state.get("task_gradients", [])) if epoch == start_epoch else []
         for batch in loader.epoch(epoch, start_step if epoch == start_epoch else 0):
-            inputs = _device_batch(batch, augment, accelerator.device, model_config(model))
+            inputs = prepare_batch(batch, augment, accelerator.device, model_config(model))
             with accelerator.accumulate(model):
                 outputs = model(**inputs)
                 objective = balancer(outputs.loss_asc, outputs.loss_aet)
@@ -411,6 +411,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Join
         if state["global_step"] >= total_steps:
             break
     progress.close()
+    loader.close()  # the loader workers exit now, not at interpreter shutdown
 
     results = build_results(state, resolved, alpha, train_args.seed, data, time.time() - started, accelerator)
     if accelerator.is_main_process:
@@ -453,7 +454,8 @@ def model_config(model) -> SceneEventConfig:
     return _unwrapped(model).config
 
 
-def _augmenters(train_args: JointTrainingArguments) -> torch.nn.ModuleDict:
+def build_augmenters(train_args: JointTrainingArguments) -> torch.nn.ModuleDict:
+    """The augmentations the flags switch on, per task: `{asc,aet}_{specaugment,mixup}` (the benchmarks use it too)."""
     spec = lambda: SpecAugment(freq_mask_width=train_args.freq_mask_width, time_mask_width=train_args.time_mask_width)  # noqa: E731
     modules = torch.nn.ModuleDict()
     if train_args.specaugment:
@@ -467,7 +469,7 @@ def _augmenters(train_args: JointTrainingArguments) -> torch.nn.ModuleDict:
     return modules.train()
 
 
-def _device_batch(batch: dict, augment: torch.nn.ModuleDict, device, config: SceneEventConfig) -> dict:
+def prepare_batch(batch: dict, augment: torch.nn.ModuleDict, device, config: SceneEventConfig) -> dict:
     """Move both sub-batches to the device, augment each within its own task, and join them."""
     asc = to_device(batch["asc"], device) if batch["asc"] is not None else None
     aet = to_device(batch["aet"], device) if batch["aet"] is not None else None

@@ -1,0 +1,127 @@
+"""Batches read from the cache files with pread equal Arrow's, and do not map the file into the process."""
+
+import pickle
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+
+from sceneevent.file_rows import FileRows
+from sceneevent.loader import BatchReader, batch_loader
+
+SHAPE = (8, 12)
+
+
+def saved_split(folder: Path, rows: int, *, num_shards: int = 1, num_classes: int = 9, seed: int = 0) -> datasets.Dataset:
+    rng = np.random.default_rng(seed)
+    features = rng.standard_normal((rows, *SHAPE)).astype(np.float16)
+    features[:, 0, 0] = np.arange(rows)  # the row id travels in the first cell
+    events = [rng.choice(num_classes, size=rng.integers(0, 4), replace=False).tolist() for _ in range(rows)]
+    dataset = datasets.Dataset.from_dict(
+        {"input_features": features, "scene": (np.arange(rows) % 5).tolist(), "events": events},
+        features=datasets.Features({
+            "input_features": datasets.Array2D(SHAPE, "float16"),
+            "scene": datasets.ClassLabel(num_classes=5),
+            "events": datasets.Sequence(datasets.ClassLabel(num_classes=num_classes)),
+        }),
+    )
+    # small record batches, so that batches cross record batches (and, with shards, files)
+    dataset.save_to_disk(str(folder), num_shards=num_shards, max_shard_size=None)
+    return datasets.load_from_disk(str(folder))
+
+
+def arrow_batch(dataset: datasets.Dataset, rows: list[int]) -> dict[str, np.ndarray]:
+    numpy = dataset.with_format("numpy")[sorted(rows)]
+    return {"input_features": np.asarray(numpy["input_features"], dtype=np.float16), "scene": numpy["scene"],
+            "events": dataset[sorted(rows)]["events"]}
+
+
+@pytest.mark.parametrize("num_shards", [1, 3])
+def test_file_reads_equal_arrow_reads_across_record_batches_and_files(tmp_path, num_shards):
+    dataset = saved_split(tmp_path / "cache", 4000, num_shards=num_shards)
+    assert len(dataset.cache_files) == num_shards
+    reader = BatchReader(dataset, "events", 9)
+    assert reader.file_rows is not None and len(reader.file_rows.first_rows) > num_shards  # several record batches
+    rng = np.random.default_rng(1)
+    for rows in ([0], [3999], list(range(990, 1010)), list(range(1320, 1350)), rng.choice(4000, 64, replace=False).tolist()):
+        batch, expected = reader[rows], arrow_batch(dataset, rows)
+        assert batch["input_features"].dtype == torch.float16
+        np.testing.assert_array_equal(batch["input_features"].numpy(), expected["input_features"])
+        multi_hot = np.zeros((len(rows), 9), dtype=np.float32)
+        for i, classes in enumerate(expected["events"]):
+            multi_hot[i, classes] = 1
+        np.testing.assert_array_equal(batch["event_labels"].numpy(), multi_hot)
+    scenes = BatchReader(dataset, "scene", 5)[[7, 3, 2400]]
+    assert scenes["scene_labels"].tolist() == [3, 2, 0] and scenes["input_features"][:, 0, 0].tolist() == [3, 7, 2400]
+
+
+def test_select_views_and_changed_columns_still_read_the_right_rows(tmp_path):
+    dataset = saved_split(tmp_path / "cache", 300)
+    view = dataset.select([250, 4, 120, 77])
+    reader = BatchReader(view, "scene", 5)
+    assert reader.file_rows is not None  # flattened into its own cache file
+    assert reader[[0, 1, 2, 3]]["input_features"][:, 0, 0].tolist() == [250, 4, 120, 77]
+    # a cast is written to a new file: read from there, in its new dtype
+    cast = BatchReader(dataset.cast_column("input_features", datasets.Array2D(SHAPE, "float32")), "scene", 5)
+    assert cast.file_rows is not None and cast[[8, 9]]["input_features"].dtype == torch.float32
+    assert cast[[8, 9]]["input_features"][:, 0, 0].tolist() == [8, 9]
+    # columns swapped after loading without a new file: the file's "input_features" is not the table's
+    with_copy = dataset.map(lambda row: {"other": np.asarray(row["input_features"]) + 1},
+                            features=datasets.Features({**dataset.features, "other": dataset.features["input_features"]}))
+    swapped = with_copy.remove_columns("input_features").rename_column("other", "input_features")
+    assert swapped.cache_files == with_copy.cache_files
+    assert FileRows.locate(swapped, "input_features") is None
+    assert BatchReader(swapped, "scene", 5)[[2, 6]]["input_features"][:, 0, 0].tolist() == [3, 7]
+    in_memory = datasets.Dataset.from_dict(dataset[:10], features=dataset.features)
+    assert FileRows.locate(in_memory, "input_features") is None
+    assert BatchReader(in_memory, "scene", 5)[[9, 1]]["input_features"][:, 0, 0].tolist() == [1, 9]
+
+
+def test_workers_and_pickled_readers_open_their_own_files(tmp_path):
+    dataset = saved_split(tmp_path / "cache", 400)
+    reader = BatchReader(dataset, "scene", 5)
+    reader[[1, 2]]  # opens the files in this process
+    copy = pickle.loads(pickle.dumps(reader))
+    assert copy.file_rows._fds == {}
+    assert copy[[5, 300]]["input_features"][:, 0, 0].tolist() == [5, 300]
+    batches = [[3, 1], [399, 200], [10, 11, 12]]
+    loaded = list(batch_loader(reader, batches, num_workers=2))
+    assert [sorted(batch["input_features"][:, 0, 0].long().tolist()) for batch in loaded] == [sorted(b) for b in batches]
+
+
+def test_a_truncated_cache_file_is_a_clear_error(tmp_path):
+    dataset = saved_split(tmp_path / "cache", 500)
+    reader = BatchReader(dataset, "scene", 5)
+    path = dataset.cache_files[0]["filename"]
+    with open(path, "r+b") as file:
+        file.truncate(Path(path).stat().st_size // 2)
+    with pytest.raises(OSError, match="shorter than its Arrow metadata"):
+        reader[[499]]
+
+
+def test_labels_outside_the_label_set_are_a_clear_error(tmp_path):
+    dataset = saved_split(tmp_path / "cache", 50, num_classes=9)
+    with pytest.raises(ValueError, match=r"'events' has class indices outside 0..5"):
+        BatchReader(dataset, "events", 6)
+
+
+def resident_file_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    raise AssertionError("no RssFile line")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_reading_every_row_does_not_map_the_cache_into_the_process(tmp_path):
+    dataset = saved_split(tmp_path / "cache", 20000)  # 3.7 MiB of features
+    size_kib = Path(dataset.cache_files[0]["filename"]).stat().st_size // 1024
+    reader = BatchReader(dataset, "scene", 5)
+    before = resident_file_kib()
+    order = np.random.default_rng(0).permutation(len(dataset))
+    for start in range(0, len(order), 256):
+        reader[order[start : start + 256].tolist()]
+    grown = resident_file_kib() - before
+    assert grown < size_kib / 10, f"reading the cache mapped {grown} KiB of a {size_kib} KiB file into the process"
