@@ -118,3 +118,14 @@ def test_pretrain_then_finetune_has_the_joint_schema_and_summed_budget(tmp_path)
     assert on_disk["steps"] == results["pretrain"]["steps"] * 2 == 16  # 64 clips / 8 per step, 1 + 1 epochs
     assert on_disk["final"]["asc_macro_accuracy"] is not None and on_disk["final"]["aet_lwlrap_pretrained"] > 0
     assert (tmp_path / "pretrain" / "results.json").exists() and (tmp_path / "model.safetensors").exists()
+
+
+def test_uncertainty_log_variances_survive_the_checkpoint_state():
+    trained = LossBalancer("uncertainty")
+    with torch.no_grad():
+        trained.log_vars.copy_(torch.tensor([0.25, -1.5]))
+    state = json.loads(json.dumps(trained.state()))  # as the trainer state file stores it
+    resumed = LossBalancer("uncertainty")
+    resumed.load_state(state)
+    assert resumed.log_vars.tolist() == [0.25, -1.5]
+    assert resumed.weights() == pytest.approx(trained.weights())

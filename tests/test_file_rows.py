@@ -125,3 +125,18 @@ def test_reading_every_row_does_not_map_the_cache_into_the_process(tmp_path):
         reader[order[start : start + 256].tolist()]
     grown = resident_file_kib() - before
     assert grown < size_kib / 10, f"reading the cache mapped {grown} KiB of a {size_kib} KiB file into the process"
+
+
+def test_the_training_caches_are_read_from_their_files():
+    from sceneevent.arguments import DataArguments
+    from sceneevent.training import make_feature_extractor, prepare_data
+
+    data_args = DataArguments(max_asc_train_samples=64, max_aet_train_samples=64, max_eval_samples=16)
+    data = prepare_data(data_args, make_feature_extractor(data_args), need_events=True, seed=0)
+    for split, column, labels in ((data.scene_train, "scene", data.scene_labels), (data.event_train, "events", data.event_labels),
+                                  (data.scene_test, "scene", data.scene_labels)):
+        reader = BatchReader(split, column, len(labels))
+        assert reader.file_rows is not None, f"{column} cache is not read from its file"
+        rows = list(range(0, len(reader), 5))
+        expected = np.asarray(reader.dataset.with_format("numpy")[rows]["input_features"], dtype=np.float16)
+        np.testing.assert_array_equal(reader[rows]["input_features"].numpy(), expected)

@@ -88,3 +88,38 @@ def test_two_process_cpu_run_shards_training_and_evaluates_every_clip_once(tmp_p
     final = results["final"]
     assert final["asc_macro_accuracy"] == pytest.approx(expected["asc_macro_accuracy"], abs=1e-6)
     assert final["aet_lwlrap"] == pytest.approx(expected["aet_lwlrap"], abs=1e-5)
+
+
+def _balancer_worker(rank: int, world_size: int, port: int, folder: str) -> None:
+    """One of two gloo processes: rank-dependent losses, then the cross-process averaging under test."""
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                       "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size), "OMP_NUM_THREADS": "1"})
+    from accelerate import Accelerator
+
+    from sceneevent.balancing import LossBalancer
+    from sceneevent.training import EpochLossSums
+
+    accelerator = Accelerator(cpu=True)
+    balancer = LossBalancer("uncertainty")
+    loss_asc, loss_aet = torch.tensor(1.0 + rank), torch.tensor(3.0 * (rank + 1))
+    balancer(loss_asc, loss_aet).backward()
+    balancer.average_gradients(accelerator)
+    sums = EpochLossSums("cpu")
+    for step in range(3):  # per-process losses differ: rank 0 sees 0, 1, 2 and rank 1 sees 10, 11, 12
+        sums.add(type("Outputs", (), {"loss": torch.tensor(10.0 * rank + step), "loss_asc": None, "loss_aet": None})())
+    result = {"num_processes": accelerator.num_processes, "grad": balancer.log_vars.grad.tolist(),
+              "means": sums.means(accelerator)}
+    Path(folder, f"rank{rank}.json").write_text(json.dumps(result))
+    accelerator.wait_for_everyone()
+    torch.distributed.destroy_process_group()
+
+
+def test_balancer_weights_and_epoch_losses_are_averaged_over_processes(tmp_path):
+    torch.multiprocessing.spawn(_balancer_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [r["num_processes"] for r in results] == [2, 2]
+    # d/ds_i of exp(-s_i) L_i + s_i at s = 0 is 1 - L_i: rank 0 has L = (1, 3), rank 1 has L = (2, 6)
+    expected = [np.mean([1 - 1.0, 1 - 2.0]), np.mean([1 - 3.0, 1 - 6.0])]
+    for result in results:
+        np.testing.assert_allclose(result["grad"], expected)  # the same on both: the weights stay in step
+        assert result["means"] == {"train_loss": pytest.approx(np.mean([0, 1, 2, 10, 11, 12]))}

@@ -65,11 +65,27 @@ class LossBalancer(nn.Module):
         exps = [math.exp(r / self.dwa_temperature) for r in ratios]
         self.dwa_weights = tuple(2.0 * e / sum(exps) for e in exps)
 
+    def average_gradients(self, accelerator) -> None:
+        """Average the log-variances' gradients over the processes (call after backward, before the step).
+
+        The balancer is not wrapped in DDP with the model, so without this every process would learn
+        its own task weights from its own share of the batch.
+        """
+        if self.log_vars is not None and self.log_vars.grad is not None and accelerator.num_processes > 1:
+            self.log_vars.grad = accelerator.reduce(self.log_vars.grad, reduction="mean")
+
     def state(self) -> dict:
-        return {"dwa_weights": list(self.dwa_weights)}
+        """What a checkpoint needs to resume the weighting (the log-variances are not in the model's state)."""
+        state = {"dwa_weights": list(self.dwa_weights)}
+        if self.log_vars is not None:
+            state["log_vars"] = self.log_vars.detach().cpu().tolist()
+        return state
 
     def load_state(self, state: dict) -> None:
         self.dwa_weights = tuple(state.get("dwa_weights", self.dwa_weights))
+        if self.log_vars is not None and "log_vars" in state:
+            with torch.no_grad():
+                self.log_vars.copy_(torch.tensor(state["log_vars"], dtype=self.log_vars.dtype))
 
 
 def task_gradient_stats(

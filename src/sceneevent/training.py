@@ -351,7 +351,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Join
     model.train()
     start_epoch, start_step = divmod(state["global_step"], steps_per_epoch)
     for epoch in range(start_epoch, num_epochs):
-        sums = _EpochSums(accelerator.device, state["epoch_sums"] if epoch == start_epoch else None)
+        sums = EpochLossSums(accelerator.device, state["epoch_sums"] if epoch == start_epoch else None)
         gradient_log = list(state.get("task_gradients", [])) if epoch == start_epoch else []
         for batch in loader.epoch(epoch, start_step if epoch == start_epoch else 0):
             inputs = prepare_batch(batch, augment, accelerator.device, model_config(model))
@@ -362,6 +362,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Join
                     gradient_log.append(_task_gradients(model, balancer, outputs, state["global_step"] + 1))
                     accelerator.log({f"train/{k}": v for k, v in gradient_log[-1].items() if k != "step"}, step=state["global_step"] + 1)
                 accelerator.backward(objective)
+                if accelerator.sync_gradients:
+                    balancer.average_gradients(accelerator)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -389,7 +391,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Join
                                 train_args.save_total_limit)
             if step >= total_steps:
                 break
-        epoch_losses = sums.means()
+        epoch_losses = sums.means(accelerator)
         if not all(math.isfinite(v) for v in epoch_losses.values()):
             raise NonFiniteLossError(f"non-finite training loss in epoch {epoch + 1} (step {state['global_step']}): {epoch_losses}")
         scores = evaluate_tasks(accelerator, model, scene_test, event_validation, train_args.eval_batch_size, metrics)
@@ -490,7 +492,7 @@ def prepare_batch(batch: dict, augment: torch.nn.ModuleDict, device, config: Sce
     return join_task_batches(asc, aet, config.num_scenes, config.num_events)
 
 
-class _EpochSums:
+class EpochLossSums:
     """Running sums of the losses on the device: no host sync per step."""
 
     KEYS = ("loss", "loss_asc", "loss_aet")
@@ -507,8 +509,16 @@ class _EpochSums:
                 self.sums[key] += value.detach().double()
                 self.counts[key] += 1
 
-    def means(self) -> dict[str, float]:
-        return {f"train_{k}": (self.sums[k] / self.counts[k]).item() for k in self.KEYS if self.counts[k]}
+    def means(self, accelerator=None) -> dict[str, float]:
+        """Epoch means; with an accelerator, over every process (each ran the same number of steps),
+        so that the history and DWA's weights are the same on all of them."""
+        keys = [k for k in self.KEYS if self.counts[k]]
+        if not keys:
+            return {}
+        means = torch.stack([self.sums[k] / self.counts[k] for k in keys])
+        if accelerator is not None and accelerator.num_processes > 1:
+            means = accelerator.reduce(means, reduction="mean")
+        return {f"train_{k}": value for k, value in zip(keys, means.tolist())}
 
     def latest(self, outputs) -> dict[str, float]:
         return {f"train/{k}": getattr(outputs, k).item() for k in self.KEYS if getattr(outputs, k) is not None}
