@@ -44,8 +44,10 @@ class FileRows:
         feature = dataset.features.get(column)
         if not hasattr(os, "preadv") or dataset._indices is not None or not hasattr(feature, "shape"):
             return None
+        if any(size is None for size in feature.shape):  # variable-length rows: no fixed stride
+            return None
         paths = [entry["filename"] for entry in dataset.cache_files]
-        if not paths:
+        if not paths or len(dataset) == 0:
             return None
         dtype = np.dtype(feature.dtype)
         per_file = [_record_batch_extents(path, column, math.prod(feature.shape), dtype) for path in paths]
@@ -54,7 +56,9 @@ class FileRows:
         first_rows, file_index, offsets, total = [], [], [], 0
         for index, extents in enumerate(per_file):
             for rows, offset in extents:
-                first_rows.append(total), file_index.append(index), offsets.append(offset)
+                first_rows.append(total)
+                file_index.append(index)
+                offsets.append(offset)
                 total += rows
         if total != len(dataset):  # part of the table is not in these files (e.g. concatenated in memory)
             return None
