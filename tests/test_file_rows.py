@@ -74,6 +74,11 @@ def test_select_views_and_changed_columns_still_read_the_right_rows(tmp_path):
     assert swapped.cache_files == with_copy.cache_files
     assert FileRows.locate(swapped, "input_features") is None
     assert BatchReader(swapped, "scene", 5)[[2, 6]]["input_features"][:, 0, 0].tolist() == [3, 7]
+    # a column replaced in memory under the same name, the file still holding the old one
+    replaced = dataset.remove_columns("input_features").add_column(
+        "input_features", [np.zeros(SHAPE, dtype=np.float16).tolist()] * len(dataset), feature=dataset.features["input_features"])
+    assert FileRows.locate(replaced, "input_features") is None
+    assert not BatchReader(replaced, "scene", 5)[[5, 6]]["input_features"].any()
     in_memory = datasets.Dataset.from_dict(dataset[:10], features=dataset.features)
     assert FileRows.locate(in_memory, "input_features") is None
     assert BatchReader(in_memory, "scene", 5)[[9, 1]]["input_features"][:, 0, 0].tolist() == [1, 9]
@@ -101,10 +106,30 @@ def test_a_truncated_cache_file_is_a_clear_error(tmp_path):
         reader[[499]]
 
 
-def test_labels_outside_the_label_set_are_a_clear_error(tmp_path):
+def test_bad_labels_and_rows_are_clear_errors(tmp_path):
     dataset = saved_split(tmp_path / "cache", 50, num_classes=9)
     with pytest.raises(ValueError, match=r"'events' has class indices outside 0..5"):
         BatchReader(dataset, "events", 6)
+    with_null = datasets.Dataset.from_dict({"input_features": np.zeros((2, *SHAPE), np.float16), "events": [[1, None], [2]]},
+                                           features=datasets.Features({"input_features": datasets.Array2D(SHAPE, "float16"),
+                                                                       "events": datasets.Sequence(datasets.Value("int64"))}))
+    with pytest.raises(ValueError, match="null class indices"):
+        BatchReader(with_null, "events", 6)
+    reader = BatchReader(dataset, "scene", 5)
+    for rows in ([49, 50], [-1, 3]):
+        with pytest.raises(IndexError, match="split of 50 clips"):
+            reader[rows]
+    with pytest.raises(IndexError, match="cache of 50 rows"):
+        reader.file_rows.read(np.asarray([50]))
+
+
+def test_bit_packed_and_non_numeric_features_are_read_through_arrow(tmp_path):
+    for dtype in ("bool", "string"):
+        values = np.zeros((4, *SHAPE), dtype=bool).tolist() if dtype == "bool" else [[["a"] * SHAPE[1]] * SHAPE[0]] * 4
+        split = datasets.Dataset.from_dict({"input_features": values},
+                                           features=datasets.Features({"input_features": datasets.Array2D(SHAPE, dtype)}))
+        split.save_to_disk(str(tmp_path / dtype))
+        assert FileRows.locate(datasets.load_from_disk(str(tmp_path / dtype)), "input_features") is None
 
 
 def resident_file_kib() -> int:

@@ -104,11 +104,20 @@ def _balancer_worker(rank: int, world_size: int, port: int, folder: str) -> None
     loss_asc, loss_aet = torch.tensor(1.0 + rank), torch.tensor(3.0 * (rank + 1))
     balancer(loss_asc, loss_aet).backward()
     balancer.average_gradients(accelerator)
+    outputs = lambda step: type("Outputs", (), {"loss": torch.tensor(10.0 * rank + step), "loss_asc": None, "loss_aet": None})()  # noqa: E731
     sums = EpochLossSums("cpu")
-    for step in range(3):  # per-process losses differ: rank 0 sees 0, 1, 2 and rank 1 sees 10, 11, 12
-        sums.add(type("Outputs", (), {"loss": torch.tensor(10.0 * rank + step), "loss_asc": None, "loss_aet": None})())
+    for step in range(4):  # per-process losses differ: rank 0 sees 0..3 and rank 1 sees 10..13
+        sums.add(outputs(step))
+    # the same epoch checkpointed after 2 steps and resumed (the checkpoint holds what the main process saw)
+    interrupted = EpochLossSums("cpu")
+    for step in range(2):
+        interrupted.add(outputs(step))
+    resumed = EpochLossSums("cpu", interrupted.to_json(accelerator))
+    for step in range(2, 4):
+        resumed.add(outputs(step))
     result = {"num_processes": accelerator.num_processes, "grad": balancer.log_vars.grad.tolist(),
-              "means": sums.means(accelerator)}
+              "means": sums.means(accelerator), "resumed_means": resumed.means(accelerator),
+              "latest": sums.latest(outputs(3), accelerator)}
     Path(folder, f"rank{rank}.json").write_text(json.dumps(result))
     accelerator.wait_for_everyone()
     torch.distributed.destroy_process_group()
@@ -122,4 +131,5 @@ def test_balancer_weights_and_epoch_losses_are_averaged_over_processes(tmp_path)
     expected = [np.mean([1 - 1.0, 1 - 2.0]), np.mean([1 - 3.0, 1 - 6.0])]
     for result in results:
         np.testing.assert_allclose(result["grad"], expected)  # the same on both: the weights stay in step
-        assert result["means"] == {"train_loss": pytest.approx(np.mean([0, 1, 2, 10, 11, 12]))}
+        assert result["means"] == result["resumed_means"] == {"train_loss": pytest.approx(np.mean([0, 1, 2, 3, 10, 11, 12, 13]))}
+        assert result["latest"] == {"train/loss": pytest.approx(8.0)}  # (3 + 13) / 2 on both processes

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -28,14 +29,19 @@ class FileRows:
     """Where each row of a fixed-shape column lies in the dataset's Arrow files, and batch reads of them.
 
     Build it with `FileRows.locate(dataset, column)`, which returns None where rows cannot be read
-    from the files (an in-memory dataset, an index mapping, columns changed after loading, or no
-    `os.preadv` on this platform); the caller then reads through Arrow.
+    from the files (an in-memory dataset, an index mapping, a column changed after loading, a dtype
+    that is not a plain number, or a platform without `os.preadv` and `/proc/self/maps`); the caller
+    then reads through Arrow.
     """
 
-    def __init__(self, paths: list[str], first_rows: np.ndarray, file_index: np.ndarray, offsets: np.ndarray,
-                 shape: tuple[int, ...], dtype: np.dtype):
+    def __init__(self, paths: list[str], counts: np.ndarray, file_index: np.ndarray, offsets: np.ndarray,
+                 buffer_offsets: np.ndarray, shape: tuple[int, ...], dtype: np.dtype):
         self.paths, self.shape, self.dtype = paths, shape, np.dtype(dtype)
-        self.first_rows, self.file_index, self.offsets = first_rows, file_index, offsets  # one entry per record batch
+        # One entry per record batch: its rows, its file, the byte offset there of its first row's values
+        # and of its values buffer, and its first row in the dataset.
+        self.counts, self.file_index, self.offsets, self.buffer_offsets = counts, file_index, offsets, buffer_offsets
+        self.first_rows = np.cumsum(counts) - counts
+        self.num_rows = int(counts.sum())
         self.row_nbytes = math.prod(shape) * self.dtype.itemsize
         self._fds: dict[int, list[int]] = {}  # per process id: DataLoader workers open their own
 
@@ -46,27 +52,22 @@ class FileRows:
             return None
         if any(size is None for size in feature.shape):  # variable-length rows: no fixed stride
             return None
-        paths = [entry["filename"] for entry in dataset.cache_files]
-        if not paths or len(dataset) == 0:
+        try:
+            dtype = np.dtype(feature.dtype)
+        except TypeError:
             return None
-        dtype = np.dtype(feature.dtype)
+        paths = [entry["filename"] for entry in dataset.cache_files]
+        if dtype.kind not in "fiu" or not paths or len(dataset) == 0 or not _MAPS.exists():  # bools are bit-packed
+            return None
         per_file = [_record_batch_extents(path, column, math.prod(feature.shape), dtype) for path in paths]
         if any(extents is None for extents in per_file):
             return None
-        first_rows, file_index, offsets, total = [], [], [], 0
-        for index, extents in enumerate(per_file):
-            for rows, offset in extents:
-                first_rows.append(total)
-                file_index.append(index)
-                offsets.append(offset)
-                total += rows
-        if total != len(dataset):  # part of the table is not in these files (e.g. concatenated in memory)
-            return None
-        rows = cls(paths, np.asarray(first_rows, dtype=np.int64), np.asarray(file_index, dtype=np.int64),
-                   np.asarray(offsets, dtype=np.int64), tuple(feature.shape), dtype)
-        if not rows._matches_arrow(dataset, column):
-            logger.warning("%s: rows of %r in %s differ from the loaded table (changed after loading?); reading "
-                           "through Arrow instead", type(rows).__name__, column, paths)
+        extents = [(index, *extent) for index, file_extents in enumerate(per_file) for extent in file_extents]
+        file_index, counts, offsets, buffer_offsets = (np.asarray(values, dtype=np.int64) for values in zip(*extents))
+        rows = cls(paths, counts, file_index, offsets, buffer_offsets, tuple(feature.shape), dtype)
+        if not rows._is_the_loaded_table(dataset, column):
+            logger.info("%r of this dataset is not the %s column as written (changed after loading?): reading it "
+                        "through Arrow", column, paths)
             return None
         return rows
 
@@ -76,6 +77,8 @@ class FileRows:
         out = np.empty((len(rows), *self.shape), dtype=self.dtype)
         if len(rows) == 0:
             return out
+        if rows[0] < 0 or rows[-1] >= self.num_rows:
+            raise IndexError(f"rows {rows[0]}..{rows[-1]} asked of a cache of {self.num_rows} rows")
         record_batch = np.searchsorted(self.first_rows, rows, side="right") - 1
         files = self.file_index[record_batch]
         offsets = self.offsets[record_batch] + (rows - self.first_rows[record_batch]) * self.row_nbytes
@@ -103,15 +106,26 @@ class FileRows:
                               "Arrow metadata says (truncated or rewritten since it was opened); rebuild the cache")
             target, offset = target[count:], offset + count
 
-    def _matches_arrow(self, dataset: datasets.Dataset, column: str) -> bool:
-        """First, middle and last rows read both ways agree (guards against tables changed after loading)."""
-        probe = sorted({0, len(dataset) // 2, len(dataset) - 1})
-        table = dataset.data.fast_gather(np.asarray(probe, dtype=np.int64))
-        values = _values(table.column(column).combine_chunks())
-        if values is None or values.type != pa.from_numpy_dtype(self.dtype) or len(values) != len(probe) * math.prod(self.shape):
+    def _is_the_loaded_table(self, dataset: datasets.Dataset, column: str) -> bool:
+        """The loaded table's `column` is these files' record batches, in place: each of its chunks is
+        unsliced and its values buffer sits in the file's memory mapping where the file has it. A column
+        replaced in memory, renamed from another column, or sliced fails this, so it is read through
+        Arrow. Only buffer addresses are compared: reading the table's offsets would map their pages."""
+        chunks = [chunk for chunk in dataset.data.column(column).chunks if len(chunk)]
+        batches = np.flatnonzero(self.counts)
+        if len(chunks) != len(batches) or len(dataset) != self.num_rows:
             return False
-        expected = values.to_numpy(zero_copy_only=False).reshape(len(probe), *self.shape)
-        return np.array_equal(self.read(np.asarray(probe)), expected, equal_nan=True)
+        mappings = _file_mappings()
+        for chunk, batch in zip(chunks, batches):
+            storage = chunk.storage if isinstance(chunk, pa.ExtensionArray) else chunk
+            if storage.offset != 0 or len(chunk) != self.counts[batch]:
+                return False
+            address = storage.buffers()[-1].address  # the leaf values
+            path = os.path.realpath(self.paths[self.file_index[batch]])
+            if not any(start <= address < end and address - start + file_offset == self.buffer_offsets[batch]
+                       for start, end, file_offset in mappings.get(path, [])):
+                return False
+        return True
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_fds": {}}  # descriptors do not survive pickling (spawned workers reopen)
@@ -119,6 +133,20 @@ class FileRows:
     def __del__(self) -> None:
         for fd in getattr(self, "_fds", {}).get(os.getpid(), []):
             os.close(fd)
+
+
+_MAPS = Path("/proc/self/maps")
+
+
+def _file_mappings() -> dict[str, list[tuple[int, int, int]]]:
+    """This process's memory-mapped files: path → (start address, end address, file offset) per mapping."""
+    mappings: dict[str, list[tuple[int, int, int]]] = {}
+    for line in _MAPS.read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5].startswith("/"):
+            start, end = (int(address, 16) for address in fields[0].split("-"))
+            mappings.setdefault(fields[5], []).append((start, end, int(fields[2], 16)))
+    return mappings
 
 
 def _values(array: pa.Array) -> pa.Array | None:
@@ -132,8 +160,9 @@ def _values(array: pa.Array) -> pa.Array | None:
     return None if array.null_count else array
 
 
-def _record_batch_extents(path: str, column: str, row_values: int, dtype: np.dtype) -> list[tuple[int, int]] | None:
-    """`(rows, byte offset of the first row's values)` per record batch of one Arrow stream file."""
+def _record_batch_extents(path: str, column: str, row_values: int, dtype: np.dtype) -> list[tuple[int, int, int]] | None:
+    """`(rows, byte offset of the first row's values, byte offset of the values buffer)` per record
+    batch of one Arrow stream file."""
     try:
         with pa.memory_map(path) as mapped:
             base = mapped.read_buffer(1).address  # where the file starts in this mapping
@@ -146,7 +175,7 @@ def _record_batch_extents(path: str, column: str, row_values: int, dtype: np.dty
                 if values is None or values.type != pa.from_numpy_dtype(dtype) or len(values) != record_batch.num_rows * row_values:
                     return None
                 start = values.buffers()[1].address + values.offset * dtype.itemsize - base
-                extents.append((record_batch.num_rows, start))
+                extents.append((record_batch.num_rows, start, values.buffers()[1].address - base))
             return extents
     except (OSError, pa.ArrowInvalid):  # not an Arrow stream file we can read: Arrow reads it instead
         return None

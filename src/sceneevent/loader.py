@@ -54,7 +54,10 @@ class BatchReader(torch.utils.data.Dataset):
             self.label_offsets = None
         else:
             lists = column.combine_chunks() if column.num_chunks else pa.array([], type=column.type)
+            if lists.values.null_count:
+                raise ValueError(f"column {self.label_column!r} has null class indices inside its label lists")
             self.label_offsets = np.asarray(lists.offsets, dtype=np.int64)  # row i: labels[offsets[i]:offsets[i + 1]]
+            self.label_counts = np.diff(self.label_offsets)
             self.labels = np.asarray(lists.values.to_numpy(zero_copy_only=False), dtype=np.int64)
         used = self.labels[self.label_offsets[0] : self.label_offsets[-1]] if self.label_offsets is not None else self.labels
         bad = used[(used < 0) | (used >= self.num_classes)]
@@ -69,6 +72,8 @@ class BatchReader(torch.utils.data.Dataset):
 
     def __getitem__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         rows = np.sort(np.asarray(indices, dtype=np.int64))
+        if len(rows) and (rows[0] < 0 or rows[-1] >= len(self)):
+            raise IndexError(f"rows {rows[0]}..{rows[-1]} asked of a split of {len(self)} clips")
         if self.file_rows is not None:
             features = self.file_rows.read(rows)
         else:
@@ -80,7 +85,7 @@ class BatchReader(torch.utils.data.Dataset):
         if self.label_offsets is None:
             batch["scene_labels"] = torch.from_numpy(self.labels[rows])
         else:
-            starts, counts = self.label_offsets[rows], np.diff(self.label_offsets)[rows]
+            starts, counts = self.label_offsets[rows], self.label_counts[rows]
             # the position of every label of the batch in the flat label array
             within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
             multi_hot = np.zeros((len(rows), self.num_classes), dtype=np.float32)

@@ -372,7 +372,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Join
             progress.update(1)
             step = state["global_step"]
             if step % train_args.logging_steps == 0:
-                logged = sums.latest(outputs)  # the one host sync, on logging steps only
+                logged = sums.latest(outputs, accelerator)  # the one host sync, on logging steps only
                 if not math.isfinite(logged["train/loss"]):
                     raise NonFiniteLossError(
                         f"non-finite training loss ({logged['train/loss']}) at step {step}; "
@@ -383,7 +383,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Join
                 accelerator.log(logged, step=step)
             end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
             if _checkpoint_due(train_args.checkpointing_steps, step, end_of_epoch) and not end_of_epoch:
-                epoch_sums = sums.to_json()
+                epoch_sums = sums.to_json(accelerator)
                 if not all(math.isfinite(v) for v in epoch_sums.values()):
                     raise NonFiniteLossError(f"non-finite training loss before step {step}; checkpoint not saved, "
                                              f"the last good one stays under {output_dir / CHECKPOINTS_DIR}")
@@ -515,18 +515,29 @@ class EpochLossSums:
         keys = [k for k in self.KEYS if self.counts[k]]
         if not keys:
             return {}
-        means = torch.stack([self.sums[k] / self.counts[k] for k in keys])
-        if accelerator is not None and accelerator.num_processes > 1:
-            means = accelerator.reduce(means, reduction="mean")
+        means = _process_mean(torch.stack([self.sums[k] / self.counts[k] for k in keys]), accelerator)
         return {f"train_{k}": value for k, value in zip(keys, means.tolist())}
 
-    def latest(self, outputs) -> dict[str, float]:
-        return {f"train/{k}": getattr(outputs, k).item() for k in self.KEYS if getattr(outputs, k) is not None}
+    def latest(self, outputs, accelerator=None) -> dict[str, float]:
+        """This step's losses, averaged over the processes: every process then sees the same values (and
+        stops together on a non-finite one instead of leaving the others waiting in a collective)."""
+        keys = [k for k in self.KEYS if getattr(outputs, k) is not None]
+        values = torch.stack([getattr(outputs, k).detach().float() for k in keys])
+        return {f"train/{k}": value for k, value in zip(keys, _process_mean(values, accelerator).tolist())}
 
-    def to_json(self) -> dict:
-        payload = {k: self.sums[k].item() for k in self.KEYS}
+    def to_json(self, accelerator=None) -> dict:
+        """The running sums for a checkpoint, averaged over the processes: a resumed run restores them on
+        every process, so its epoch means equal an uninterrupted run's."""
+        sums = _process_mean(torch.stack([self.sums[k] for k in self.KEYS]), accelerator)
+        payload = dict(zip(self.KEYS, sums.tolist()))
         payload.update({f"{k}_count": self.counts[k] for k in self.KEYS})
         return payload
+
+
+def _process_mean(values: torch.Tensor, accelerator) -> torch.Tensor:
+    if accelerator is not None and accelerator.num_processes > 1:
+        return accelerator.reduce(values, reduction="mean")
+    return values
 
 
 def _checkpoint_due(setting: str | None, step: int, end_of_epoch: bool) -> bool:
