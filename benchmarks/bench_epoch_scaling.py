@@ -26,59 +26,31 @@ from transformers import HfArgumentParser
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
-from sceneevent import SceneEventConfig, SceneEventModel
-from sceneevent.arguments import JointTrainingArguments
-from sceneevent.loader import BatchReader, MultiTaskLoader
-from sceneevent.training import build_augmenters, prepare_batch
+from sceneevent.loader import MultiTaskLoader
 
 NAME = "bench_epoch_scaling"
 
 
 @dataclass
-class ScalingArguments:
+class ScalingArguments(common.SmallModelArguments):
     base_rows: int = field(default=512, metadata={"help": "Scene (and event) clips at 1x."})
     factors: str = field(default="1,2,4", metadata={"help": "Comma-separated size multiples."})
-    num_mel_bins: int = field(default=32, metadata={"help": "Mel bins of the generated clips."})
-    frames: int = field(default=51, metadata={"help": "Frames of the generated clips."})
-    encoder: str = field(default="resnet10t", metadata={"help": "timm encoder of the small model."})
-    asc_batch_size: int = field(default=16, metadata={"help": "Scene clips per step."})
-    aet_batch_size: int = field(default=32, metadata={"help": "Event clips per step."})
     num_workers: int = field(default=0, metadata={"help": "Loader workers per stream."})
     rounds: int = field(default=3, metadata={"help": "Rounds (one epoch per size each); the median is reported."})
     output: str | None = field(default=None, metadata={"help": "JSON path. Default: benchmarks/results/bench_epoch_scaling.json."})
 
 
-class Trainer:
-    """A small model trained epoch by epoch on any `MultiTaskLoader` (the state carries across sizes)."""
-
-    def __init__(self, args: ScalingArguments):
-        self.config = SceneEventConfig(
-            scene_labels=[f"scene_{i}" for i in range(common.NUM_SCENES)],
-            event_labels=[f"event_{i}" for i in range(common.NUM_EVENTS)],
-            encoder=args.encoder, num_mel_bins=args.num_mel_bins,
-        )
-        self.model = SceneEventModel(self.config).train()
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3, foreach=True)
-        self.augment = build_augmenters(JointTrainingArguments())
-        self.device = torch.device("cpu")
-
-    def epoch(self, loader: MultiTaskLoader, epoch: int) -> int:
-        steps = 0
-        for batch in loader.epoch(epoch):
-            inputs = prepare_batch(batch, self.augment, self.device, self.config)
-            self.model(**inputs).loss.backward()
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            steps += 1
-        return steps
+def train_epoch(trainer: common.SmallTrainer, loader: MultiTaskLoader, epoch: int) -> int:
+    """One epoch of `loader` (the trainer's state carries across sizes); returns its steps."""
+    steps = 0
+    for batch in loader.epoch(epoch):
+        trainer.step(batch)
+        steps += 1
+    return steps
 
 
 def make_loader(cache, rows: int, args: ScalingArguments) -> MultiTaskLoader:
-    subset = cache.select(range(rows))
-    return MultiTaskLoader(
-        epoch_rows=rows, asc=BatchReader(subset, "scene", common.NUM_SCENES), aet=BatchReader(subset, "events", common.NUM_EVENTS),
-        asc_batch_size=args.asc_batch_size, aet_batch_size=args.aet_batch_size, seed=0, num_workers=args.num_workers,
-    )
+    return common.cache_loader(cache.select(range(rows)), args.asc_batch_size, args.aet_batch_size, num_workers=args.num_workers)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -94,14 +66,14 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_scaling_") as folder:
         cache = common.build_synthetic_cache(Path(folder) / "cache", max(sizes.values()), args.num_mel_bins, args.frames)
         loaders = {factor: make_loader(cache, rows, args) for factor, rows in sizes.items()}
-        trainer = Trainer(args)
-        trainer.epoch(loaders[factors[0]], 0)  # warm-up: allocator, kernels, page cache
+        trainer = common.SmallTrainer(args)
+        train_epoch(trainer, loaders[factors[0]], 0)  # warm-up: allocator, kernels, page cache
         for round_index in range(args.rounds):
             # Rotate the order: a slow phase of the machine must not always hit the same size.
             order = factors[round_index % len(factors):] + factors[: round_index % len(factors)]
             for factor in order:
                 started = time.perf_counter()
-                steps[factor] = trainer.epoch(loaders[factor], round_index + 1)
+                steps[factor] = train_epoch(trainer, loaders[factor], round_index + 1)
                 seconds[factor].append(time.perf_counter() - started)
             print(f"  round {round_index + 1}/{args.rounds}: "
                   + ", ".join(f"{f}x {seconds[f][-1]:.2f} s" for f in factors), flush=True)

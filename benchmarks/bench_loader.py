@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
 from sceneevent.collator import join_task_batches
-from sceneevent.loader import BatchReader, DeviceBatchReader, MultiTaskLoader
+from sceneevent.loader import MultiTaskLoader
 
 NAME = "bench_loader"
 
@@ -56,23 +56,6 @@ class LoaderArguments:
     output: str | None = field(default=None, metadata={"help": "JSON path. Default: benchmarks/results/bench_loader.json."})
 
 
-def make_loader(dataset, args: LoaderArguments, num_workers: int, device: str | None = None,
-                read_from_files: bool = True) -> MultiTaskLoader:
-    asc = BatchReader(dataset, "scene", common.NUM_SCENES, read_from_files=read_from_files)
-    aet = BatchReader(dataset, "events", common.NUM_EVENTS, read_from_files=read_from_files)
-    if device:
-        asc, aet = DeviceBatchReader(asc, device), DeviceBatchReader(aet, device)
-    return MultiTaskLoader(
-        epoch_rows=len(dataset),
-        asc=asc,
-        aet=aet,
-        asc_batch_size=args.asc_batch_size,
-        aet_batch_size=args.aet_batch_size,
-        seed=0,
-        num_workers=num_workers,
-    )
-
-
 def read_epoch(loader: MultiTaskLoader, epoch: int) -> int:
     """Read and join one epoch of batches; returns the samples read."""
     samples = 0
@@ -86,7 +69,8 @@ def read_epoch(loader: MultiTaskLoader, epoch: int) -> int:
 
 def measure_workers(dataset, args: LoaderArguments, num_workers: int, device: str | None = None,
                     read_from_files: bool = True) -> dict:
-    loader = make_loader(dataset, args, num_workers, device, read_from_files)
+    loader = common.cache_loader(dataset, args.asc_batch_size, args.aet_batch_size, num_workers=num_workers, device=device,
+                                 read_from_files=read_from_files)
     read_epoch(loader, 0)  # warm-up: page cache, worker start-up paths
     seconds, samples = [], 0
     for epoch in range(1, args.repeats + 1):

@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from transformers import HfArgumentParser
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,14 +34,9 @@ NAME = "bench_memory"
 
 
 @dataclass
-class MemoryArguments:
+class MemoryArguments(common.SmallModelArguments):
     sizes: str = field(default="10000,100000", metadata={"help": "Comma-separated cache sizes (clips); the first is the reference."})
-    num_mel_bins: int = field(default=32, metadata={"help": "Mel bins of the generated clips."})
-    frames: int = field(default=51, metadata={"help": "Frames of the generated clips."})
-    encoder: str = field(default="resnet10t", metadata={"help": "timm encoder of the small model."})
     steps: int = field(default=60, metadata={"help": "Training steps per size (the same for every size); 0: a whole epoch."})
-    asc_batch_size: int = field(default=16, metadata={"help": "Scene clips per step."})
-    aet_batch_size: int = field(default=32, metadata={"help": "Event clips per step."})
     num_workers: int = field(default=0, metadata={"help": "Loader workers (their peak is reported separately)."})
     output: str | None = field(default=None, metadata={"help": "JSON path. Default: benchmarks/results/bench_memory.json."})
     # Internal: run one size in this process and print its figures as JSON.
@@ -53,32 +47,13 @@ def train_steps(args: MemoryArguments) -> dict:
     """The child: load the cache, train `steps` steps, report peak RSS."""
     import datasets
 
-    from sceneevent import SceneEventConfig, SceneEventModel
-    from sceneevent.arguments import JointTrainingArguments
-    from sceneevent.loader import BatchReader, MultiTaskLoader
-    from sceneevent.training import build_augmenters, prepare_batch
-
     baseline = common.rss_breakdown_mib().get("VmRSS", 0.0)  # after imports: what every Python+torch process costs
     dataset = datasets.load_from_disk(args.child_cache)
-    config = SceneEventConfig(
-        scene_labels=[f"scene_{i}" for i in range(common.NUM_SCENES)],
-        event_labels=[f"event_{i}" for i in range(common.NUM_EVENTS)],
-        encoder=args.encoder, num_mel_bins=args.num_mel_bins,
-    )
-    model = SceneEventModel(config).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=True)
-    augment = build_augmenters(JointTrainingArguments())
-    loader = MultiTaskLoader(
-        epoch_rows=len(dataset), asc=BatchReader(dataset, "scene", common.NUM_SCENES),
-        aet=BatchReader(dataset, "events", common.NUM_EVENTS), asc_batch_size=args.asc_batch_size,
-        aet_batch_size=args.aet_batch_size, seed=0, num_workers=args.num_workers,
-    )
+    trainer = common.SmallTrainer(args)
+    loader = common.cache_loader(dataset, args.asc_batch_size, args.aet_batch_size, num_workers=args.num_workers)
     started, steps, peak_anon = time.perf_counter(), 0, 0.0
     for batch in loader.epoch(0):
-        inputs = prepare_batch(batch, augment, torch.device("cpu"), config)
-        model(**inputs).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        trainer.step(batch)
         steps += 1
         peak_anon = max(peak_anon, common.rss_breakdown_mib().get("RssAnon", 0.0))
         if steps == args.steps:

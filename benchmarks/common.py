@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmarks: timing, environment, JSON results, generated feature caches.
+"""Helpers shared by the benchmarks: timing, environment, JSON results, generated feature caches, and
+the small training set-up of the memory and epoch-scaling benchmarks.
 
 The benchmarks are scripts, not a package: each puts this folder on `sys.path` (it is the script's
 own folder, so `import common` works when run as `python benchmarks/bench_x.py`).
@@ -13,6 +14,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
@@ -20,7 +22,11 @@ import numpy as np
 import torch
 
 import sceneevent
+from sceneevent import SceneEventConfig, SceneEventModel
+from sceneevent.arguments import JointTrainingArguments
 from sceneevent.io_utils import atomic_write_json
+from sceneevent.loader import BatchReader, DeviceBatchReader, MultiTaskLoader
+from sceneevent.training import build_augmenters, prepare_batch
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # The label sets of the paper's setting: 10 TUT scenes, up to 115 AudioSet events.
@@ -188,3 +194,48 @@ def build_synthetic_cache(
 def disable_progress_bars() -> None:
     datasets.utils.logging.disable_progress_bar()
     datasets.utils.logging.set_verbosity_error()
+
+
+# --- the small training set-up ---------------------------------------------------------------------------
+
+
+def cache_loader(dataset: datasets.Dataset, asc_batch_size: int, aet_batch_size: int, *, num_workers: int = 0,
+                 device: str | None = None, read_from_files: bool = True) -> MultiTaskLoader:
+    """Both task streams over one generated cache, as training builds them (the scene stream sets the epoch)."""
+    asc = BatchReader(dataset, "scene", NUM_SCENES, read_from_files=read_from_files)
+    aet = BatchReader(dataset, "events", NUM_EVENTS, read_from_files=read_from_files)
+    if device:
+        asc, aet = DeviceBatchReader(asc, device), DeviceBatchReader(aet, device)
+    return MultiTaskLoader(epoch_rows=len(dataset), asc=asc, aet=aet, asc_batch_size=asc_batch_size,
+                           aet_batch_size=aet_batch_size, seed=0, num_workers=num_workers)
+
+
+@dataclass
+class SmallModelArguments:
+    """The clips and model of the memory and epoch-scaling benchmarks."""
+
+    num_mel_bins: int = field(default=32, metadata={"help": "Mel bins of the generated clips."})
+    frames: int = field(default=51, metadata={"help": "Frames of the generated clips."})
+    encoder: str = field(default="resnet10t", metadata={"help": "timm encoder of the small model."})
+    asc_batch_size: int = field(default=16, metadata={"help": "Scene clips per step."})
+    aet_batch_size: int = field(default=32, metadata={"help": "Event clips per step."})
+
+
+class SmallTrainer:
+    """A small `SceneEventModel` trained on the CPU as training.py feeds it: augment, join, loss, AdamW."""
+
+    def __init__(self, args: SmallModelArguments):
+        self.config = SceneEventConfig(
+            scene_labels=[f"scene_{i}" for i in range(NUM_SCENES)],
+            event_labels=[f"event_{i}" for i in range(NUM_EVENTS)],
+            encoder=args.encoder, num_mel_bins=args.num_mel_bins,
+        )
+        self.model = SceneEventModel(self.config).train()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3, foreach=True)
+        self.augment = build_augmenters(JointTrainingArguments())
+
+    def step(self, batch: dict) -> None:
+        inputs = prepare_batch(batch, self.augment, torch.device("cpu"), self.config)
+        self.model(**inputs).loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)

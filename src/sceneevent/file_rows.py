@@ -174,8 +174,8 @@ def _record_batch_extents(path: str, column: str, row_values: int, dtype: np.dty
                 values = _values(record_batch.column(column))
                 if values is None or values.type != pa.from_numpy_dtype(dtype) or len(values) != record_batch.num_rows * row_values:
                     return None
-                start = values.buffers()[1].address + values.offset * dtype.itemsize - base
-                extents.append((record_batch.num_rows, start, values.buffers()[1].address - base))
+                buffer_start = values.buffers()[1].address - base
+                extents.append((record_batch.num_rows, buffer_start + values.offset * dtype.itemsize, buffer_start))
             return extents
     except (OSError, pa.ArrowInvalid):  # not an Arrow stream file we can read: Arrow reads it instead
         return None
