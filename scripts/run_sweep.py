@@ -14,7 +14,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from sceneevent.sweeps import LAUNCHERS, RESULTS_FILE, load_sweep, plan_runs, run_sweep
+from sceneevent.sweeps import LAUNCHERS, is_finished, load_sweep, plan_runs, run_sweep
 
 
 def parse_args(args: list[str] | None = None) -> argparse.Namespace:
@@ -39,7 +39,7 @@ def main(args: list[str] | None = None) -> int:
         runs += plan_runs(load_sweep(path), Path(path).stem, options.output_root, options.launcher, extra)
     if options.dry_run:
         for run in runs:
-            done = "# done: " if (run.output_dir / RESULTS_FILE).is_file() else ""
+            done = "# done: " if is_finished(run) else ""
             print(done + shlex.join(run.command))
         print(f"{len(runs)} runs", file=sys.stderr)
         return 0

@@ -249,7 +249,9 @@ def test_runner_dry_run_prints_commands_and_runs_nothing(tiny_sweep, capsys):
 
 def test_runner_continues_a_run_that_has_checkpoints(tiny_sweep):
     path, _, root = tiny_sweep
-    (root / "tiny" / "alpha=0.9_seed=1" / "checkpoints" / "step_10").mkdir(parents=True)
+    checkpoint = root / "tiny" / "alpha=0.9_seed=1" / "checkpoints" / "step_10"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text("{}")  # what makes a checkpoint complete
     runs = sweeps.plan_runs(sweeps.load_sweep(path), "tiny", root, launcher="python", extra_args=["--x", "1"])
     resumed = [run.name for run in runs if "--resume_from_checkpoint=latest" in run.command]
     assert resumed == ["alpha=0.9_seed=1"]

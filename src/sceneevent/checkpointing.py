@@ -1,18 +1,21 @@
-"""Resumable checkpoints: Accelerate's `save_state` plus our trainer state, written atomically."""
+"""Resumable checkpoints: Accelerate's `save_state` plus our trainer state, written atomically; and
+the names of a run folder's files, which the sweep runner, the report and the Hub upload read too."""
 
 from __future__ import annotations
 
 import os
 import shutil
 from pathlib import Path
-
-from accelerate import Accelerator
+from typing import TYPE_CHECKING
 
 from .io_utils import atomic_write_json
 
+if TYPE_CHECKING:  # accelerate is slow to import; the sweep runner and the report only need the names
+    from accelerate import Accelerator
+
+RESULTS_FILE = "results.json"  # a finished run's summary, written last
 CHECKPOINTS_DIR = "checkpoints"
 TRAINER_STATE_FILE = "trainer_state.json"
-
 
 
 def checkpoint_dirs(output_dir: Path) -> list[Path]:

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import yaml
 
+from .checkpointing import RESULTS_FILE
 from .io_utils import atomic_write_text, scrub_secrets
 
 CARD_FILE = "README.md"
-RESULTS_FILE = "results.json"
 # What goes to the Hub: weights (safetensors only), configs, the custom code, the card.
 UPLOAD_PATTERNS = ["*.safetensors", "model.safetensors.index.json", "config.json", "preprocessor_config.json", "*.py", CARD_FILE]
 IGNORE_PATTERNS = ["checkpoints/*", "wandb/*", "*.tmp", ".*"]

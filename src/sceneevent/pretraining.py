@@ -14,7 +14,8 @@ from pathlib import Path
 
 from .arguments import DataArguments, JointTrainingArguments, ModelArguments
 from .io_utils import atomic_write_json
-from .training import RESULTS_FILE, read_results, train
+from .checkpointing import RESULTS_FILE
+from .training import read_results, train
 
 
 @dataclasses.dataclass

@@ -30,11 +30,11 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from .checkpointing import RESULTS_FILE
 from .io_utils import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-RESULTS_FILE = "results.json"
 FACTORS = ("alpha", "strategy", "hours", "k", "mode")
 # The other factors a slice must agree on.
 CONTEXT = {

@@ -28,9 +28,9 @@ from typing import Any
 
 import yaml
 
-RESULTS_FILE = "results.json"
+from .checkpointing import RESULTS_FILE, checkpoint_dirs
+
 LOG_FILE = "train.log"
-CHECKPOINTS_DIR = "checkpoints"
 MODE_PARAMETER = "mode"
 MODE_PROGRAMS = {"joint": "scripts/train_joint.py", "pretrain_finetune": "scripts/pretrain_finetune.py"}
 LAUNCHERS = ("accelerate", "python")
@@ -223,16 +223,11 @@ def plan_runs(
         output_dir = Path(output_root) / sweep_name / name
         passed = {key: value for key, value in parameters.items() if key not in ("output_dir", MODE_PARAMETER)}
         command = [*launcher_prefix(launcher), program_for(config, parameters), *format_flags(passed), f"--output_dir={output_dir}"]
-        if _has_checkpoint(output_dir):
+        if checkpoint_dirs(output_dir):
             command.append("--resume_from_checkpoint=latest")
         command += list(extra_args or [])  # last, so they override the sweep's values (argparse keeps the last)
         runs.append(SweepRun(name=name, parameters=parameters, output_dir=output_dir, command=command))
     return runs
-
-
-def _has_checkpoint(output_dir: Path) -> bool:
-    checkpoints = output_dir / CHECKPOINTS_DIR
-    return checkpoints.is_dir() and any(item.is_dir() and not item.name.startswith(".") for item in checkpoints.iterdir())
 
 
 def is_finished(run: SweepRun) -> bool:
@@ -262,8 +257,9 @@ def run_sweep(runs: list[SweepRun], parallel: int = 1, cwd: str | os.PathLike | 
         raise ValueError(f"--parallel must be at least 1, got {parallel}")
     from tqdm.auto import tqdm
 
-    outcome = SweepOutcome(skipped=[run for run in runs if is_finished(run)])
-    pending = [run for run in runs if not is_finished(run)]
+    outcome, pending = SweepOutcome(), []
+    for run in runs:
+        (outcome.skipped if is_finished(run) else pending).append(run)
     with tqdm(total=len(runs), initial=len(outcome.skipped), desc="runs", unit="run", disable=not progress) as bar:
         with ThreadPoolExecutor(max_workers=parallel) as pool:
             futures = {pool.submit(execute, run, cwd): run for run in pending}

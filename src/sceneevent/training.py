@@ -23,7 +23,14 @@ from .arguments import DataArguments, JointTrainingArguments, ModelArguments, to
 from .augment import MixUp, SpecAugment
 from .balancing import MODES as BALANCING_MODES
 from .balancing import LossBalancer, task_gradient_stats
-from .checkpointing import CHECKPOINTS_DIR, TRAINER_STATE_FILE, check_resume_labels, resolve_checkpoint, save_checkpoint
+from .checkpointing import (
+    CHECKPOINTS_DIR,
+    RESULTS_FILE,
+    TRAINER_STATE_FILE,
+    check_resume_labels,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from .evaluation import evaluate_tasks
 from .collator import join_task_batches
 from .configuration_sceneevent import SceneEventConfig
@@ -37,8 +44,6 @@ from .metrics import load_metric
 from .modeling_sceneevent import SceneEventModel
 
 logger = logging.getLogger(__name__)
-
-RESULTS_FILE = "results.json"
 
 
 class NonFiniteLossError(RuntimeError):
