@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -191,7 +190,7 @@ def factor_slice(runs: list[Run], factor: str) -> tuple[list[Run], dict[str, Any
     """
     keys = CONTEXT[factor]
     known = [run for run in runs if run.factor(factor) is not None]
-    candidates = Counter(tuple(run.factor(key) for key in keys) for run in known)
+    candidates = dict.fromkeys(tuple(run.factor(key) for key in keys) for run in known)  # distinct, in first-seen order
     best, best_score = None, (0, 0, False, 0)
     for context in candidates:
         members = [run for run in known if _compatible(run, keys, context)]
@@ -321,10 +320,9 @@ def plot_alpha(runs: list[Run], path: Path, everything: list[Run]) -> None:
     _save(figure, path)
 
 
-def plot_bars(runs: list[Run], factor: str, path: Path, title: str, everything: list[Run]) -> None:
-    """Figures 3a and 5: scene accuracy per strategy / training mode, mean ± std over seeds."""
+def plot_bars(rows: list[dict], factor: str, path: Path, title: str, everything: list[Run]) -> None:
+    """Figures 3a and 5: scene accuracy per strategy / training mode (`group_table` rows), mean ± std over seeds."""
     plt = _pyplot()
-    rows = group_table(runs, factor)
     values, mean, std = _series(rows, "asc_macro_accuracy")
     counts = [row["asc_n"] for row in rows if row["asc_macro_accuracy_mean"] is not None]
     figure, axis = plt.subplots(figsize=(6, 4.5))
@@ -344,10 +342,10 @@ def plot_bars(runs: list[Run], factor: str, path: Path, title: str, everything: 
     _save(figure, path)
 
 
-def plot_line(runs: list[Run], factor: str, path: Path, title: str, correlation: dict, everything: list[Run]) -> None:
-    """Figures 3b and 4: scene accuracy against T or k (log axis), mean ± std, with Pearson r in the legend."""
+def plot_line(rows: list[dict], factor: str, path: Path, title: str, correlation: dict, everything: list[Run]) -> None:
+    """Figures 3b and 4: scene accuracy against T or k (log axis; `group_table` rows), mean ± std, with Pearson r
+    in the legend."""
     plt = _pyplot()
-    rows = group_table(runs, factor)
     x, mean, std = _series(rows, "asc_macro_accuracy")
     figure, axis = plt.subplots(figsize=(6, 4.5))
     label = "mean ± std over seeds"
@@ -427,9 +425,9 @@ def write_report(runs: list[Run], output_dir: str | Path) -> dict:
         if factor == "alpha":
             plot_alpha(members, output_dir / name, runs)
         elif factor in ("strategy", "mode"):
-            plot_bars(members, factor, output_dir / name, title, runs)
+            plot_bars(summary["groups"][factor], factor, output_dir / name, title, runs)
         else:
-            plot_line(members, factor, output_dir / name, title, summary["pearson"][factor], runs)
+            plot_line(summary["groups"][factor], factor, output_dir / name, title, summary["pearson"][factor], runs)
         summary["figures"][factor] = name
     gradients = gradient_table(runs)
     if len(gradients) >= 1:
