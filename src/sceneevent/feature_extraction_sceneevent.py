@@ -123,15 +123,21 @@ class LogMelFeatureExtractor(SequenceFeatureExtractor):
             return torch.log(transform(waveforms.float()) + self.log_offset)
 
     def _to_clip(self, clip, length: int) -> torch.Tensor:
-        waveform = torch.as_tensor(np.asarray(clip, dtype=np.float32))
-        if waveform.ndim == 2:
-            channel_axis = 0 if waveform.shape[0] <= waveform.shape[1] else 1
-            waveform = waveform.mean(dim=channel_axis)
-        if waveform.ndim != 1 or waveform.numel() == 0:
-            raise ValueError(
-                f"each clip must be a non-empty 1-D (mono) or 2-D (multi-channel) array, got shape {tuple(waveform.shape)}"
-            )
-        return _fit(waveform, length, self.padding_value)
+        return _fit(downmix(clip), length, self.padding_value)
+
+
+def downmix(clip) -> torch.Tensor:
+    """A (samples,) or (channels, samples) array, either way round (the shorter axis holds the channels),
+    → mono float32 (samples,)."""
+    waveform = torch.as_tensor(np.asarray(clip, dtype=np.float32))
+    if waveform.ndim == 2:
+        channel_axis = 0 if waveform.shape[0] <= waveform.shape[1] else 1
+        waveform = waveform.mean(dim=channel_axis)
+    if waveform.ndim != 1 or waveform.numel() == 0:
+        raise ValueError(
+            f"each clip must be a non-empty 1-D (mono) or 2-D (multi-channel) array, got shape {tuple(waveform.shape)}"
+        )
+    return waveform
 
 
 def _fit(waveforms: torch.Tensor, length: int, padding_value: float) -> torch.Tensor:

@@ -272,16 +272,21 @@ def _dataset_name(source: str | None, fallback: str) -> tuple[str, str | None]:
         return fallback, None
     if source == "synthetic":
         return f"synthetic {fallback} (sceneevent, embedded)", None
-    if _HUB_ID.match(source) and not os.path.exists(source):
+    if _is_hub_id(source):
         return source, source
     return _display_source(source), None
+
+
+def _is_hub_id(source: str) -> bool:
+    """`user/name` that is not also a local path."""
+    return bool(_HUB_ID.match(source)) and not os.path.exists(source)
 
 
 def _display_source(source) -> str | None:
     # A local path shows as its last component only: cards are public, home folders are not.
     if not isinstance(source, str) or not source:
         return source
-    if source == "synthetic" or (_HUB_ID.match(source) and not os.path.exists(source)):
+    if source == "synthetic" or _is_hub_id(source):
         return source
     return Path(source.rstrip("/\\")).name or source
 
@@ -357,10 +362,11 @@ def push_run_to_hub(
     staging = Path(tempfile.mkdtemp(prefix="sceneevent_push_"))
     try:
         _stage(files, staging)
-        write_model_card(run_dir, repo_id, output_path=staging / CARD_FILE)
+        card = render_model_card(run_dir, repo_id)
+        atomic_write_text(staging / CARD_FILE, card)
         url = _upload(api, staging, repo_id, private=private, revision=revision, token=token, message=commit_message)
         # Only now does the run folder change: it keeps the card that the Hub shows.
-        atomic_write_text(run_dir / CARD_FILE, (staging / CARD_FILE).read_text())
+        atomic_write_text(run_dir / CARD_FILE, card)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return url

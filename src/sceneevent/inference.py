@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .audio import AudioDecodeError, DecodedAudio, load_audio
+from .feature_extraction_sceneevent import downmix
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 EVENT_POOLING = ("max", "mean")
@@ -103,12 +104,7 @@ def to_mono(waveform: np.ndarray | torch.Tensor, sampling_rate: int, target_rate
     """A (samples,) or (channels, samples) array → mono float32 (samples,) at `target_rate`."""
     import torchaudio
 
-    signal = torch.as_tensor(np.asarray(waveform, dtype=np.float32))
-    if signal.ndim == 2:
-        # (channels, samples) either way round: the shorter axis holds the channels.
-        signal = signal.mean(dim=0 if signal.shape[0] <= signal.shape[1] else 1)
-    if signal.ndim != 1 or signal.numel() == 0:
-        raise ValueError(f"audio must be a non-empty (samples,) or (channels, samples) array, got shape {tuple(signal.shape)}")
+    signal = downmix(waveform)
     if sampling_rate != target_rate:
         signal = torchaudio.functional.resample(signal, int(sampling_rate), int(target_rate))
     return signal.contiguous()
@@ -165,6 +161,11 @@ class RecordingPrediction:
     def top_events(self, top_k: int = 5, window: int | None = None) -> list[dict]:
         scores = self.event_probabilities if window is None else self.event_scores[window]
         return _top(scores, self.event_labels, top_k)
+
+    def rows(self) -> list[tuple[str, float, float, int | None]]:
+        """`(name, start s, end s, window index)` per window, then `("all", 0, duration, None)` for the aggregate."""
+        windows = [(str(index), start, end, index) for index, (start, end) in enumerate(self.window_times)]
+        return windows + [("all", 0.0, self.duration_seconds, None)]
 
     def to_dict(self, top_k: int = 5) -> dict:
         """Plain-JSON view: settings, the aggregate and every window."""
@@ -240,7 +241,7 @@ def predict(
         duration_seconds=mono.numel() / extractor.sampling_rate,
         window_seconds=window / extractor.sampling_rate,
         hop_seconds=hop / extractor.sampling_rate,
-        scene_labels=[network.config.id2label[i] for i in range(len(network.config.id2label))],
+        scene_labels=network.config.scene_labels,
         event_labels=list(network.config.event_labels),
         scene_probs=scene_probs,
         event_scores=event_scores,
@@ -283,8 +284,7 @@ def _score_windows(network, extractor, windows: torch.Tensor, batch_size: int) -
     device = next(network.parameters()).device
     scenes, events = [], []
     for start in range(0, windows.shape[0], batch_size):
-        batch = list(windows[start : start + batch_size].numpy())
-        features = extractor(batch, sampling_rate=extractor.sampling_rate, return_tensors="pt")["input_features"]
+        features = extractor.log_mel(windows[start : start + batch_size])  # already mono, at its rate, clip-long
         outputs = network(input_features=features.to(device))
         scenes.append(outputs.scene_logits.float().softmax(-1).cpu())
         events.append(outputs.event_logits.float().sigmoid().cpu())
@@ -360,11 +360,10 @@ def format_table(predictions: list[RecordingPrediction], failures: list[dict], t
     for prediction in predictions:
         lines += [f"{prediction.source}  ({prediction.duration_seconds:.1f} s, {prediction.num_windows} windows, "
                   f"events pooled by {prediction.event_pooling})", header]
-        rows = [(str(i), f"{start:.1f}-{end:.1f}", i) for i, (start, end) in enumerate(prediction.window_times)]
-        rows.append(("all", f"0.0-{prediction.duration_seconds:.1f}", None))
-        for name, span, window in rows:
+        for name, start, end, window in prediction.rows():
             scene = prediction.top_scenes(1, window)[0]
             events = ", ".join(f"{e['label']} {e['score']:.2f}" for e in prediction.top_events(top_k, window))
+            span = f"{start:.1f}-{end:.1f}"
             lines.append(f"{name:>8}  {span:>15}  {scene['label'][:24]:<24} {scene['score']:>5.2f}  {events}")
         lines.append("")
     if failures:
@@ -390,9 +389,7 @@ def to_csv(predictions: list[RecordingPrediction], failures: list[dict], top_k: 
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
     writer.writeheader()
     for prediction in predictions:
-        windows = [(str(i), start, end, i) for i, (start, end) in enumerate(prediction.window_times)]
-        windows.append(("all", 0.0, prediction.duration_seconds, None))
-        for name, start, end, window in windows:
+        for name, start, end, window in prediction.rows():
             scene = prediction.top_scenes(1, window)[0]
             writer.writerow({
                 "source": prediction.source, "window": name, "start": f"{start:.3f}", "end": f"{end:.3f}",

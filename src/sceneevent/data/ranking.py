@@ -165,7 +165,7 @@ def load_tagger(name_or_path: str, device: str = "cpu", **from_pretrained_kwargs
         if config.alpha != 1.0:
             logger.warning("%s was trained with alpha = %g; the paper's tagger is the AET-only model (alpha = 1)", name_or_path, config.alpha)
         model = AutoModel.from_pretrained(name_or_path, **from_pretrained_kwargs)
-        labels = [config.event_id2label[i] for i in range(len(config.event_id2label))]
+        labels = list(config.event_labels)
         columns, names, unmatched = list(range(len(labels))), labels, []
         def forward(inputs):  # noqa: E306
             return model(input_features=inputs["input_features"]).event_logits
@@ -192,17 +192,6 @@ def load_tagger(name_or_path: str, device: str = "cpu", **from_pretrained_kwargs
     return Tagger(names=list(names), sampling_rate=int(extractor.sampling_rate), score=score, description=name_or_path, unmatched=unmatched)
 
 
-def mono_at(waveform: np.ndarray, sampling_rate: int, target_rate: int) -> np.ndarray:
-    """(channels, samples) -> (samples,) mono float32 at `target_rate` (Hub extractors expect this)."""
-    mono = waveform.mean(axis=0) if waveform.ndim == 2 else waveform
-    if sampling_rate != target_rate:
-        import torch
-        import torchaudio
-
-        mono = torchaudio.functional.resample(torch.from_numpy(np.ascontiguousarray(mono)), sampling_rate, target_rate).numpy()
-    return mono.astype(np.float32, copy=False)
-
-
 def rank_dataset(tagger: Tagger, dataset, batch_size: int = 16, max_clips: int | None = None, progress: bool = True) -> tuple[list[dict], int]:
     """Score every clip of a scene `Dataset` (column `audio`) and rank the tagger's classes by mean score.
 
@@ -211,6 +200,7 @@ def rank_dataset(tagger: Tagger, dataset, batch_size: int = 16, max_clips: int |
     from tqdm.auto import tqdm
 
     from ..audio import load_audio
+    from ..inference import to_mono
 
     count = dataset.num_rows if max_clips is None else min(max_clips, dataset.num_rows)
     if count == 0:
@@ -223,7 +213,8 @@ def rank_dataset(tagger: Tagger, dataset, batch_size: int = 16, max_clips: int |
             waveforms = []
             for entry in rows:
                 decoded = load_audio(entry)
-                waveforms.append(mono_at(decoded.waveform, decoded.sampling_rate, tagger.sampling_rate))
+                # mono float32 at the tagger's rate: what Hub feature extractors expect
+                waveforms.append(to_mono(decoded.waveform, decoded.sampling_rate, tagger.sampling_rate).numpy())
             accumulator.update(tagger.score(waveforms))
             bar.update(len(rows))
     return ranking_from_means(accumulator.means(), tagger.names), accumulator.count
