@@ -1,11 +1,16 @@
-"""Figures and tables of the paper's experiments from finished runs (results.json files or a W&B project).
+"""Figures, tables and statistics over seeds of the paper's experiments from finished runs (results.json
+files or a W&B project).
 
     python scripts/report.py outputs/sweeps --output_dir reports/paper
     python scripts/report.py --wandb_project my-entity/sceneevent --output_dir reports/wandb
 
 Writes into --output_dir: fig2_alpha.png, fig3a_strategy.png, fig3b_hours.png, fig4_k.png,
-fig5_pretrain_vs_joint.png and task_gradients_alpha.png (each only when its factor varies in the runs),
-summary.csv, summary.md and summary.json (mean ± std per group, Pearson r of scene accuracy with T and k).
+fig5_pretrain_vs_joint.png and task_gradients_alpha.png (each only when its factor varies in the runs;
+error bars are 95 % CIs over seeds), summary.csv, summary.md and summary.json (mean, sd, 95 % CI and n
+per group; paired-by-seed differences against the baselines with t-test and Wilcoxon p-values and the
+smallest detectable difference; Pearson r of scene accuracy with T and k). The CIs and p-values are
+printed too. Results written before schema_version 2 (final epoch chosen on test data) are refused;
+--skip_old_results leaves them out instead. Runs with the same configuration and seed count once.
 W&B is contacted only with --wandb_project.
 """
 
@@ -13,7 +18,9 @@ import argparse
 import logging
 import sys
 
-from sceneevent.report import load_runs, load_wandb_runs, write_report
+from sceneevent.report import (
+    LABELS, METRICS, GroupStats, comparison_sentence, format_value, load_runs, load_wandb_runs, write_report,
+)
 
 
 def parse_args(args: list[str] | None = None) -> argparse.Namespace:
@@ -21,31 +28,50 @@ def parse_args(args: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("runs_dir", nargs="?", help="Folder searched recursively for results.json files.")
     parser.add_argument("--wandb_project", default=None, help="Also read the finished runs of this W&B project (entity/project).")
     parser.add_argument("--output_dir", default="reports", help="Folder for the figures and tables.")
+    parser.add_argument("--skip_old_results", action="store_true",
+                        help="Leave out (with a warning naming them) results older than schema_version 2 instead of stopping.")
     options = parser.parse_args(args)
     if options.runs_dir is None and options.wandb_project is None:
         parser.error("give a runs folder, --wandb_project, or both")
     return options
 
 
-def main(args: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    options = parse_args(args)
-    try:
-        runs = load_runs(options.runs_dir) if options.runs_dir else []
-        if options.wandb_project:
-            runs += load_wandb_runs(options.wandb_project)
-        summary = write_report(runs, options.output_dir)
-    except (ValueError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"{summary['runs']} runs → {options.output_dir}")
+def group_text(name: str, stats: GroupStats) -> str:
+    ci = f" [{stats.ci_low:.4f}, {stats.ci_high:.4f}]" if stats.ci_low is not None else ""
+    return f"{name} {stats.mean:.4f}{ci} (n={stats.n})"
+
+
+def print_summary(summary: dict, output_dir: str) -> None:
+    duplicates = sum(len(copies) for copies in summary["duplicates"].values())
+    print(f"{summary['runs']} runs ({duplicates} duplicate(s) counted once) → {output_dir}")
     for factor, name in summary["figures"].items():
         print(f"  drew {name}")
     for factor, reason in summary["skipped"].items():
         print(f"  skipped {factor}: {reason}")
+    for factor, rows in summary["groups"].items():
+        print(f"{LABELS[factor]}: mean [95 % CI] (n)")
+        for row in rows:
+            cells = [group_text(METRICS[metric], getattr(row, metric)) for metric in METRICS if getattr(row, metric).mean is not None]
+            print(f"  {factor}={format_value(row.value)}: " + "; ".join(cells))
+        for comparison in summary["comparisons"][factor]:
+            print(f"  {comparison_sentence(comparison)}")
     for factor, result in summary["pearson"].items():
         if result.get("r") is not None:
-            print(f"  Pearson r(scene accuracy, {factor}) = {result['r']:.3f} (p = {result['p']:.3g}, n = {result['n']})")
+            print(f"Pearson r(scene accuracy, {factor}) = {result['r']:.3f} (p = {result['p']:.3g}, n = {result['n']})")
+
+
+def main(args: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    options = parse_args(args)
+    try:
+        runs = load_runs(options.runs_dir, options.skip_old_results) if options.runs_dir else []
+        if options.wandb_project:
+            runs += load_wandb_runs(options.wandb_project, skip_old_results=options.skip_old_results)
+        summary = write_report(runs, options.output_dir)
+    except (ValueError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print_summary(summary, options.output_dir)
     return 0
 
 

@@ -17,7 +17,7 @@ from test_train_joint import SMALL, in_process
 
 def write_results(folder, alpha, loss_asc=None, loss_aet=None):
     folder.mkdir(parents=True)
-    payload = {"alpha": alpha, "final": {"loss_asc": loss_asc, "loss_aet": loss_aet}}
+    payload = {"schema_version": 2, "alpha": alpha, "final": {"loss_asc": loss_asc, "loss_aet": loss_aet}}
     (folder / "results.json").write_text(json.dumps(payload))
     return str(folder)
 
@@ -36,6 +36,11 @@ def test_auto_alpha_balances_the_baselines_converged_losses(tmp_path):
         resolve_alpha(JointTrainingArguments(alpha="auto"))
     with pytest.raises(ValueError, match="no results.json"):
         resolve_alpha(JointTrainingArguments(alpha="auto", asc_baseline=str(tmp_path), aet_baseline=aet))
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "results.json").write_text(json.dumps({"alpha": 0.0, "final": {"loss_asc": 0.9}}))  # no schema_version
+    with pytest.raises(ValueError, match="chosen on test data"):
+        resolve_alpha(JointTrainingArguments(alpha="auto", asc_baseline=str(old), aet_baseline=aet))
 
 
 def test_auto_alpha_run_records_the_value_used(tmp_path):
@@ -52,6 +57,11 @@ def test_each_balancing_mode_trains_and_records_its_weights(tmp_path, mode):
     assert set(weights) == {"asc", "aet"}
     if mode == "fixed":
         assert weights == pytest.approx({"asc": 0.2, "aet": 0.8})
+        # One loss path: what was optimised (and logged) is the model's own alpha-weighted loss, and the
+        # saved model carries that alpha.
+        epoch = results["history"][0]
+        assert epoch["train_loss"] == pytest.approx(0.8 * epoch["train_loss_aet"] + 0.2 * epoch["train_loss_asc"], rel=1e-6)  # float32 steps
+        assert json.loads((tmp_path / "config.json").read_text())["alpha"] == 0.8
     elif mode == "dwa":
         assert weights == {"asc": 1.0, "aet": 1.0}  # DWA starts equal, moves after two epochs
     else:
@@ -72,8 +82,10 @@ def test_uncertainty_and_dwa_formulas():
     expected = 2 * torch.softmax(ratios / 2.0, dim=0)
     assert dwa.weights() == pytest.approx({"asc": expected[0].item(), "aet": expected[1].item()})
     torch.testing.assert_close(dwa(torch.tensor(1.0), torch.tensor(1.0)), expected.sum())
-    with pytest.raises(ValueError, match="--loss_balancing"):
+    with pytest.raises(ValueError, match="must be one of uncertainty, dwa"):
         LossBalancer("magic")
+    with pytest.raises(ValueError, match="fixed alpha is the model's own loss"):
+        LossBalancer("fixed")
 
 
 def test_gradient_cosine_equals_a_hand_computation():

@@ -197,7 +197,9 @@ def test_parquet_files_and_event_source(tmp_path):
     with pytest.raises(AudioSetSourceError, match="dict"):
         load_audioset([str(tmp_path / "train.parquet")])
     events = load_event_source(str(make_segment_folder(tmp_path / "as")))
-    assert set(events) == {"train", "validation"} and events["validation"].num_rows == 2
+    # The one evaluation split is cut into validation and test by video id: disjoint, together all of it.
+    assert set(events) == {"train", "validation", "test"}
+    assert sorted([*events["validation"]["video_id"], *events["test"]["video_id"]]) == ["eeeeeeeeeee", "fffffffffff"]
 
 
 def test_unknown_mid_in_parquet(tmp_path):

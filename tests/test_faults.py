@@ -152,7 +152,7 @@ def test_skip_bad_audio_in_a_run_is_counted_in_results(tmp_path, audio_files):
     source.save_to_disk(tmp_path / "scenes")
     flags = ["--output_dir", str(tmp_path / "run"), "--asc_dataset", str(tmp_path / "scenes"), "--alpha", "0",
              "--asc_batch_size", "4", "--max_train_steps", "1", "--encoder", "resnet10t", "--sampling_rate", "16000",
-             "--clip_seconds", "0.5", "--num_mel_bins", "16"]
+             "--clip_seconds", "0.5", "--num_mel_bins", "16", "--asc_validation_split", "0"]
     with pytest.raises(BadAudioError):
         in_process(*flags)
     results = in_process(*flags, "--skip_bad_audio", "--overwrite_output_dir")

@@ -157,7 +157,7 @@ def test_the_training_caches_are_read_from_their_files():
     from sceneevent.training import make_feature_extractor, prepare_data
 
     data_args = DataArguments(max_asc_train_samples=64, max_aet_train_samples=64, max_eval_samples=16)
-    data = prepare_data(data_args, make_feature_extractor(data_args), need_events=True, seed=0)
+    data = prepare_data(data_args, make_feature_extractor(data_args), need_events=True)
     for split, column, labels in ((data.scene_train, "scene", data.scene_labels), (data.event_train, "events", data.event_labels),
                                   (data.scene_test, "scene", data.scene_labels)):
         reader = BatchReader(split, column, len(labels))

@@ -53,10 +53,10 @@ def torchrun(output_dir: Path, processes: int = 2) -> subprocess.CompletedProces
 def single_process_scores(run_dir: Path) -> dict[str, float]:
     """Both metrics of the saved model on the same evaluation clips, in one process, without Accelerate."""
     data_args = DataArguments(max_asc_train_samples=64, max_aet_train_samples=64, max_eval_samples=EVAL_CLIPS)
-    data = prepare_data(data_args, make_feature_extractor(data_args), need_events=True, seed=42)
+    data = prepare_data(data_args, make_feature_extractor(data_args), need_events=True)
     model = SceneEventModel.from_pretrained(run_dir).eval()
     scores = {}
-    for split, column, key in ((data.scene_test, "scene", "scene"), (data.event_validation, "events", "event")):
+    for split, column, key in ((data.scene_test, "scene", "scene"), (data.event_test, "events", "event")):
         reader = BatchReader(split, column, len(data.scene_labels if key == "scene" else data.event_labels))
         logits, labels = [], []
         with torch.no_grad():
@@ -79,7 +79,7 @@ def test_two_process_cpu_run_shards_training_and_evaluates_every_clip_once(tmp_p
     assert results["environment"]["num_processes"] == 2
     assert results["environment"]["device"].startswith("cpu")
     assert results["steps"] == 2
-    assert results["data"]["rows"]["scene_test"] == EVAL_CLIPS and results["data"]["rows"]["event_validation"] == EVAL_CLIPS
+    assert results["data"]["rows"]["scene_test"] == EVAL_CLIPS and results["data"]["rows"]["event_test"] == EVAL_CLIPS
     # Only the main process reports: one `done:` line, not one per process.
     assert done.stdout.count("done: alpha=") == 1, done.stdout[-2000:]
     # The gathered evaluation equals a plain 1-process evaluation of the saved model on the same clips:

@@ -1,4 +1,5 @@
-"""The report on fixture results.json files with known numbers: figures, tables, Pearson correlations."""
+"""The report on fixture results.json files with known numbers: figures, tables, Pearson correlations,
+statistics over seeds (against scipy and hand computations), duplicates and old results."""
 
 import csv
 import importlib.util
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.stats import pearsonr
+from scipy.stats import pearsonr, t, ttest_rel
 
 from sceneevent import report
 
@@ -54,14 +55,16 @@ def write_results(root: Path, run: dict, index: int) -> None:
     if run["in_subset"]:
         config["aet_dataset"] = f"/scratch/subset_{index}"  # a name that says nothing: the subset record must win
         data["aet_subset"] = {"k": run["k"], "hours": run["hours"], "strategy": run["strategy"], "seed": 0}
-    history = [{"epoch": 0, "step": 10, "asc_macro_accuracy": run["asc"], "aet_lwlrap": run["lwlrap"]}]
+    history = [{"epoch": 1, "step": 10, "train_loss": 1.0, "train_loss_asc": 1.0, "train_loss_aet": 0.1,
+                "val_asc_macro_accuracy": run["asc"], "val_aet_lwlrap": run["lwlrap"], "loss_weights": {}}]
     if run["gradients"]:
         history[0]["task_gradients"] = [{"step": s, "grad_norm_asc": 1.0, "grad_norm_aet": 2.0, "cosine": 0.1 * run["alpha"] + 0.01 * s}
                                         for s in (1, 2)]
-    results = {"config": config, "alpha": run["alpha"], "seed": run["seed"], "history": history, "steps": 10,
+    results = {"schema_version": 2, "config": config, "alpha": run["alpha"], "seed": run["seed"], "history": history,
                "final": {"asc_macro_accuracy": run["asc"], "aet_lwlrap": run["lwlrap"], "loss_asc": 1.0, "loss_aet": 0.1,
-                         "best_epoch": 0, "last_epoch": {"epoch": 0}},
-               "wall_time_seconds": 1.0, "data": data}
+                         "best_epoch": 1, "selected_by": "val_asc_macro_accuracy",
+                         "last_epoch": {"epoch": 1, "asc_macro_accuracy": run["asc"], "aet_lwlrap": run["lwlrap"]}},
+               "train_runtime": 1.0, "data": data}
     folder = root / run["sweep"] / f"run{index}"
     folder.mkdir(parents=True)
     (folder / "results.json").write_text(json.dumps(results))
@@ -126,19 +129,24 @@ def test_csv_and_markdown_means_match_the_fixture(written, factor):
     for value in {value_of(run, factor) for run in members}:
         group = [run for run in members if value_of(run, factor) == value]
         asc = [run["asc"] for run in group if run["asc"] is not None]
-        expected[f"{value:g}" if isinstance(value, float) else str(value)] = (len(group), np.mean(asc) if asc else None, np.std(asc, ddof=1) if len(asc) > 1 else None)
+        expected[f"{value:g}" if isinstance(value, float) else str(value)] = (len(group), asc)
     with open(out / "summary.csv") as handle:
         rows = {row["value"]: row for row in csv.DictReader(handle) if row["factor"] == factor}
     assert set(rows) == set(expected)
     markdown = (out / "summary.md").read_text()
-    for value, (count, mean, std) in expected.items():
+    for value, (count, asc) in expected.items():
         assert int(rows[value]["runs"]) == count
-        if mean is None:
+        if not asc:
             assert rows[value]["asc_macro_accuracy_mean"] == ""
             continue
+        mean, sd, n = np.mean(asc), np.std(asc, ddof=1), len(asc)
+        half = t.ppf(0.975, n - 1) * sd / np.sqrt(n)  # hand-computed Student-t CI
         assert float(rows[value]["asc_macro_accuracy_mean"]) == pytest.approx(mean)
-        assert float(rows[value]["asc_macro_accuracy_std"]) == pytest.approx(std)
-        assert f"| {value} | {count} | {mean:.4f} ± {std:.4f} |" in markdown
+        assert float(rows[value]["asc_macro_accuracy_sd"]) == pytest.approx(sd)
+        assert float(rows[value]["asc_macro_accuracy_ci_low"]) == pytest.approx(mean - half)
+        assert float(rows[value]["asc_macro_accuracy_ci_high"]) == pytest.approx(mean + half)
+        assert int(rows[value]["asc_macro_accuracy_n"]) == n
+        assert f"| {value} | {count} | {mean:.4f} | {sd:.4f} | [{mean - half:.4f}, {mean + half:.4f}] | {n} |" in markdown
 
 
 @pytest.mark.parametrize("factor", ["hours", "k"])
@@ -155,10 +163,11 @@ def test_pearson_matches_scipy_over_individual_runs(written, factor):
 
 def test_alpha_figure_baselines_come_from_the_single_task_runs(written):
     runs, _, _ = written
-    loaded = [report.run_from_results({"alpha": r["alpha"], "seed": r["seed"], "config": {"aet_dataset": subset_name(r["k"], r["hours"], r["strategy"])},
+    loaded = [report.run_from_results({"schema_version": 2, "alpha": r["alpha"], "seed": r["seed"],
+                                       "config": {"aet_dataset": subset_name(r["k"], r["hours"], r["strategy"])},
                                        "final": {"asc_macro_accuracy": r["asc"], "aet_lwlrap": r["lwlrap"]}}, "x") for r in runs]
-    mean, _, n = report.baseline(loaded, 0.0, "asc")
-    assert n == 3 and mean == pytest.approx(np.mean([r["asc"] for r in runs if r["alpha"] == 0.0]))
+    found = report.baseline(loaded, 0.0, "asc_macro_accuracy")
+    assert found.n == 3 and found.mean == pytest.approx(np.mean([r["asc"] for r in runs if r["alpha"] == 0.0]))
     assert all(run.k is None for run in loaded if run.alpha == 0.0)  # no event data: matches any slice
 
 
@@ -176,7 +185,8 @@ def test_alpha_figure_baselines_come_from_the_single_task_runs(written):
     ],
 )
 def test_event_factors_from_subset_record_or_folder_name(aet_dataset, subset, expected):
-    results = {"alpha": 0.95, "config": {"aet_dataset": aet_dataset}, "final": {}, "data": {"aet_subset": subset} if subset else {}}
+    results = {"schema_version": 2, "alpha": 0.95, "config": {"aet_dataset": aet_dataset}, "final": {},
+               "data": {"aet_subset": subset} if subset else {}}
     run = report.run_from_results(results, "x")
     assert (run.k, run.hours, run.strategy) == expected
 
@@ -206,3 +216,191 @@ def test_wandb_project_without_login_fails_fast_and_clearly(tmp_path, monkeypatc
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb_config"))
     with pytest.raises(RuntimeError, match="--wandb_project me/sceneevent: could not read runs from W&B"):
         report.load_wandb_runs("me/sceneevent", timeout=5)
+
+
+# --- statistics over seeds ----------------------------------------------------------------------------
+
+PAIRED_SEEDS = range(6)
+
+
+def write_run(root: Path, name: str, seed: int, alpha: float, asc: float | None, lwlrap: float | None = None, **extra) -> Path:
+    """A minimal schema-2 results.json in root/name."""
+    run = dict(sweep=name, seed=seed, alpha=alpha, k=115, hours=90, strategy="random", mode=None, in_subset=False,
+               asc=asc, lwlrap=lwlrap, gradients=False)
+    write_results(root, run, seed)
+    path = root / name / f"run{seed}" / "results.json"
+    if extra:
+        path.write_text(json.dumps({**json.loads(path.read_text()), **extra}))
+    return path.parent
+
+
+@pytest.fixture(scope="module")
+def paired(tmp_path_factory):
+    """ASC-only baseline with a large seed effect; alpha 0.95 = baseline + 0.05 + small noise (a true difference);
+    alpha 0.5 = baseline + symmetric small noise (no difference)."""
+    root = tmp_path_factory.mktemp("paired")
+    rng = np.random.default_rng(3)
+    base = 0.6 + rng.normal(0, 0.03, len(PAIRED_SEEDS))
+    better = base + 0.05 + rng.normal(0, 0.005, len(PAIRED_SEEDS))
+    same = base + np.array([0.004, -0.004, 0.002, -0.002, 0.001, -0.001])
+    for seed in PAIRED_SEEDS:
+        write_run(root, "base", seed, 0.0, float(base[seed]))
+        write_run(root, "better", seed, 0.95, float(better[seed]), 0.5)
+        write_run(root, "same", seed, 0.5, float(same[seed]), 0.4)
+    summary = report.write_report(report.load_runs(root), root / "out")
+    by_setting = {c.setting: c for c in summary["comparisons"]["alpha"] if c.metric == "asc_macro_accuracy"}
+    return base, better, same, summary, by_setting, root / "out"
+
+
+def test_a_true_difference_is_significant_with_the_hand_computed_ci(paired):
+    base, better, _, _, by_setting, _ = paired
+    found = by_setting["alpha=0.95"]
+    differences = better - base
+    n = len(differences)
+    half = t.ppf(0.975, n - 1) * differences.std(ddof=1) / np.sqrt(n)
+    assert found.baseline == report.ASC_ONLY and found.n_pairs == n and found.seeds == list(PAIRED_SEEDS)
+    assert found.difference.mean == pytest.approx(differences.mean())
+    assert (found.difference.ci_low, found.difference.ci_high) == pytest.approx((differences.mean() - half, differences.mean() + half))
+    assert found.difference.ci_low > 0
+    assert found.t_test_p == pytest.approx(ttest_rel(better, base).pvalue) and found.t_test_p < 0.05
+    assert found.significant and found.wilcoxon_p == pytest.approx(2 / 2**n)  # every difference positive: exact p
+    assert 0 < found.detectable_difference < 0.05
+
+
+def test_a_null_difference_is_not_significant(paired):
+    base, _, same, _, by_setting, _ = paired
+    found = by_setting["alpha=0.5"]
+    assert found.t_test_p == pytest.approx(ttest_rel(same, base).pvalue) and found.t_test_p > 0.05
+    assert not found.significant
+    assert found.difference.ci_low < 0 < found.difference.ci_high
+
+
+def test_the_summary_says_which_differences_are_significant(paired):
+    *_, out = paired
+    markdown = (out / "summary.md").read_text()
+    assert "alpha=0.95 vs ASC only (alpha = 0), scene macro accuracy: difference +0.05" in markdown
+    assert "over n = 6 paired seed(s); significant (paired t p = " in markdown
+    assert "alpha=0.5 vs ASC only (alpha = 0), scene macro accuracy: difference +0.0000" in markdown
+    assert "; not significant (paired t p = 1)" in markdown
+    saved = json.loads((out / "summary.json").read_text())
+    entry = next(c for c in saved["comparisons"]["alpha"] if c["setting"] == "alpha=0.95" and c["metric"] == "asc_macro_accuracy")
+    assert entry["significant"] is True and entry["n_pairs"] == 6 and entry["difference"]["ci_low"] > 0
+    # no alpha = 1 run here: lwlrap has no baseline to be compared with
+    assert all(c["metric"] == "asc_macro_accuracy" for c in saved["comparisons"]["alpha"])
+
+
+def test_only_seeds_both_sides_have_are_paired(tmp_path):
+    for seed in (0, 1, 2, 3):
+        write_run(tmp_path, "base", seed, 0.0, 0.5 + 0.125 * seed)  # binary fractions: exact differences
+    for seed in (2, 3, 4):
+        write_run(tmp_path, "joint", seed, 0.95, 0.25 + 0.125 * seed)
+    summary = report.write_report(report.load_runs(tmp_path), tmp_path / "out")
+    (found,) = summary["comparisons"]["alpha"]
+    assert found.seeds == [2, 3] and found.n_pairs == 2
+    assert found.difference.mean == -0.25 and found.detectable_difference == 0.0
+    assert found.t_test_p is None and "sd = 0" in " ".join(found.notes)  # identical differences: no t-test
+    assert "cannot reach p < 0.05" in " ".join(found.notes)
+
+
+def test_all_zero_differences_give_no_wilcoxon_p():
+    runs = [report.Run(source=f"{name}{seed}", seed=seed, alpha=alpha, mode="joint", k=None, hours=None, strategy=None,
+                       asc_macro_accuracy=0.5, aet_lwlrap=None) for seed in range(4) for name, alpha in (("a", 0.0), ("b", 0.9))]
+    found = report.compare_paired(runs[1::2], runs[0::2], "asc_macro_accuracy", "b", "a")
+    assert found.wilcoxon_p is None and found.t_test_p is None and not found.significant
+    assert "no nonzero difference" in " ".join(found.notes)
+
+
+@pytest.mark.parametrize("n", [3, 6, 12])
+def test_detectable_difference_has_the_stated_power(n):
+    # Independent check by simulation: paired differences with that true mean are detected 80 % of the time.
+    sd = 0.02
+    delta = report.detectable_difference(sd, n)
+    rng = np.random.default_rng(n)
+    samples = rng.normal(delta, sd, (40_000, n))
+    t_stat = samples.mean(1) / (samples.std(1, ddof=1) / np.sqrt(n))
+    assert np.mean(np.abs(t_stat) > t.ppf(0.975, n - 1)) == pytest.approx(0.8, abs=0.01)
+    assert delta > (1.959964 + 0.841621) * sd / np.sqrt(n)  # above the normal approximation (t has fatter tails)
+
+
+def test_strategy_and_mode_are_also_compared_with_their_reference_value(written):
+    _, _, summary = written
+    strategy = {(c["setting"], c["baseline"]) for c in summary["comparisons"]["strategy"]}
+    assert ("strategy=correlated", "strategy=random") in strategy and ("strategy=correlated", report.ASC_ONLY) in strategy
+    mode = {(c["setting"], c["baseline"]) for c in summary["comparisons"]["mode"]}
+    assert ("mode=pretrain_finetune", "mode=joint") in mode
+    assert all(c["n_pairs"] == len(SEEDS) for c in summary["comparisons"]["strategy"])
+
+
+# --- duplicates and old results -----------------------------------------------------------------------
+
+
+def test_a_copied_run_folder_counts_once_and_is_named(tmp_path, caplog):
+    import shutil
+
+    for seed in range(3):
+        write_run(tmp_path / "runs", "base", seed, 0.0, 0.6 + 0.01 * seed)
+        write_run(tmp_path / "runs", "joint", seed, 0.95, 0.7 - 0.01 * seed)
+    copy = tmp_path / "runs" / "joint" / "run1_copy"
+    shutil.copytree(tmp_path / "runs" / "joint" / "run1", copy)
+    summary = report.write_report(report.load_runs(tmp_path / "runs"), tmp_path / "out")
+    assert summary["runs_read"] == 7 and summary["runs"] == 6
+    assert summary["duplicates"] == {str(tmp_path / "runs" / "joint" / "run1"): [str(copy)]}
+    assert str(copy) in caplog.text and "counted once" in caplog.text
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["duplicates"] == summary["duplicates"]
+    joint = next(row for row in summary["groups"]["alpha"] if row.value == 0.95)
+    assert joint.runs == 3 and joint.asc_macro_accuracy.n == 3
+
+
+def test_a_rerun_in_another_folder_with_other_logging_is_a_duplicate(tmp_path):
+    first = write_run(tmp_path, "a", 0, 0.0, 0.6)
+    second = write_run(tmp_path, "b", 0, 0.0, 0.61)
+    results = json.loads((second / "results.json").read_text())
+    results["config"].update(output_dir="elsewhere", run_name="again", report_to="wandb", logging_steps=1)
+    (second / "results.json").write_text(json.dumps(results))
+    unique, duplicates = report.drop_duplicates(report.load_runs(tmp_path))
+    assert len(unique) == 1 and duplicates == {str(first): [str(second)]}
+
+
+def test_old_results_are_refused_naming_every_file(tmp_path, capsys, caplog):
+    write_run(tmp_path / "runs", "new", 0, 0.0, 0.6)
+    write_run(tmp_path / "runs", "new", 1, 0.95, 0.7)
+    olds = [write_run(tmp_path / "runs", f"old{seed}", seed, 0.5, 0.65) / "results.json" for seed in (0, 1)]
+    for path in olds:
+        results = json.loads(path.read_text())
+        del results["schema_version"]
+        path.write_text(json.dumps(results))
+    with pytest.raises(report.OldResultsError, match="test data") as error:
+        report.load_runs(tmp_path / "runs")
+    assert all(str(path) in str(error.value) for path in olds)
+    assert report_script().main([str(tmp_path / "runs"), "--output_dir", str(tmp_path / "out")]) == 2
+    stderr = capsys.readouterr().err
+    assert "--skip_old_results" in stderr and all(str(path) in stderr for path in olds)
+
+    runs = report.load_runs(tmp_path / "runs", skip_old_results=True)
+    assert sorted(run.alpha for run in runs) == [0.0, 0.95]
+    assert all(str(path) in caplog.text for path in olds)
+
+
+def test_old_wandb_runs_are_refused(monkeypatch):
+    import sys
+    import types
+
+    class FakeRun:
+        def __init__(self, run_id, summary):
+            self.id, self.path, self.config, self.summary = run_id, ["me", "proj", run_id], {"alpha": 0.0, "seed": 0}, summary
+
+    fake_runs = [FakeRun("new1", {"test/asc_macro_accuracy": 0.7, "eval/asc_macro_accuracy": 0.8}),
+                 FakeRun("old1", {"eval/asc_macro_accuracy": 0.8})]
+    fake = types.SimpleNamespace(Api=lambda timeout: types.SimpleNamespace(runs=lambda project, filters: fake_runs))
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    with pytest.raises(report.OldResultsError, match="wandb:me/proj/old1"):
+        report.load_wandb_runs("me/proj")
+    (run,) = report.load_wandb_runs("me/proj", skip_old_results=True)
+    assert run.asc_macro_accuracy == 0.7  # the test value, never the validation one
+
+
+def report_script():
+    spec = importlib.util.spec_from_file_location("script_report", ROOT / "scripts" / "report.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script

@@ -132,7 +132,7 @@ def test_save_with_data_card(source, tmp_path):
     card = (out / "README.md").read_text()
     header = yaml.safe_load(card.split("---")[1])
     assert header["license"] == "cc-by-4.0"
-    assert [s["num_examples"] for s in header["dataset_info"]["splits"]] == [subset["train"].num_rows, subset["validation"].num_rows]
+    assert [s["num_examples"] for s in header["dataset_info"]["splits"]] == [subset[s].num_rows for s in ("train", "validation", "test")]
     for section in ("## Classes", "## Clips per class", "## Licence", "## Citation", "Gemmeke"):
         assert section in card
     assert json.loads((out / "subset_info.json").read_text())["events"] == info.events
@@ -152,7 +152,7 @@ def test_segment_folder_source_reports_missing_audio(tmp_path):
 
     _, info = build_aet_subset(str(make_segment_folder(tmp_path / "as")), events=["Speech"], return_info=True)
     assert info.missing_audio == {"train": 2, "eval": 1}
-    assert info.train_clips == 2 and info.validation_clips == 1
+    assert info.train_clips == 2 and info.validation_clips + info.test_clips == 1
 
 
 def test_synthetic_source():

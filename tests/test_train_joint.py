@@ -41,7 +41,9 @@ def test_two_step_joint_run_with_offline_wandb_writes_results_and_model(tmp_path
     assert 0.0 <= final["asc_macro_accuracy"] <= 1.0 and 0.0 < final["aet_lwlrap"] <= 1.0
     assert final["loss_asc"] > 0 and final["loss_aet"] > 0
     assert results["history"][0]["epoch"] == 1 and results["wall_time_seconds"] > 0
-    assert results["data"]["rows"] == {"scene_train": 64, "scene_test": 40, "event_train": 64, "event_validation": 40}
+    assert results["data"]["rows"] == {"scene_train": 64, "scene_validation": 40, "scene_test": 40,
+                                       "event_train": 64, "event_validation": 40, "event_test": 40}
+    assert results["schema_version"] == 2 and results["train_samples_per_second"] > 0 and results["train_runtime"] > 0
     assert len(results["data"]["scene_labels"]) == 10 and "Speech" in results["data"]["event_labels"]
     assert {"config.json", "model.safetensors", "preprocessor_config.json"} <= {p.name for p in out.iterdir()}
     assert any((out / "wandb").glob("offline-run-*")), "W&B logged offline into the run folder"
@@ -87,7 +89,14 @@ def test_config_file_supplies_defaults_and_flags_override(tmp_path):
         (["--alpha", "half"], "--alpha must be a number"),
         (["--asc_batch_size", "0"], "--asc_batch_size must be positive"),
         (["--aet_batch_size", "-4"], "--aet_batch_size must be positive"),
-        (["--report_to", "tensorboard"], "--report_to"),
+        (["--checkpointing_steps", "0"], "--checkpointing_steps must be a positive"),
+        (["--save_total_limit", "-1"], "--save_total_limit must be at least 1"),
+        (["--save_total_limit", "0"], "--save_total_limit must be at least 1"),
+        (["--asc_validation_split", "1.0"], "--asc_validation_split must be in"),
+        (["--num_mel_bins", "0"], "--num_mel_bins must be positive"),
+        (["--sampling_rate", "0"], "--sampling_rate must be positive"),
+        (["--clip_seconds", "0"], "--clip_seconds must be positive"),
+        (["--n_fft", "2"], "mel bands would be all zero"),
         (["--max_asc_train_samples", "0", "--max_train_steps", "1"], "scene_train is empty"),
         (["--asc_dataset", "/no/such/folder"], "--asc_dataset"),
     ],
@@ -95,6 +104,13 @@ def test_config_file_supplies_defaults_and_flags_override(tmp_path):
 def test_bad_arguments_are_clear_errors(tmp_path, flags, message):
     with pytest.raises(ValueError, match=message):
         in_process("--output_dir", str(tmp_path / "out"), *flags)
+
+
+def test_choice_flags_list_their_choices(tmp_path):
+    done = run_script("--output_dir", str(tmp_path / "out"), "--report_to", "tensorboard")
+    assert done.returncode != 0 and "invalid choice: 'tensorboard'" in done.stderr and "wandb" in done.stderr
+    done = run_script("--output_dir", str(tmp_path / "out"), "--loss_balancing", "auto")
+    assert done.returncode != 0 and "invalid choice: 'auto'" in done.stderr
 
 
 def test_output_dir_holding_another_run_is_refused(tmp_path):

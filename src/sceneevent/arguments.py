@@ -6,10 +6,13 @@ YAML or JSON file with `--config FILE`; flags given on the command line override
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
+import typing
 from dataclasses import asdict, dataclass, field, fields
+from typing import Literal
 
 import yaml
 from transformers import HfArgumentParser
@@ -45,6 +48,12 @@ class DataArguments:
     synthetic_difficulty: float = field(
         default=0.6, metadata={"help": "Difficulty of the synthetic data in [0, 1] (higher: scenes harder to tell apart)."}
     )
+    synthetic_event_informativeness: float = field(
+        default=0.5,
+        metadata={"help": "How much of a synthetic scene's identity its events carry, in [0, 1]: at 1 the scenes of a "
+                  "background group sound alike and only their typical events tell them apart; at 0 every scene draws "
+                  "its events from one shared table and only the backgrounds tell them apart. See data_cards/synthetic.md."},
+    )
     synthetic_seed: int = field(default=0, metadata={"help": "Seed that generates the synthetic data (not the training seed)."})
     sampling_rate: int | None = field(
         default=None, metadata={"help": "Feature sampling rate in Hz. Default: 32000, or 16000 for the synthetic data."}
@@ -65,17 +74,65 @@ class DataArguments:
         default=False, metadata={"help": "Drop undecodable audio files (listed and counted) instead of stopping."}
     )
     dataloader_num_workers: int = field(default=0, metadata={"help": "Loader worker processes per stream (0: read in the main process)."})
+    asc_validation_split: float = field(
+        default=0.1,
+        metadata={"help": "Fraction of the scene training clips held out as the validation split (grouped by recording "
+                  "location, stratified by scene). The best epoch is chosen on it; the test split only reports. "
+                  "0 turns selection off: the last epoch is the result."},
+    )
+    validation_split_seed: int = field(
+        default=0, metadata={"help": "Seed that draws the scene validation split (not the training seed, so runs with "
+                             "different seeds share one validation split)."}
+    )
+
+    def uses_synthetic_defaults(self) -> bool:
+        """Whether the demo's defaults apply: the scene data is the embedded synthetic set."""
+        return self.asc_dataset == "synthetic"
 
     def resolved_features(self) -> dict:
         """Feature settings with the defaults filled in for the data in use."""
-        synthetic = self.asc_dataset == "synthetic"
+        synthetic = self.uses_synthetic_defaults()
         return {
-            "sampling_rate": self.sampling_rate or (16000 if synthetic else 32000),
-            "clip_seconds": self.clip_seconds or (2.0 if synthetic else 10.0),
-            "num_mel_bins": self.num_mel_bins or (64 if synthetic else 128),
+            "sampling_rate": _default(self.sampling_rate, 16000 if synthetic else 32000),
+            "clip_seconds": _default(self.clip_seconds, 2.0 if synthetic else 10.0),
+            "num_mel_bins": _default(self.num_mel_bins, 64 if synthetic else 128),
             "hop_length": self.hop_length,
             "n_fft": self.n_fft,
         }
+
+
+def _default(value, fallback):
+    return fallback if value is None else value  # not `or`: an explicit 0 must reach the checks
+
+
+# Training settings whose default depends on the data (a field left at None takes one of these).
+# The paper's values (Parikh et al. 2022) for real data; the demo's for the embedded synthetic data,
+# chosen so that `accelerate launch scripts/train_joint.py` learns both tasks in about 5 minutes on a
+# 2-core CPU (see data_cards/synthetic.md, "Demo defaults").
+PAPER_TRAINING_DEFAULTS = {
+    "asc_batch_size": 64,
+    "aet_batch_size": 128,
+    "num_train_epochs": 10,
+    "aet_specaugment": True,
+    "aet_mixup": True,
+}
+SYNTHETIC_TRAINING_DEFAULTS = {
+    "asc_batch_size": 16,
+    "aet_batch_size": 48,
+    "num_train_epochs": 10,
+    "aet_specaugment": False,  # frequency masks erase whole narrow-band synthetic events while their labels stay
+    "aet_mixup": False,
+}
+
+
+def resolve_defaults(data_args: DataArguments, train_args: JointTrainingArguments) -> JointTrainingArguments:
+    """A copy of `train_args` with every data-dependent setting left at None filled in for the data in use.
+
+    Real data gets the paper's values (64 + 128 clips, event SpecAugment and MixUp on); the embedded synthetic
+    data gets the demo's (`SYNTHETIC_TRAINING_DEFAULTS`). Values set explicitly (flag or --config) are kept.
+    """
+    table = SYNTHETIC_TRAINING_DEFAULTS if data_args.uses_synthetic_defaults() else PAPER_TRAINING_DEFAULTS
+    return dataclasses.replace(train_args, **{name: value for name, value in table.items() if getattr(train_args, name) is None})
 
 
 @dataclass
@@ -89,18 +146,22 @@ class JointTrainingArguments:
     )
     asc_baseline: str | None = field(default=None, metadata={"help": "Run folder of an alpha=0 run (for --alpha auto)."})
     aet_baseline: str | None = field(default=None, metadata={"help": "Run folder of an alpha=1 run (for --alpha auto)."})
-    loss_balancing: str = field(
+    loss_balancing: Literal["fixed", "uncertainty", "dwa"] = field(
         default="fixed",
-        metadata={"help": "fixed (alpha, the paper), auto (alpha from --asc_baseline/--aet_baseline), uncertainty "
-                  "(learned, Kendall et al. 2018) or dwa (dynamic weight averaging, Liu et al. 2019)."},
+        metadata={"help": "fixed: the model's own loss with --alpha (the paper; for a balanced alpha use --alpha auto); "
+                  "uncertainty: learned weights (Kendall et al. 2018); dwa: dynamic weight averaging (Liu et al. 2019)."},
     )
     log_task_gradients: int | None = field(
         default=None,
         metadata={"help": "Every N steps, log each task's gradient norm on the shared encoder and the cosine between "
                   "them (two extra backward passes on those steps)."},
     )
-    asc_batch_size: int = field(default=64, metadata={"help": "Scene clips in every training batch, per process."})
-    aet_batch_size: int = field(default=128, metadata={"help": "Event clips in every training batch, per process."})
+    asc_batch_size: int | None = field(
+        default=None, metadata={"help": "Scene clips in every training batch, per process. Default: 64 (the paper), or 16 for the synthetic data."}
+    )
+    aet_batch_size: int | None = field(
+        default=None, metadata={"help": "Event clips in every training batch, per process. Default: 128 (the paper), or 48 for the synthetic data."}
+    )
     eval_batch_size: int = field(default=128, metadata={"help": "Clips per evaluation batch, per process."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate."})
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay."})
@@ -108,11 +169,14 @@ class JointTrainingArguments:
         default="cosine", metadata={"help": "Learning-rate schedule (transformers.get_scheduler names: linear, cosine, constant, ...)."}
     )
     warmup_ratio: float = field(default=0.05, metadata={"help": "Fraction of the steps spent warming the learning rate up."})
-    num_train_epochs: int = field(default=10, metadata={"help": "Epochs; one epoch is one pass over the scene training set."})
+    num_train_epochs: int | None = field(
+        default=None, metadata={"help": "Epochs; one epoch is one pass over the scene training set. Default: 10 (the paper), or 10 "
+                                "for the synthetic data (35 steps of 16 + 48 clips each)."}
+    )
     max_train_steps: int | None = field(default=None, metadata={"help": "Stop after this many steps (overrides --num_train_epochs)."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches accumulated per optimiser step."})
     seed: int = field(default=42, metadata={"help": "Training seed (initialisation, batch order, augmentation)."})
-    mixed_precision: str | None = field(
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = field(
         default=None, metadata={"help": "no, fp16 or bf16. Default: what `accelerate config` / `accelerate launch` says."}
     )
     num_cpu_threads: int | None = field(
@@ -128,20 +192,25 @@ class JointTrainingArguments:
     channels_last: bool = field(default=False, metadata={"help": "channels_last memory format (faster convolutions on GPUs)."})
     torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile (inductor)."})
     specaugment: bool = field(default=True, metadata={"help": "SpecAugment on the scene clips."})
-    aet_specaugment: bool = field(default=True, metadata={"help": "SpecAugment on the event clips."})
+    aet_specaugment: bool | None = field(
+        default=None, metadata={"help": "SpecAugment on the event clips. Default: on (the paper), or off for the synthetic data."}
+    )
     mixup: bool = field(default=True, metadata={"help": "MixUp within the scene sub-batch (soft one-hot targets)."})
-    aet_mixup: bool = field(default=True, metadata={"help": "MixUp within the event sub-batch (mixed multi-hot targets)."})
+    aet_mixup: bool | None = field(
+        default=None, metadata={"help": "MixUp within the event sub-batch (mixed multi-hot targets). Default: on (the paper), "
+                                "or off for the synthetic data."}
+    )
     mixup_alpha: float = field(default=0.3, metadata={"help": "MixUp Beta(a, a) parameter."})
     freq_mask_width: int = field(default=8, metadata={"help": "SpecAugment: maximum width of each of 2 frequency masks (bins)."})
     time_mask_width: int = field(default=10, metadata={"help": "SpecAugment: maximum width of each of 2 time masks (frames)."})
     logging_steps: int = field(default=10, metadata={"help": "Log training losses every N steps."})
-    report_to: str = field(default="none", metadata={"help": "none or wandb (offline when no W&B login is present)."})
+    report_to: Literal["none", "wandb"] = field(default="none", metadata={"help": "none or wandb (offline when no W&B login is present)."})
     wandb_project: str = field(default="sceneevent", metadata={"help": "W&B project name."})
     run_name: str | None = field(default=None, metadata={"help": "Run name for W&B (default: the output dir's name)."})
     checkpointing_steps: str | None = field(
         default=None, metadata={"help": "Save a resumable checkpoint every N steps, or 'epoch'. Default: none."}
     )
-    save_total_limit: int | None = field(default=None, metadata={"help": "Keep only the newest N checkpoints."})
+    save_total_limit: int | None = field(default=None, metadata={"help": "Keep only the newest N checkpoints (N >= 1)."})
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder to resume from."})
     push_to_hub: bool = field(default=False, metadata={"help": "Upload the finished run folder to the Hub."})
     hub_model_id: str | None = field(default=None, metadata={"help": "Hub repository (user/name) for --push_to_hub."})
@@ -157,13 +226,15 @@ def parse_args(dataclass_types, args: list[str] | None = None):
     config_path = _pop_config(args)
     if config_path:
         values = load_config_file(config_path)
-        known = {f.name for dataclass_type in dataclass_types for f in fields(dataclass_type)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{config_path}: unknown argument(s) {unknown}")
+        check_config_values(config_path, values, dataclass_types)
         parser.set_defaults(**values)
-    # The extra `--config` comes back as a trailing namespace; keep only the dataclasses.
-    parsed = parser.parse_args_into_dataclasses(args=args)[: len(dataclass_types)]
+    # The extra `--config` comes back as a trailing namespace, then the unknown strings; keep the dataclasses.
+    *parsed, unknown = parser.parse_args_into_dataclasses(args=args, return_remaining_strings=True)
+    if unknown:
+        # Name the flags only: a value may be a secret (e.g. `--hub_token hf_...`).
+        flags = sorted({value.split("=", 1)[0] for value in unknown if value.startswith("-")}) or ["(positional values)"]
+        raise ValueError(f"unknown argument(s) {flags}; see --help")
+    parsed = parsed[: len(dataclass_types)]
     return tuple(parsed) if len(parsed) > 1 else parsed[0]
 
 
@@ -179,11 +250,56 @@ def _pop_config(args: list[str]) -> str | None:
 def load_config_file(path: str) -> dict:
     if not os.path.isfile(path):
         raise ValueError(f"--config {path}: no such file")
-    with open(path) as handle:
-        values = json.load(handle) if path.endswith(".json") else yaml.safe_load(handle)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            values = json.load(handle) if path.endswith(".json") else yaml.safe_load(handle)
+    except UnicodeDecodeError as error:
+        raise ValueError(f"--config {path}: not UTF-8 text ({error})") from None
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise ValueError(f"--config {path}: not valid {'JSON' if path.endswith('.json') else 'YAML'} ({error})") from None
     if not isinstance(values, dict):
         raise ValueError(f"--config {path}: expected a mapping of argument names to values")
     return values
+
+
+def check_config_values(path: str, values: dict, dataclass_types) -> None:
+    """A config file's values bypass argparse's conversions, so check each against its field's type here."""
+    types = {}
+    for dataclass_type in dataclass_types:
+        hints = typing.get_type_hints(dataclass_type)
+        types.update({f.name: hints[f.name] for f in dataclasses.fields(dataclass_type)})
+    unknown = sorted(set(values) - set(types))
+    if unknown:
+        raise ValueError(f"{path}: unknown argument(s) {unknown}")
+    problems = [f"{name}: {value!r} is not {_describe(types[name])}" for name, value in values.items() if not _fits(value, types[name])]
+    if problems:
+        raise ValueError(f"{path}: " + "; ".join(problems))
+
+
+def _fits(value, annotation) -> bool:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return value in args
+    if args and type(None) in args:  # Optional[...]
+        return value is None or any(_fits(value, a) for a in args if a is not type(None))
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:  # `alpha: 0.5` or `checkpointing_steps: 100` are fine as text; lists and mappings are not
+        return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+    return True
+
+
+def _describe(annotation) -> str:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if args and type(None) in args:
+        return " or ".join(_describe(a) for a in args if a is not type(None)) + " or null"
+    return {bool: "true/false", int: "a whole number", float: "a number", str: "a single value"}.get(annotation, str(annotation))
 
 
 def to_dict(*argument_groups) -> dict:

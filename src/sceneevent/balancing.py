@@ -1,7 +1,8 @@
-"""How the two task losses are weighted during training, and the task-gradient diagnostics.
+"""Learned weightings of the two task losses, and the task-gradient diagnostics.
 
-- `fixed` (the paper): `alpha * L_AET + (1 - alpha) * L_ASC`.
-- `auto`: the same, with alpha balanced from two baseline runs (`--alpha auto`).
+The paper's fixed weighting, `alpha * L_AET + (1 - alpha) * L_ASC`, is the model's own `loss`
+(`losses.joint_loss`); a balanced alpha from two baseline runs is `--alpha auto`. This module adds
+only what is learned during training:
 - `uncertainty` (Kendall et al., CVPR 2018): `sum_i exp(-s_i) * L_i + s_i` with learned log-variances
   `s_i`; tasks with noisier losses get less weight.
 - `dwa` (dynamic weight averaging, Liu et al., CVPR 2019): weights `K * softmax(r_i / T)` where
@@ -17,26 +18,22 @@ import math
 import torch
 from torch import nn
 
-from .losses import joint_loss
-
-MODES = ("fixed", "auto", "uncertainty", "dwa")
+MODES = ("uncertainty", "dwa")
 
 
 class LossBalancer(nn.Module):
     """Combines `loss_asc` and `loss_aet` into the training objective and reports the weights used."""
 
-    def __init__(self, mode: str = "fixed", alpha: float = 0.5, dwa_temperature: float = 2.0):
+    def __init__(self, mode: str, dwa_temperature: float = 2.0):
         super().__init__()
         if mode not in MODES:
-            raise ValueError(f"--loss_balancing must be one of {', '.join(MODES)}, got {mode!r}")
-        self.mode, self.alpha, self.dwa_temperature = mode, float(alpha), dwa_temperature
+            raise ValueError(f"learned loss balancing must be one of {', '.join(MODES)}, got {mode!r} (fixed alpha is the model's own loss)")
+        self.mode, self.dwa_temperature = mode, dwa_temperature
         # log-variances s_asc, s_aet; parameters only in uncertainty mode (they go to the optimizer)
         self.log_vars = nn.Parameter(torch.zeros(2)) if mode == "uncertainty" else None
         self.dwa_weights = (1.0, 1.0)
 
     def forward(self, loss_asc: torch.Tensor | None, loss_aet: torch.Tensor | None) -> torch.Tensor:
-        if self.mode in ("fixed", "auto"):
-            return joint_loss(loss_asc, loss_aet, self.alpha)  # the model's own loss formula
         if loss_asc is None or loss_aet is None:  # one task only: nothing to balance
             return loss_asc if loss_aet is None else loss_aet
         if self.mode == "uncertainty":
@@ -47,8 +44,6 @@ class LossBalancer(nn.Module):
 
     def weights(self) -> dict[str, float]:
         """The current weights of the scene and event losses."""
-        if self.mode in ("fixed", "auto"):
-            return {"asc": 1.0 - self.alpha, "aet": self.alpha}
         if self.mode == "uncertainty":
             precision = torch.exp(-self.log_vars.detach()).tolist()
             return {"asc": precision[0], "aet": precision[1]}

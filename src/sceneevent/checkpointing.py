@@ -1,10 +1,15 @@
-"""Resumable checkpoints: Accelerate's `save_state` plus our trainer state, written atomically; and
-the names of a run folder's files, which the sweep runner, the report and the Hub upload read too."""
+"""A run folder's files and their safety: the lock that keeps two runs apart, resumable checkpoints
+(Accelerate's `save_state` plus our trainer state, written atomically), the checks a checkpoint passes
+before a run resumes from it, and the names the sweep runner, the report and the Hub upload read too."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import re
 import shutil
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,13 +19,61 @@ if TYPE_CHECKING:  # accelerate is slow to import; the sweep runner and the repo
     from accelerate import Accelerator
 
 RESULTS_FILE = "results.json"  # a finished run's summary, written last
+RESULTS_SCHEMA_VERSION = 2  # 2: `final` holds test metrics of the model selected on validation
 CHECKPOINTS_DIR = "checkpoints"
 TRAINER_STATE_FILE = "trainer_state.json"
+LOCK_FILE = ".lock"
+# What a training run writes into its folder: an overwrite removes exactly these (never `pretrain/`, the
+# first stage of a pre-train → fine-tune run, nor files a user put there).
+RUN_FILES = (RESULTS_FILE, CHECKPOINTS_DIR, "model.safetensors", "config.json", "preprocessor_config.json", ".tmp_model", "wandb")
+_STEP_DIR = re.compile(r"step_(\d+)")
+
+
+class OutputDirInUse(RuntimeError):
+    pass
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def lock_output_dir(output_dir: Path):
+    """An exclusive OS lock on `output_dir` for this process's lifetime (the kernel drops it on any exit, so a
+    crash never leaves it stuck). Returns the open lock file; keep it referenced until the run ends."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(output_dir / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise OutputDirInUse(
+            f"--output_dir {output_dir} is in use by another run (pid {holder}); wait for it to finish or choose another folder"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def clear_run(output_dir: Path) -> None:
+    """Remove everything an earlier run wrote into `output_dir` (for --overwrite_output_dir)."""
+    for name in RUN_FILES:
+        path = output_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
 
 
 def checkpoint_dirs(output_dir: Path) -> list[Path]:
+    """Complete checkpoints (`step_N` with a trainer state), oldest first; anything else is not a checkpoint."""
     root = output_dir / CHECKPOINTS_DIR
-    found = [p for p in root.glob("step_*") if (p / TRAINER_STATE_FILE).exists()] if root.exists() else []
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if _STEP_DIR.fullmatch(p.name) and (p / TRAINER_STATE_FILE).is_file()]
     return sorted(found, key=lambda p: int(p.name.split("_")[1]))
 
 
@@ -38,17 +91,67 @@ def resolve_checkpoint(output_dir: Path, value: str | None) -> Path | None:
     return path
 
 
-def check_resume_labels(checkpoint: Path, state: dict, data, alpha: float) -> None:
-    """A checkpoint only resumes on the data and alpha it was trained with."""
-    problems = []
-    if state.get("scene_labels") != data.scene_labels:
-        problems.append(f"scene labels {state.get('scene_labels')} vs data {data.scene_labels}")
-    if state.get("event_labels") != data.event_labels:
-        problems.append(f"event labels {state.get('event_labels')} vs data {data.event_labels}")
-    if state.get("alpha") != alpha:
-        problems.append(f"alpha {state.get('alpha')} vs --alpha {alpha}")
-    if problems:
-        raise ValueError(f"--resume_from_checkpoint {checkpoint} does not match this run: " + "; ".join(problems))
+def read_checkpoint_state(checkpoint: Path) -> dict:
+    """The trainer state of `checkpoint`, after checking that its files are whole (before any long work)."""
+    try:
+        state = json.loads((checkpoint / TRAINER_STATE_FILE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(_damaged(checkpoint, checkpoint / TRAINER_STATE_FILE, error)) from None
+    for path in sorted(checkpoint.iterdir()):
+        try:
+            _check_whole(path)
+        except Exception as error:  # noqa: BLE001 - any failure to read means the file is damaged
+            raise CheckpointError(_damaged(checkpoint, path, error)) from None
+    return state
+
+
+def _check_whole(path: Path) -> None:
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:  # reads the header and checks it against the size
+            keys = list(handle.keys())
+            if keys:
+                handle.get_slice(keys[-1])
+        expected = _safetensors_size(path)
+        if path.stat().st_size != expected:
+            raise ValueError(f"{path.stat().st_size} bytes on disk, the header describes {expected}")
+    elif path.suffix in (".bin", ".pt", ".pth") and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()  # reads every member and checks its CRC
+            if bad is not None:
+                raise ValueError(f"member {bad} fails its checksum")
+    elif path.suffix in (".bin", ".pt", ".pth"):
+        raise ValueError("not a torch.save archive")
+
+
+def _safetensors_size(path: Path) -> int:
+    with open(path, "rb") as handle:
+        header_size = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(header_size))
+    ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+    return 8 + header_size + max(ends, default=0)
+
+
+def _damaged(checkpoint: Path, path: Path, error: Exception) -> str:
+    earlier = [p for p in checkpoint_dirs(checkpoint.parent.parent) if p != checkpoint]
+    hint = f"; resume from the previous one with --resume_from_checkpoint {earlier[-1]}" if earlier else ""
+    return f"checkpoint {checkpoint} is damaged: {path.name} cannot be read ({type(error).__name__}: {error}){hint}"
+
+
+def check_resume_matches(checkpoint: Path, saved: dict | None, current: dict) -> None:
+    """A checkpoint resumes only with what it was trained with; lists every difference.
+
+    `saved` / `current` map a setting's name to its value (`training.run_signature`); the settings that may
+    change at resume are simply not in it.
+    """
+    if saved is None:
+        raise CheckpointError(f"--resume_from_checkpoint {checkpoint}: it records no run signature (written by an older "
+                              "sceneevent); start the run afresh")
+    keys = sorted(set(saved) | set(current))
+    differences = [f"{key}: checkpoint {saved.get(key)!r} vs now {current.get(key)!r}" for key in keys if saved.get(key) != current.get(key)]
+    if differences:
+        raise CheckpointError(f"--resume_from_checkpoint {checkpoint} does not match this run:\n  " + "\n  ".join(differences))
 
 
 def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, state: dict, limit: int | None) -> None:

@@ -36,12 +36,14 @@ def predict_split(accelerator: Accelerator, model, reader: BatchReader, batch_si
 
 
 def evaluate_tasks(accelerator, model, scene_reader, event_reader, batch_size, metrics) -> dict[str, float]:
+    """Scene macro accuracy over every scene class and event lwlrap, for the readers given (either may be None)."""
     model.eval()
     results = {}
-    logits, labels = predict_split(accelerator, model, scene_reader, batch_size, "scene_logits")
-    results["asc_macro_accuracy"] = metrics["macro_accuracy"].compute(
-        predictions=logits.argmax(axis=1), references=labels
-    )["macro_accuracy"]
+    if scene_reader is not None:
+        logits, labels = predict_split(accelerator, model, scene_reader, batch_size, "scene_logits")
+        results["asc_macro_accuracy"] = metrics["macro_accuracy"].compute(
+            predictions=logits.argmax(axis=1), references=labels, labels=list(range(scene_reader.num_classes))
+        )["macro_accuracy"]
     if event_reader is not None:
         scores, truth = predict_split(accelerator, model, event_reader, batch_size, "event_logits")
         results["aet_lwlrap"] = metrics["lwlrap"].compute(predictions=scores, references=truth.astype(np.int8))["lwlrap"]

@@ -1,4 +1,9 @@
-"""The Accelerate training loop shared by the scripts: data → log-mel cache → multi-task batches → model."""
+"""The Accelerate training loop shared by the scripts: data → log-mel cache → multi-task batches → model.
+
+Three roles of data, never mixed: the training splits; the *validation* splits, evaluated every epoch and
+used for every choice (the epoch whose model is kept); the *test* splits, evaluated once at the end on the
+selected model (and, separately, on the last epoch's) and used for nothing but reporting.
+"""
 
 from __future__ import annotations
 
@@ -9,41 +14,56 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import datasets
 import torch
 import transformers
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast_object_list, send_to_device, set_seed
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from .arguments import DataArguments, JointTrainingArguments, ModelArguments, to_dict
+from .arguments import DataArguments, JointTrainingArguments, ModelArguments, resolve_defaults, to_dict
 from .augment import MixUp, SpecAugment
-from .balancing import MODES as BALANCING_MODES
 from .balancing import LossBalancer, task_gradient_stats
 from .checkpointing import (
     CHECKPOINTS_DIR,
     RESULTS_FILE,
-    TRAINER_STATE_FILE,
-    check_resume_labels,
+    RESULTS_SCHEMA_VERSION,
+    OutputDirInUse,
+    check_resume_matches,
+    clear_run,
+    lock_output_dir,
+    read_checkpoint_state,
     resolve_checkpoint,
     save_checkpoint,
 )
-from .evaluation import evaluate_tasks
 from .collator import join_task_batches
 from .configuration_sceneevent import SceneEventConfig
 from .data.sources import load_event_source, load_scene_source
+from .data.splits import carve_validation
+from .evaluation import evaluate_tasks
 from .feature_cache import build_feature_cache
 from .feature_extraction_sceneevent import LogMelFeatureExtractor
 from .io_utils import atomic_write_json, replace_files_from, scrub_secrets
-from .loader import BatchReader, DeviceBatchReader, MultiTaskLoader, to_device
+from .loader import BatchReader, DeviceBatchReader, MultiTaskLoader
 from .losses import balanced_alpha
 from .metrics import load_metric
 from .modeling_sceneevent import SceneEventModel
 
 logger = logging.getLogger(__name__)
+
+# Settings that may differ when a run resumes: where and how often it logs or saves, how fast it runs,
+# and how long it trains (more epochs continue the same run; the schedule then follows the new length).
+RESUMABLE_CHANGES = frozenset({
+    "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "num_train_epochs", "max_train_steps",
+    "logging_steps", "checkpointing_steps", "save_total_limit", "report_to", "wandb_project", "run_name",
+    "push_to_hub", "hub_model_id", "hub_private", "hub_revision", "dataloader_num_workers",
+    "preprocessing_num_workers", "num_cpu_threads", "eval_batch_size", "cache_on_device", "channels_last",
+    "torch_compile", "log_task_gradients", "asc_baseline", "aet_baseline",
+})  # fmt: skip
 
 
 class NonFiniteLossError(RuntimeError):
@@ -52,17 +72,38 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class PreparedData:
-    """Cached splits ready for the loaders."""
+    """Cached splits ready for the loaders; `scene_validation` is None when selection is off."""
 
     scene_train: datasets.Dataset
+    scene_validation: datasets.Dataset | None
     scene_test: datasets.Dataset
     event_train: datasets.Dataset | None
     event_validation: datasets.Dataset | None
+    event_test: datasets.Dataset | None
     scene_labels: list[str]
     event_labels: list[str]
     bad_audio: dict[str, list[str]]
     fingerprints: dict[str, str]
     aet_subset: dict | None = None
+
+    def splits(self) -> dict[str, datasets.Dataset]:
+        names = ("scene_train", "scene_validation", "scene_test", "event_train", "event_validation", "event_test")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+
+@dataclass
+class TrainerState:
+    """Everything a checkpoint holds beyond Accelerate's state (model, optimizer, scheduler, RNG)."""
+
+    global_step: int = 0
+    history: list[dict] = field(default_factory=list)
+    selected: dict | None = None  # the history record of the epoch whose model is kept
+    signature: dict = field(default_factory=dict)  # what the run trains with; a resume must match it
+    epoch_sums: dict | None = None  # running loss sums of a checkpoint saved mid-epoch
+    task_gradients: list[dict] = field(default_factory=list)  # this epoch's entries so far
+    loader: dict = field(default_factory=dict)
+    balancer: dict = field(default_factory=dict)
+    timing: dict = field(default_factory=lambda: {"train": 0.0, "eval": 0.0, "data_wait": 0.0, "steps": 0})
 
 
 # --- set-up -----------------------------------------------------------------------------------------
@@ -70,7 +111,7 @@ class PreparedData:
 
 def resolve_alpha(train_args: JointTrainingArguments) -> float:
     """`--alpha` as a number; 'auto' balances the converged losses of the two baseline runs."""
-    if str(train_args.alpha).lower() == "auto" or train_args.loss_balancing == "auto":
+    if str(train_args.alpha).lower() == "auto":
         if not (train_args.asc_baseline and train_args.aet_baseline):
             raise ValueError("--alpha auto needs --asc_baseline DIR (an alpha=0 run) and --aet_baseline DIR (an alpha=1 run)")
         return balanced_alpha(read_results(train_args.asc_baseline), read_results(train_args.aet_baseline))
@@ -84,13 +125,17 @@ def resolve_alpha(train_args: JointTrainingArguments) -> float:
 
 
 def read_results(run_dir: str | os.PathLike) -> dict:
+    """A finished run's results.json; files from before validation-based selection are refused."""
     path = Path(run_dir) / RESULTS_FILE
     if not path.is_file():
         raise ValueError(f"{path}: no results.json (is {run_dir} a finished run folder?)")
     try:
-        return json.loads(path.read_text())
+        results = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from error
+    if results.get("schema_version", 1) < RESULTS_SCHEMA_VERSION:
+        raise ValueError(f"{path}: written by an older sceneevent whose best epoch was chosen on test data; re-run it")
+    return results
 
 
 def check_arguments(data_args: DataArguments, train_args: JointTrainingArguments) -> None:
@@ -104,22 +149,43 @@ def check_arguments(data_args: DataArguments, train_args: JointTrainingArguments
         raise ValueError(f"--max_train_steps must be positive, got {train_args.max_train_steps}")
     if train_args.learning_rate <= 0:
         raise ValueError(f"--learning_rate must be positive, got {train_args.learning_rate}")
-    if train_args.report_to not in ("none", "wandb"):
-        raise ValueError(f"--report_to must be 'none' or 'wandb', got {train_args.report_to!r}")
-    if train_args.mixed_precision not in (None, "no", "fp16", "bf16"):
-        raise ValueError(f"--mixed_precision must be no, fp16 or bf16, got {train_args.mixed_precision!r}")
-    if train_args.checkpointing_steps not in (None, "epoch") and not str(train_args.checkpointing_steps).isdigit():
-        raise ValueError(f"--checkpointing_steps must be a number of steps or 'epoch', got {train_args.checkpointing_steps!r}")
+    steps = train_args.checkpointing_steps
+    if steps is not None and steps != "epoch" and not (str(steps).isdigit() and int(steps) > 0):
+        raise ValueError(f"--checkpointing_steps must be a positive number of steps or 'epoch', got {steps!r}")
+    if train_args.save_total_limit is not None and train_args.save_total_limit < 1:
+        raise ValueError(f"--save_total_limit must be at least 1 (the newest checkpoints kept), got {train_args.save_total_limit}")
+    if not 0.0 <= data_args.asc_validation_split < 1.0:
+        raise ValueError(f"--asc_validation_split must be in [0, 1) (0 turns validation off), got {data_args.asc_validation_split}")
     if not 0.0 <= data_args.synthetic_difficulty <= 1.0:
         raise ValueError(f"--synthetic_difficulty must be in [0, 1], got {data_args.synthetic_difficulty}")
     if train_args.num_cpu_threads is not None and train_args.num_cpu_threads <= 0:
         raise ValueError(f"--num_cpu_threads must be positive, got {train_args.num_cpu_threads}")
-    if train_args.loss_balancing not in BALANCING_MODES:
-        raise ValueError(f"--loss_balancing must be one of {', '.join(BALANCING_MODES)}, got {train_args.loss_balancing!r}")
     if train_args.log_task_gradients is not None and train_args.log_task_gradients <= 0:
         raise ValueError(f"--log_task_gradients must be a positive number of steps, got {train_args.log_task_gradients}")
     if train_args.push_to_hub and not train_args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id user/name")
+    check_feature_settings(data_args.resolved_features())
+
+
+def check_feature_settings(features: dict) -> None:
+    """Feature settings that would silently give empty or meaningless spectrograms."""
+    for name in ("sampling_rate", "clip_seconds", "num_mel_bins", "hop_length", "n_fft"):
+        if features[name] <= 0:
+            raise ValueError(f"--{name} must be positive, got {features[name]}")
+    clip_samples = int(features["sampling_rate"] * features["clip_seconds"])
+    if features["n_fft"] > clip_samples:
+        raise ValueError(f"--n_fft {features['n_fft']} is longer than a clip ({clip_samples} samples)")
+    import torchaudio
+
+    filters = torchaudio.functional.melscale_fbanks(
+        features["n_fft"] // 2 + 1, 0.0, features["sampling_rate"] / 2, features["num_mel_bins"], features["sampling_rate"]
+    )  # (frequencies, mel bands)
+    empty = int((filters.sum(dim=0) == 0).sum())
+    if empty:
+        raise ValueError(
+            f"--n_fft {features['n_fft']} gives {features['n_fft'] // 2 + 1} frequency bins, too few for "
+            f"--num_mel_bins {features['num_mel_bins']}: {empty} mel bands would be all zero; raise --n_fft or lower --num_mel_bins"
+        )
 
 
 def check_output_dir(output_dir: Path, overwrite: bool, resuming: bool) -> None:
@@ -136,6 +202,35 @@ def check_output_dir(output_dir: Path, overwrite: bool, resuming: bool) -> None:
         )
 
 
+def run_signature(model_args: ModelArguments, data_args: DataArguments, train_args: JointTrainingArguments,
+                  alpha: float, num_processes: int) -> dict:
+    """The settings a checkpoint must be resumed with (all but `RESUMABLE_CHANGES`)."""
+    settings = {k: v for k, v in to_dict(model_args, data_args, train_args).items() if k not in RESUMABLE_CHANGES}
+    settings.update({"alpha": alpha, "num_processes": num_processes, **{f"feature_{k}": v for k, v in data_args.resolved_features().items()}})
+    return json.loads(json.dumps(settings))  # as it reads back from the checkpoint's JSON
+
+
+def make_accelerator(train_args: JointTrainingArguments, output_dir: Path) -> Accelerator:
+    # torchrun without GPUs: Accelerate sets up gloo (MULTI_CPU) only when told to use the CPU.
+    launched_processes = int(os.environ.get("WORLD_SIZE", "1"))
+    accelerator = Accelerator(
+        cpu=launched_processes > 1 and not torch.cuda.is_available(),
+        gradient_accumulation_steps=train_args.gradient_accumulation_steps,
+        mixed_precision=train_args.mixed_precision,
+        log_with="wandb" if train_args.report_to == "wandb" else None,
+        project_dir=str(output_dir),
+    )
+    if accelerator.num_processes != launched_processes:
+        raise RuntimeError(
+            f"launched as {launched_processes} processes but Accelerate sees {accelerator.num_processes}; "
+            "on machines without GPUs set ACCELERATE_USE_CPU=1"
+        )
+    threads = cpu_threads(train_args.num_cpu_threads, accelerator)
+    if threads:
+        torch.set_num_threads(threads)
+    return accelerator
+
+
 def cpu_threads(requested: int | None, accelerator: Accelerator) -> int | None:
     """Threads for a CPU run: `requested`, or undo `accelerate launch`'s one-thread default."""
     if accelerator.device.type != "cpu":
@@ -148,21 +243,37 @@ def cpu_threads(requested: int | None, accelerator: Accelerator) -> int | None:
     return None
 
 
+def claim_output_dir(accelerator: Accelerator, output_dir: Path):
+    """The main process locks the folder; every process stops together if another run holds it."""
+    lock, refusal = None, None
+    if accelerator.is_main_process:
+        try:
+            lock = lock_output_dir(output_dir)
+        except OutputDirInUse as error:
+            refusal = str(error)
+    if accelerator.num_processes > 1:
+        refusal = broadcast_object_list([refusal])[0]
+    if refusal:
+        raise OutputDirInUse(refusal)
+    return lock
+
+
 def make_feature_extractor(data_args: DataArguments) -> LogMelFeatureExtractor:
     return LogMelFeatureExtractor(**data_args.resolved_features())
 
 
-def prepare_data(
-    data_args: DataArguments, extractor: LogMelFeatureExtractor, need_events: bool, seed: int
-) -> PreparedData:
-    """Load both sources and build (or reuse) their log-mel caches."""
+def load_splits(data_args: DataArguments, need_events: bool) -> tuple[dict[str, datasets.Dataset], list[str], list[str]]:
+    """The raw (undecoded) splits a run uses, with the scene validation split carved out, and both label lists."""
     scenes = load_scene_source(
         data_args.asc_dataset, label_column=data_args.asc_label_column, seed=data_args.synthetic_seed,
         **_synthetic_kwargs(data_args, data_args.asc_dataset),
     )
-    splits = {"scene_train": _first(scenes["train"], data_args.max_asc_train_samples),
+    scene_train, scene_validation = scenes["train"], None
+    if data_args.asc_validation_split > 0:
+        scene_train, scene_validation = carve_validation(scene_train, data_args.asc_validation_split, data_args.validation_split_seed)
+    splits = {"scene_train": _first(scene_train, data_args.max_asc_train_samples),
+              "scene_validation": _first(scene_validation, data_args.max_eval_samples),
               "scene_test": _first(scenes["test"], data_args.max_eval_samples)}
-    scene_labels = scenes["train"].features["scene"].names
     event_labels: list[str] = []
     if need_events:
         events = load_event_source(
@@ -170,21 +281,33 @@ def prepare_data(
         )
         splits["event_train"] = _first(events["train"], data_args.max_aet_train_samples)
         splits["event_validation"] = _first(events["validation"], data_args.max_eval_samples)
-        event_labels = events["train"].features["events"].feature.names
-    cached, bad_audio, fingerprints = {}, {}, {}
+        splits["event_test"] = _first(events["test"], data_args.max_eval_samples)
+        event_labels = list(events["train"].features["events"].feature.names)
+    splits = {name: split for name, split in splits.items() if split is not None}
+    return splits, list(scenes["train"].features["scene"].names), event_labels
+
+
+def cache_splits(splits: dict[str, datasets.Dataset], data_args: DataArguments, extractor, scene_labels, event_labels) -> PreparedData:
+    """Build (or reuse) the log-mel cache of every split."""
+    cached, bad_audio = {}, {}
     for name, split in splits.items():
         cached[name], bad_audio[name] = build_feature_cache(
             split, extractor, split_name=name, num_proc=data_args.preprocessing_num_workers,
             skip_bad_audio=data_args.skip_bad_audio,
         )
-        fingerprints[name] = split._fingerprint
     return PreparedData(
-        scene_train=cached["scene_train"], scene_test=cached["scene_test"],
-        event_train=cached.get("event_train"), event_validation=cached.get("event_validation"),
-        scene_labels=list(scene_labels), event_labels=list(event_labels) or ["none"],
-        bad_audio={k: v for k, v in bad_audio.items() if v}, fingerprints=fingerprints,
-        aet_subset=read_subset_info(data_args.aet_dataset) if need_events else None,
+        **{name: cached.get(name) for name in ("scene_train", "scene_validation", "scene_test", "event_train", "event_validation", "event_test")},
+        scene_labels=scene_labels, event_labels=event_labels or ["none"],
+        bad_audio={k: v for k, v in bad_audio.items() if v},
+        fingerprints={name: split._fingerprint for name, split in splits.items()},
+        aet_subset=read_subset_info(data_args.aet_dataset) if event_labels else None,
     )
+
+
+def prepare_data(data_args: DataArguments, extractor: LogMelFeatureExtractor, need_events: bool) -> PreparedData:
+    """Load both sources and build (or reuse) their log-mel caches."""
+    splits, scene_labels, event_labels = load_splits(data_args, need_events)
+    return cache_splits(splits, data_args, extractor, scene_labels, event_labels)
 
 
 def read_subset_info(source: str) -> dict | None:
@@ -205,8 +328,8 @@ def _synthetic_kwargs(data_args: DataArguments, source: str) -> dict:
     return {"difficulty": data_args.synthetic_difficulty, "clip_seconds": features["clip_seconds"]}
 
 
-def _first(split: datasets.Dataset, limit: int | None) -> datasets.Dataset:
-    return split.select(range(min(limit, len(split)))) if limit is not None else split
+def _first(split: datasets.Dataset | None, limit: int | None) -> datasets.Dataset | None:
+    return split.select(range(min(limit, len(split)))) if split is not None and limit is not None else split
 
 
 def build_model(model_args: ModelArguments, data: PreparedData, alpha: float, extractor) -> SceneEventModel:
@@ -238,7 +361,11 @@ def build_model(model_args: ModelArguments, data: PreparedData, alpha: float, ex
     return SceneEventModel(config)
 
 
-# --- the loop --------------------------------------------------------------------------------------
+def selection_metric(alpha: float, has_scene_validation: bool) -> str | None:
+    """The validation metric that picks the epoch whose model is kept; None: the last epoch is kept."""
+    if alpha == 1.0:
+        return "val_aet_lwlrap"
+    return "val_asc_macro_accuracy" if has_scene_validation else None
 
 
 def wandb_init_kwargs(output_dir: Path, run_name: str | None) -> dict:
@@ -251,214 +378,275 @@ def wandb_init_kwargs(output_dir: Path, run_name: str | None) -> dict:
     return {"wandb": {"name": run_name or output_dir.name, "dir": str(output_dir)}}
 
 
+# --- the loop --------------------------------------------------------------------------------------
+
+
 def train(model_args: ModelArguments, data_args: DataArguments, train_args: JointTrainingArguments, mode: str = "joint") -> dict:
-    """Train jointly, evaluate every epoch, keep the best model by scene accuracy, write results.json."""
+    """Train jointly, select the epoch on validation, report its model on test, write results.json."""
     started = time.time()
+    train_args = resolve_defaults(data_args, train_args)  # the demo's own defaults on the synthetic data
     check_arguments(data_args, train_args)
     alpha = resolve_alpha(train_args)
     output_dir = Path(train_args.output_dir)
     resume_from = resolve_checkpoint(output_dir, train_args.resume_from_checkpoint)
     check_output_dir(output_dir, train_args.overwrite_output_dir, resuming=resume_from is not None)
-
-    # torchrun without GPUs: Accelerate sets up gloo (MULTI_CPU) only when told to use the CPU.
-    launched_processes = int(os.environ.get("WORLD_SIZE", "1"))
-    accelerator = Accelerator(
-        cpu=launched_processes > 1 and not torch.cuda.is_available(),
-        gradient_accumulation_steps=train_args.gradient_accumulation_steps,
-        mixed_precision=train_args.mixed_precision,
-        log_with="wandb" if train_args.report_to == "wandb" else None,
-        project_dir=str(output_dir),
-    )
-    threads = cpu_threads(train_args.num_cpu_threads, accelerator)
-    if threads:
-        torch.set_num_threads(threads)
-    if accelerator.num_processes != launched_processes:
-        raise RuntimeError(
-            f"launched as {launched_processes} processes but Accelerate sees {accelerator.num_processes}; "
-            "on machines without GPUs set ACCELERATE_USE_CPU=1"
-        )
+    accelerator = make_accelerator(train_args, output_dir)
+    lock = claim_output_dir(accelerator, output_dir)  # noqa: F841 - held until this function returns
+    signature = run_signature(model_args, data_args, train_args, alpha, accelerator.num_processes)
+    restored = None
+    if resume_from is not None:  # checked before any long work: the files are whole, the settings match
+        saved = read_checkpoint_state(resume_from)
+        check_resume_matches(resume_from, (saved.get("signature") or {}).get("settings"), signature)
+        restored = TrainerState(**saved)
+    elif train_args.overwrite_output_dir and accelerator.is_main_process:
+        clear_run(output_dir)  # nothing of the old run may be resumed, rotated or reported with the new one
+    accelerator.wait_for_everyone()
     set_seed(train_args.seed)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        if train_args.overwrite_output_dir and resume_from is None:
-            (output_dir / RESULTS_FILE).unlink(missing_ok=True)
     datasets.utils.logging.set_verbosity_warning()
     if not accelerator.is_local_main_process:
         datasets.utils.logging.disable_progress_bar()
         transformers.utils.logging.set_verbosity_error()
 
-    uses_asc, uses_aet = alpha < 1.0, alpha > 0.0
+    uses_aet = alpha > 0.0
     extractor = make_feature_extractor(data_args)
     with accelerator.main_process_first():
-        data = prepare_data(data_args, extractor, need_events=uses_aet, seed=train_args.seed)
-    model = build_model(model_args, data, alpha, extractor)
-
-    shard = dict(num_processes=accelerator.num_processes, process_index=accelerator.process_index)
-    scene_train = BatchReader(data.scene_train, "scene", len(data.scene_labels))
-    event_train = BatchReader(data.event_train, "events", len(data.event_labels)) if uses_aet else None
-    if train_args.cache_on_device:
-        scene_train = DeviceBatchReader(scene_train, accelerator.device) if uses_asc else None
-        event_train = DeviceBatchReader(event_train, accelerator.device) if uses_aet else None
-    loader = MultiTaskLoader(
-        epoch_rows=len(data.scene_train),
-        asc=scene_train if uses_asc else None,
-        aet=event_train,
-        asc_batch_size=train_args.asc_batch_size,
-        aet_batch_size=train_args.aet_batch_size,
-        seed=train_args.seed,
-        num_workers=data_args.dataloader_num_workers,
-        pin_memory=accelerator.device.type == "cuda",
-        **shard,
-    )
-    steps_per_epoch = loader.steps_per_epoch
-    total_steps = train_args.max_train_steps or steps_per_epoch * train_args.num_train_epochs
-    num_epochs = math.ceil(total_steps / steps_per_epoch)
-
-    if train_args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    balancer = LossBalancer(train_args.loss_balancing, alpha).to(accelerator.device)
-    optimizer = torch.optim.AdamW(
-        list(model.parameters()) + list(balancer.parameters()), lr=train_args.learning_rate, weight_decay=train_args.weight_decay,
-        foreach=accelerator.device.type != "cuda", fused=accelerator.device.type == "cuda" or None,
-    )
-    optimizer_steps = math.ceil(total_steps / train_args.gradient_accumulation_steps)
-    scheduler = transformers.get_scheduler(
-        train_args.lr_scheduler_type, optimizer,
-        num_warmup_steps=int(train_args.warmup_ratio * optimizer_steps) * accelerator.num_processes,
-        num_training_steps=optimizer_steps * accelerator.num_processes,
-    )
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    if train_args.torch_compile:
-        model = torch.compile(model)
-    augment = build_augmenters(train_args).to(accelerator.device)
-    metrics = {name: load_metric(name) for name in ("macro_accuracy", "lwlrap")}
-    scene_test = BatchReader(data.scene_test, "scene", len(data.scene_labels))
-    event_validation = BatchReader(data.event_validation, "events", len(data.event_labels)) if uses_aet else None
-
-    resolved = scrub_secrets({**to_dict(model_args, data_args, train_args), "alpha": alpha, "mode": mode, **{
-        f"feature_{k}": v for k, v in data_args.resolved_features().items()}})
-    if train_args.report_to == "wandb":
-        accelerator.init_trackers(train_args.wandb_project, config=resolved,
-                                  init_kwargs=wandb_init_kwargs(output_dir, train_args.run_name))
-
-    state = {"global_step": 0, "history": [], "best": None, "epoch_sums": None, "alpha": alpha,
-             "scene_labels": data.scene_labels, "event_labels": data.event_labels}
-    if resume_from is not None:
-        state = json.loads((resume_from / TRAINER_STATE_FILE).read_text())
-        check_resume_labels(resume_from, state, data, alpha)
-        accelerator.load_state(str(resume_from))  # model, optimizer, scheduler, scaler, RNG states
-        loader.load_state_dict(state["loader"])
-        balancer.load_state(state.get("balancer", {}))
-        accelerator.print(f"resumed from {resume_from} at step {state['global_step']}")
-    best_key = "aet_lwlrap" if alpha == 1.0 else "asc_macro_accuracy"
-
-    progress = tqdm(total=total_steps, initial=state["global_step"], desc="train", disable=not accelerator.is_local_main_process)
-    model.train()
-    start_epoch, start_step = divmod(state["global_step"], steps_per_epoch)
-    for epoch in range(start_epoch, num_epochs):
-        sums = EpochLossSums(accelerator.device, state["epoch_sums"] if epoch == start_epoch else None)
-        gradient_log = list(state.get("task_gradients", [])) if epoch == start_epoch else []
-        for batch in loader.epoch(epoch, start_step if epoch == start_epoch else 0):
-            inputs = prepare_batch(batch, augment, accelerator.device, model_config(model))
-            with accelerator.accumulate(model):
-                outputs = model(**inputs)
-                objective = balancer(outputs.loss_asc, outputs.loss_aet)
-                if _gradients_due(train_args.log_task_gradients, state["global_step"] + 1, outputs):
-                    gradient_log.append(_task_gradients(model, balancer, outputs, state["global_step"] + 1))
-                    accelerator.log({f"train/{k}": v for k, v in gradient_log[-1].items() if k != "step"}, step=state["global_step"] + 1)
-                accelerator.backward(objective)
-                if accelerator.sync_gradients:
-                    balancer.average_gradients(accelerator)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            sums.add(outputs)
-            state["global_step"] += 1
-            progress.update(1)
-            step = state["global_step"]
-            if step % train_args.logging_steps == 0:
-                logged = sums.latest(outputs, accelerator)  # the one host sync, on logging steps only
-                if not math.isfinite(logged["train/loss"]):
-                    raise NonFiniteLossError(
-                        f"non-finite training loss ({logged['train/loss']}) at step {step}; "
-                        f"the last good checkpoint (if any) is under {output_dir / CHECKPOINTS_DIR}"
-                    )
-                logged["train/lr"] = scheduler.get_last_lr()[0]
-                progress.set_postfix({k.split("/")[1]: f"{v:.3g}" for k, v in logged.items()})
-                accelerator.log(logged, step=step)
-            end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
-            if _checkpoint_due(train_args.checkpointing_steps, step, end_of_epoch) and not end_of_epoch:
-                epoch_sums = sums.to_json(accelerator)
-                if not all(math.isfinite(v) for v in epoch_sums.values()):
-                    raise NonFiniteLossError(f"non-finite training loss before step {step}; checkpoint not saved, "
-                                             f"the last good one stays under {output_dir / CHECKPOINTS_DIR}")
-                save_checkpoint(accelerator, output_dir, step, _checkpoint_state(state, loader, balancer, epoch_sums, gradient_log),
-                                train_args.save_total_limit)
-            if step >= total_steps:
-                break
-        epoch_losses = sums.means(accelerator)
-        if not all(math.isfinite(v) for v in epoch_losses.values()):
-            raise NonFiniteLossError(f"non-finite training loss in epoch {epoch + 1} (step {state['global_step']}): {epoch_losses}")
-        scores = evaluate_tasks(accelerator, model, scene_test, event_validation, train_args.eval_batch_size, metrics)
-        record = {"epoch": epoch + 1, "step": state["global_step"], **epoch_losses, **scores,
-                  "loss_weights": balancer.weights()}
-        if gradient_log:
-            record["task_gradients"] = gradient_log
-        state["history"].append(record)
-        balancer.end_epoch(state["history"])
-        accelerator.log({f"eval/{k}": v for k, v in scores.items()} | {f"train/epoch_{k}": v for k, v in epoch_losses.items()},
-                        step=state["global_step"])
-        accelerator.print(_epoch_line(record))
-        if state["best"] is None or scores[best_key] > state["best"][best_key]:
-            state["best"] = record
-            save_model(accelerator, model, extractor, output_dir)
-        if _checkpoint_due(train_args.checkpointing_steps, state["global_step"], True):
-            save_checkpoint(accelerator, output_dir, state["global_step"], _checkpoint_state(state, loader, balancer, None, []),
-                            train_args.save_total_limit)
-        if state["global_step"] >= total_steps:
-            break
-    progress.close()
-    loader.close()  # the loader workers exit now, not at interpreter shutdown
-
-    results = build_results(state, resolved, alpha, train_args.seed, data, time.time() - started, accelerator)
+        splits, scene_labels, event_labels = load_splits(data_args, need_events=uses_aet)
+        fingerprints = {name: split._fingerprint for name, split in splits.items()}
+        if restored is not None:
+            check_resume_matches(resume_from, restored.signature.get("fingerprints"), fingerprints)
+        data = cache_splits(splits, data_args, extractor, scene_labels, event_labels)
+    state = restored or TrainerState(signature={"settings": signature, "fingerprints": fingerprints})
+    run = Run.build(model_args, data_args, train_args, accelerator, data, extractor, alpha, state, output_dir)
+    if restored is not None:
+        run.restore(resume_from)
+    try:
+        run.fit()
+    finally:
+        run.loader.close()  # the loader workers exit now, not at interpreter shutdown
+    results = build_results(run, data, mode, time.time() - started)
     if accelerator.is_main_process:
         atomic_write_json(output_dir / RESULTS_FILE, results)
-        final = results["final"]
-        lwlrap = f"{final['aet_lwlrap']:.4f}" if final.get("aet_lwlrap") is not None else "n/a"
-        print(
-            f"done: alpha={alpha} asc_macro_accuracy={final['asc_macro_accuracy']:.4f} aet_lwlrap={lwlrap} "
-            f"best_epoch={final['best_epoch']} steps={state['global_step']} wall={results['wall_time_seconds']:.0f}s → {output_dir}"
-        )
+        print(_done_line(results, output_dir))
     accelerator.end_training()
     return results
 
 
-def _checkpoint_state(state: dict, loader: MultiTaskLoader, balancer: LossBalancer, epoch_sums: dict | None,
-                      gradient_log: list[dict]) -> dict:
-    """What a checkpoint needs beyond Accelerate's state: position, history, the running epoch."""
-    return {**state, "epoch_sums": epoch_sums, "loader": loader.state_dict(), "balancer": balancer.state(),
-            "task_gradients": gradient_log}
+@dataclass
+class Run:
+    """One training run's moving parts, and the loop over them (set up by `Run.build`)."""
+
+    accelerator: Accelerator
+    args: JointTrainingArguments
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    balancer: LossBalancer | None  # only for the learned weightings; fixed alpha is the model's own loss
+    augment: torch.nn.ModuleDict
+    loader: MultiTaskLoader
+    readers: dict[str, BatchReader]  # validation and test splits
+    metrics: dict
+    extractor: LogMelFeatureExtractor
+    state: TrainerState
+    output_dir: Path
+    alpha: float
+    resolved: dict
+    total_steps: int
+    selection: str | None
+
+    @classmethod
+    def build(cls, model_args, data_args, train_args, accelerator, data: PreparedData, extractor, alpha, state, output_dir) -> Run:
+        uses_asc, uses_aet = alpha < 1.0, alpha > 0.0
+        model = build_model(model_args, data, alpha, extractor)
+        readers = {name: BatchReader(split, "scene" if name.startswith("scene") else "events",
+                                     len(data.scene_labels) if name.startswith("scene") else len(data.event_labels))
+                   for name, split in data.splits().items()}
+        scene_train, event_train = readers.pop("scene_train"), readers.pop("event_train", None)
+        train_readers = {"asc": scene_train if uses_asc else None, "aet": event_train}
+        if train_args.cache_on_device:
+            train_readers = {task: DeviceBatchReader(r, accelerator.device) if r is not None else None for task, r in train_readers.items()}
+        loader = MultiTaskLoader(
+            epoch_rows=len(data.scene_train), asc=train_readers["asc"], aet=train_readers["aet"],
+            asc_batch_size=train_args.asc_batch_size, aet_batch_size=train_args.aet_batch_size, seed=train_args.seed,
+            num_workers=data_args.dataloader_num_workers, pin_memory=accelerator.device.type == "cuda",
+            num_processes=accelerator.num_processes, process_index=accelerator.process_index,
+        )
+        total_steps = train_args.max_train_steps or loader.steps_per_epoch * train_args.num_train_epochs
+        if train_args.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        balancer = LossBalancer(train_args.loss_balancing).to(accelerator.device) if train_args.loss_balancing != "fixed" else None
+        parameters = list(model.parameters()) + (list(balancer.parameters()) if balancer is not None else [])
+        optimizer = torch.optim.AdamW(
+            parameters, lr=train_args.learning_rate, weight_decay=train_args.weight_decay,
+            foreach=accelerator.device.type != "cuda", fused=accelerator.device.type == "cuda" or None,
+        )
+        optimizer_steps = math.ceil(total_steps / train_args.gradient_accumulation_steps)
+        scheduler = transformers.get_scheduler(
+            train_args.lr_scheduler_type, optimizer,
+            num_warmup_steps=int(train_args.warmup_ratio * optimizer_steps) * accelerator.num_processes,
+            num_training_steps=optimizer_steps * accelerator.num_processes,
+        )
+        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+        if train_args.torch_compile:
+            model = torch.compile(model)
+        resolved = scrub_secrets({**to_dict(model_args, data_args, train_args), "alpha": alpha, **{
+            f"feature_{k}": v for k, v in data_args.resolved_features().items()}})
+        if train_args.report_to == "wandb":
+            accelerator.init_trackers(train_args.wandb_project, config=resolved,
+                                      init_kwargs=wandb_init_kwargs(output_dir, train_args.run_name))
+        return cls(
+            accelerator=accelerator, args=train_args, model=model, optimizer=optimizer, scheduler=scheduler,
+            balancer=balancer, augment=build_augmenters(train_args).to(accelerator.device), loader=loader, readers=readers,
+            metrics={name: load_metric(name) for name in ("macro_accuracy", "lwlrap")}, extractor=extractor, state=state,
+            output_dir=output_dir, alpha=alpha, resolved=resolved, total_steps=total_steps,
+            selection=selection_metric(alpha, data.scene_validation is not None),
+        )
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.loader.steps_per_epoch
+
+    def restore(self, checkpoint: Path) -> None:
+        self.accelerator.load_state(str(checkpoint))  # model, optimizer, scheduler, scaler, RNG states
+        self.loader.load_state_dict(self.state.loader)
+        if self.balancer is not None:
+            self.balancer.load_state(self.state.balancer)
+        self.accelerator.print(f"resumed from {checkpoint} at step {self.state.global_step}")
+
+    def fit(self) -> None:
+        """Epochs until `total_steps`: train, evaluate on validation, keep the selected model; then test."""
+        state = self.state
+        progress = tqdm(total=self.total_steps, initial=state.global_step, desc="train", disable=not self.accelerator.is_local_main_process)
+        start_epoch, start_step = divmod(state.global_step, self.steps_per_epoch)
+        for epoch in range(start_epoch, math.ceil(self.total_steps / self.steps_per_epoch)):
+            resumed_mid_epoch = epoch == start_epoch and start_step > 0
+            epoch_losses = self.train_epoch(epoch, start_step if resumed_mid_epoch else 0, progress)
+            record = {"epoch": epoch + 1, "step": state.global_step, **epoch_losses, **self.evaluate("validation"),
+                      "loss_weights": self.loss_weights()}
+            if state.task_gradients:
+                record["task_gradients"] = state.task_gradients
+            state.history.append(record)
+            state.task_gradients, state.epoch_sums = [], None
+            if self.balancer is not None:
+                self.balancer.end_epoch(state.history)
+            self.accelerator.log({f"eval/{k[4:]}": v for k, v in record.items() if k.startswith("val_")}
+                                 | {f"train/epoch_{k}": v for k, v in epoch_losses.items()}, step=state.global_step)
+            self.accelerator.print(_epoch_line(record))
+            if self.is_selected(record):
+                state.selected = record
+                save_model(self.accelerator, self.model, self.extractor, self.output_dir)
+            if _checkpoint_due(self.args.checkpointing_steps, state.global_step, end_of_epoch=True):
+                self.checkpoint()
+            if state.global_step >= self.total_steps:
+                break
+        progress.close()
+
+    def is_selected(self, record: dict) -> bool:
+        if self.selection is None or self.state.selected is None:
+            return True  # without selection every epoch replaces the last
+        return record[self.selection] > self.state.selected[self.selection]
+
+    def train_epoch(self, epoch: int, start_step: int, progress) -> dict[str, float]:
+        """One pass over the scene training set (from `start_step` when resumed); returns its mean losses."""
+        state, accelerator, args = self.state, self.accelerator, self.args
+        sums = EpochLossSums(accelerator.device, state.epoch_sums)
+        timing = state.timing
+        tick = time.perf_counter()
+        for batch in self.loader.epoch(epoch, start_step):
+            timing["data_wait"] += time.perf_counter() - tick
+            outputs = self.step(batch)
+            sums.add(outputs)
+            state.global_step += 1
+            timing["steps"] += 1
+            progress.update(1)
+            step = state.global_step
+            if step % args.logging_steps == 0:
+                self.log_step(sums, outputs, step)
+            end_of_epoch = step % self.steps_per_epoch == 0 or step == self.total_steps
+            if not end_of_epoch and _checkpoint_due(args.checkpointing_steps, step, end_of_epoch=False):
+                state.epoch_sums = sums.to_json(accelerator)
+                if not all(math.isfinite(v) for v in state.epoch_sums.values()):
+                    raise NonFiniteLossError(f"non-finite training loss before step {step}; checkpoint not saved, "
+                                             f"the last good one stays under {self.output_dir / CHECKPOINTS_DIR}")
+                self.checkpoint()
+            timing["train"] += time.perf_counter() - tick
+            tick = time.perf_counter()
+            if step >= self.total_steps:
+                break
+        epoch_losses = sums.means(accelerator)
+        if not all(math.isfinite(v) for v in epoch_losses.values()):
+            raise NonFiniteLossError(f"non-finite training loss in epoch {epoch + 1} (step {state.global_step}): {epoch_losses}")
+        return epoch_losses
+
+    def step(self, batch: dict):
+        """Forward, the objective, backward and an optimiser step on one multi-task batch."""
+        inputs = prepare_batch(batch, self.augment, self.accelerator.device, model_config(self.model))
+        with self.accelerator.accumulate(self.model):
+            outputs = self.model(**inputs)
+            # Fixed alpha: the model's own `loss`, the same formula users and the Hub see.
+            objective = outputs.loss if self.balancer is None else self.balancer(outputs.loss_asc, outputs.loss_aet)
+            step = self.state.global_step + 1
+            if _gradients_due(self.args.log_task_gradients, step, outputs):
+                entry = {"step": step, **self.task_gradients(outputs)}
+                self.state.task_gradients.append(entry)
+                self.accelerator.log({f"train/{k}": v for k, v in entry.items() if k != "step"}, step=step)
+            self.accelerator.backward(objective)
+            if self.balancer is not None and self.accelerator.sync_gradients:
+                self.balancer.average_gradients(self.accelerator)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return outputs
+
+    def log_step(self, sums: EpochLossSums, outputs, step: int) -> None:
+        logged = sums.latest(outputs, self.accelerator)  # the one host sync, on logging steps only
+        if not math.isfinite(logged["train/loss"]):
+            raise NonFiniteLossError(
+                f"non-finite training loss ({logged['train/loss']}) at step {step}; "
+                f"the last good checkpoint (if any) is under {self.output_dir / CHECKPOINTS_DIR}"
+            )
+        logged["train/lr"] = self.scheduler.get_last_lr()[0]
+        self.accelerator.log(logged, step=step)
+
+    def loss_weights(self) -> dict[str, float]:
+        return self.balancer.weights() if self.balancer is not None else {"asc": 1.0 - self.alpha, "aet": self.alpha}
+
+    def task_gradients(self, outputs) -> dict:
+        """Each weighted task loss's gradient on the shared encoder: norms and cosine."""
+        weights = self.loss_weights()
+        encoder = [p for p in self.accelerator.unwrap_model(self.model).encoder.parameters() if p.requires_grad]
+        return task_gradient_stats(encoder, weights["asc"] * outputs.loss_asc, weights["aet"] * outputs.loss_aet)
+
+    def evaluate(self, role: str) -> dict[str, float]:
+        """Both metrics on the `validation` or `test` splits; keys `val_*` for validation, bare for test."""
+        started = time.perf_counter()
+        scores = evaluate_tasks(self.accelerator, self.model, self.readers.get(f"scene_{role}"), self.readers.get(f"event_{role}"),
+                                self.args.eval_batch_size, self.metrics)
+        self.state.timing["eval"] += time.perf_counter() - started
+        return {f"val_{k}" if role == "validation" else k: v for k, v in scores.items()}
+
+    def checkpoint(self) -> None:
+        self.state.loader = self.loader.state_dict()
+        self.state.balancer = self.balancer.state() if self.balancer is not None else {}
+        save_checkpoint(self.accelerator, self.output_dir, self.state.global_step, asdict(self.state), self.args.save_total_limit)
+
+    def test(self) -> tuple[dict, dict]:
+        """Test metrics of the last epoch's model, then of the selected one (loaded back from the run folder)."""
+        last = self.evaluate("test")
+        if self.state.selected["epoch"] == self.state.history[-1]["epoch"]:
+            return last, last
+        self.accelerator.wait_for_everyone()
+        weights = load_file(str(self.output_dir / "model.safetensors"))
+        self.accelerator.unwrap_model(self.model).load_state_dict(weights)
+        return last, self.evaluate("test")
 
 
 def _gradients_due(every: int | None, step: int, outputs) -> bool:
     return bool(every) and step % every == 0 and outputs.loss_asc is not None and outputs.loss_aet is not None
 
 
-def _task_gradients(model, balancer: LossBalancer, outputs, step: int) -> dict:
-    """Each weighted task loss's gradient on the shared encoder: norms and cosine."""
-    weights = balancer.weights()
-    encoder = [p for p in _unwrapped(model).encoder.parameters() if p.requires_grad]
-    stats = task_gradient_stats(encoder, weights["asc"] * outputs.loss_asc, weights["aet"] * outputs.loss_aet)
-    return {"step": step, **stats}
-
-
-def _unwrapped(model):
-    model = getattr(model, "_orig_mod", model)  # torch.compile
-    return getattr(model, "module", model)  # DDP
-
-
 def model_config(model) -> SceneEventConfig:
-    return _unwrapped(model).config
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return getattr(model, "module", model).config  # DDP
 
 
 def build_augmenters(train_args: JointTrainingArguments) -> torch.nn.ModuleDict:
@@ -478,8 +666,8 @@ def build_augmenters(train_args: JointTrainingArguments) -> torch.nn.ModuleDict:
 
 def prepare_batch(batch: dict, augment: torch.nn.ModuleDict, device, config: SceneEventConfig) -> dict:
     """Move both sub-batches to the device, augment each within its own task, and join them."""
-    asc = to_device(batch["asc"], device) if batch["asc"] is not None else None
-    aet = to_device(batch["aet"], device) if batch["aet"] is not None else None
+    asc = send_to_device(batch["asc"], device) if batch["asc"] is not None else None
+    aet = send_to_device(batch["aet"], device) if batch["aet"] is not None else None
     if asc is not None:
         features = asc["input_features"].float()
         if "asc_specaugment" in augment:
@@ -570,32 +758,51 @@ def save_model(accelerator: Accelerator, model, extractor: LogMelFeatureExtracto
     accelerator.wait_for_everyone()
 
 
-def build_results(state: dict, resolved: dict, alpha: float, seed: int, data: PreparedData, wall: float, accelerator) -> dict:
-    history = state["history"]
-    best, last = state["best"], history[-1]
+def build_results(run: Run, data: PreparedData, mode: str, wall: float) -> dict:
+    """results.json: `final` holds the test metrics of the model selected on validation."""
+    state, accelerator = run.state, run.accelerator
+    last_test, selected_test = run.test()
+    test_keys = ("asc_macro_accuracy", "aet_lwlrap")
+    accelerator.log({f"test/{k}": selected_test.get(k) for k in test_keys if selected_test.get(k) is not None}
+                    | {"test/best_epoch": state.selected["epoch"]}, step=state.global_step)
+    last = state.history[-1]
     final = {
-        "asc_macro_accuracy": best.get("asc_macro_accuracy"),
-        "aet_lwlrap": best.get("aet_lwlrap"),
+        **{k: selected_test.get(k) for k in test_keys},
+        "best_epoch": state.selected["epoch"],
+        "selected_by": run.selection or "last_epoch",
+        **({run.selection: state.selected[run.selection]} if run.selection else {}),
         # The converged losses: training-loss means of the last epoch (what --alpha auto balances).
         "loss_asc": last.get("train_loss_asc"),
         "loss_aet": last.get("train_loss_aet"),
-        "best_epoch": best["epoch"],
-        "last_epoch": {k: v for k, v in last.items() if k in ("epoch", "asc_macro_accuracy", "aet_lwlrap")},
+        "last_epoch": {"epoch": last["epoch"], **{k: last_test.get(k) for k in test_keys}},
     }
+    timing = state.timing
+    samples_per_step = accelerator.num_processes * (
+        (run.args.asc_batch_size if run.alpha < 1.0 else 0) + (run.args.aet_batch_size if run.alpha > 0.0 else 0))
+    runtime = timing["train"] + timing["eval"]  # HF Trainer's train_runtime: the loop, its evaluations included
+    throughput = {
+        "train_runtime": runtime,
+        "train_samples_per_second": timing["steps"] * samples_per_step / runtime if runtime else None,
+        "train_steps_per_second": timing["steps"] / runtime if runtime else None,
+        "eval_runtime": timing["eval"],
+        # Share of the training steps' time spent waiting for the next batch: near 0 when the loader keeps up.
+        "data_wait_fraction": timing["data_wait"] / timing["train"] if timing["train"] else None,
+    }
+    accelerator.log({f"train/{k}": v for k, v in throughput.items() if v is not None}, step=state.global_step)
     return {
-        "config": resolved,
-        "alpha": alpha,
-        "seed": seed,
-        "history": history,
+        "schema_version": RESULTS_SCHEMA_VERSION,
+        "config": {**run.resolved, "mode": mode},
+        "alpha": run.alpha,
+        "seed": run.args.seed,
+        "history": state.history,
         "final": final,
-        "steps": state["global_step"],
+        "steps": state.global_step,
         "wall_time_seconds": wall,
+        **throughput,
         "data": {
             "scene_labels": data.scene_labels,
             "event_labels": data.event_labels,
-            "rows": {name: len(split) for name, split in (
-                ("scene_train", data.scene_train), ("scene_test", data.scene_test),
-                ("event_train", data.event_train), ("event_validation", data.event_validation)) if split is not None},
+            "rows": {name: len(split) for name, split in data.splits().items()},
             "fingerprints": data.fingerprints,
             "bad_audio": data.bad_audio,
             "aet_subset": data.aet_subset,
@@ -609,3 +816,13 @@ def build_results(state: dict, resolved: dict, alpha: float, seed: int, data: Pr
             "python": platform.python_version(),
         },
     }
+
+
+def _done_line(results: dict, output_dir: Path) -> str:
+    final = results["final"]
+    lwlrap = f"{final['aet_lwlrap']:.4f}" if final.get("aet_lwlrap") is not None else "n/a"
+    return (
+        f"done: alpha={results['alpha']} test asc_macro_accuracy={final['asc_macro_accuracy']:.4f} test aet_lwlrap={lwlrap} "
+        f"best_epoch={final['best_epoch']} (by {final['selected_by']}) steps={results['steps']} "
+        f"{results['train_samples_per_second']:.1f} samples/s wall={results['wall_time_seconds']:.0f}s → {output_dir}"
+    )

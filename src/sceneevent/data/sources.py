@@ -15,6 +15,7 @@ import datasets
 from ._columns import with_plain_audio
 from .audioset import load_audioset
 from .scenes import TUT2018_HUB_ID, is_tut2018_folder, load_scene_audiofolder, load_tut2018, load_tut2018_hub, to_scene_dataset
+from .subsets import with_held_out_splits
 from .synthetic import load_synthetic_events, load_synthetic_scenes
 
 SYNTHETIC = "synthetic"
@@ -74,20 +75,25 @@ def _standard_scene_splits(data: datasets.DatasetDict, label_column: str, source
 
 
 def load_event_source(source: str = SYNTHETIC, seed: int = 0, **synthetic_kwargs) -> datasets.DatasetDict:
-    """An event `DatasetDict` with `train` and `validation` splits and columns `audio`, `events`.
+    """An event `DatasetDict` with `train`, `validation` and `test` splits and columns `audio`, `events`.
 
     A folder saved by `build_aet_subset.py` is loaded as is; any other AudioSet source goes through
-    `load_audioset` and its `eval` split becomes `validation`.
+    `load_audioset` and its `eval` split is cut into `validation` and `test` by video id.
     """
     if source == SYNTHETIC:
         return load_synthetic_events(seed=seed, **synthetic_kwargs)
     path = Path(source)
     if path.is_dir() and (path / "dataset_dict.json").exists():
         data = datasets.load_from_disk(str(path))
-        if isinstance(data, datasets.DatasetDict) and {"train", "validation"} <= set(data):
+        if isinstance(data, datasets.DatasetDict) and {"train", "validation", "test"} <= set(data):
             return data
+        if isinstance(data, datasets.DatasetDict) and {"train", "validation"} <= set(data):
+            raise ValueError(
+                f"--aet_dataset {source!r}: this event set has no `test` split (it was built before event sets carried "
+                "separate validation and test splits); rebuild it with scripts/build_aet_subset.py"
+            )
     try:
         data = load_audioset(source)
     except ValueError as error:
         raise ValueError(f"--aet_dataset {source!r}: expected 'synthetic', a folder saved by build_aet_subset.py, or an AudioSet source ({error})") from error
-    return datasets.DatasetDict({"train": data["train"], "validation": data["eval"]})
+    return with_held_out_splits(data, str(source))

@@ -1,8 +1,9 @@
 """AET subsets (Parikh et al. 2022): `k` event classes chosen by a strategy, `T` hours of training audio.
 
 `build_aet_subset` keeps the clips carrying any chosen class, restricts their labels to those classes,
-draws `hours` of training audio with the seed, and takes the validation split from the evaluation split,
-so validation depends only on the event set, never on `hours`. `save_aet_subset` writes it atomically
+draws `hours` of training audio with the seed, and takes fixed `validation` and `test` splits from the
+evaluation split (cut in two by clip identity: `splits.split_held_out`), so both depend only on the event
+set, never on `hours` or the seed. `save_aet_subset` writes it atomically
 with a generated data card.
 """
 
@@ -27,6 +28,7 @@ import yaml
 from ._columns import replace_column
 from .audioset import NOMINAL_CLIP_SECONDS, events_feature, load_audioset, resolve_event_names
 from .ranking import read_ranking
+from .splits import split_held_out
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +67,9 @@ class SubsetInfo:
     ranking: str | None = None
     skipped_from_ranking: list[str] = field(default_factory=list)
     missing_audio: dict[str, int] = field(default_factory=dict)
+    test_hours: float = 0.0
+    test_clips: int = 0
+    test_clips_per_class: dict[str, int] = field(default_factory=dict)
 
     @property
     def k(self) -> int:
@@ -87,11 +92,12 @@ def build_aet_subset(
     return_info: bool = False,
     **load_kwargs,
 ) -> datasets.DatasetDict | tuple[datasets.DatasetDict, SubsetInfo]:
-    """Build an AET subset: `DatasetDict(train, validation)` whose `events` names are the chosen classes.
+    """Build an AET subset: `DatasetDict(train, validation, test)` whose `events` names are the chosen classes.
 
     Args:
-        source: anything `load_audioset` takes, "synthetic", or a `DatasetDict` with `train` and
-            `eval` or `validation` (columns `audio`, `events`, optional `duration`).
+        source: anything `load_audioset` takes, "synthetic", or a `DatasetDict` with `train` and either
+            `validation` + `test` or one evaluation split (`eval`, `validation` or `test`), which is cut into
+            validation and test by `video_id` (columns `audio`, `events`, optional `duration`).
         k: number of classes (not needed with `events`; must be 2 or unset for `speech_music`).
         events: explicit class names (overrides `strategy`).
         hours: hours of training audio to draw (`duration` column, else 10 s a clip); None keeps all.
@@ -103,30 +109,33 @@ def build_aet_subset(
         **load_kwargs: passed to `load_audioset` (e.g. `config="unbalanced"`, `cache_dir`).
     """
     data, source_name, missing_audio = _load(source, seed, load_kwargs)
-    train, evaluation = data["train"], data["validation"]
+    train = data["train"]
     feature = train.features["events"]
     if not isinstance(getattr(feature, "feature", None), datasets.ClassLabel):
         raise SubsetError(f"{source_name}: 'events' is {feature}, expected Sequence(ClassLabel)")
     names = list(feature.feature.names)
-    if list(evaluation.features["events"].feature.names) != names:
-        raise SubsetError(f"{source_name}: train and evaluation splits have different event classes")
+    for split in ("validation", "test"):
+        if list(data[split].features["events"].feature.names) != names:
+            raise SubsetError(f"{source_name}: train and {split} splits have different event classes")
 
     train_counts = class_counts(train, len(names))
-    eval_counts = class_counts(evaluation, len(names))
+    eval_counts = class_counts(data["validation"], len(names)) + class_counts(data["test"], len(names))
     available = [i for i in range(len(names)) if train_counts[i] > 0 and eval_counts[i] > 0]
     chosen, skipped, ranking_name = _choose(names, available, train_counts, eval_counts, k, events, strategy, ranking, seed)
     chosen_names = [names[i] for i in chosen]
     logger.info("Chosen %d classes (%s): %s", len(chosen), strategy if events is None else "explicit", chosen_names)
 
     train = restrict_events(train, chosen, names, num_proc=num_proc)
-    validation = restrict_events(evaluation, chosen, names, num_proc=num_proc)
+    validation = restrict_events(data["validation"], chosen, names, num_proc=num_proc)
+    test = restrict_events(data["test"], chosen, names, num_proc=num_proc)
     available_hours = float(_durations(train).sum()) / 3600
     if hours is not None:
         train = draw_hours(train, hours, seed)
     train_hours, validation_hours = float(_durations(train).sum()) / 3600, float(_durations(validation).sum()) / 3600
-    logger.info("Subset: %d train clips (%.2f h of %.2f h available), %d validation clips (%.2f h)",
-                train.num_rows, train_hours, available_hours, validation.num_rows, validation_hours)
-    result = datasets.DatasetDict({"train": train, "validation": validation})
+    test_hours = float(_durations(test).sum()) / 3600
+    logger.info("Subset: %d train clips (%.2f h of %.2f h available), %d validation clips (%.2f h), %d test clips (%.2f h)",
+                train.num_rows, train_hours, available_hours, validation.num_rows, validation_hours, test.num_rows, test_hours)
+    result = datasets.DatasetDict({"train": train, "validation": validation, "test": test})
     if not return_info:
         return result
     info = SubsetInfo(
@@ -145,29 +154,41 @@ def build_aet_subset(
         ranking=ranking_name,
         skipped_from_ranking=skipped,
         missing_audio=missing_audio,
+        test_hours=test_hours,
+        test_clips=test.num_rows,
+        test_clips_per_class=dict(zip(chosen_names, class_counts(test, len(chosen)).tolist())),
     )
     return result, info
 
 
 def _load(source, seed: int, load_kwargs: dict) -> tuple[datasets.DatasetDict, str, dict]:
-    """Any accepted source as DatasetDict(train, validation), a printable name, missing-audio counts."""
+    """Any accepted source as DatasetDict(train, validation, test), a printable name, missing-audio counts."""
     if isinstance(source, datasets.DatasetDict):
-        held_out = next((s for s in ("validation", "eval", "test") if s in source), None)
-        if "train" not in source or held_out is None:
-            raise SubsetError(f"DatasetDict with splits {list(source)}: expected 'train' and 'eval' or 'validation'")
-        data, name, missing = datasets.DatasetDict({"train": source["train"], "validation": source[held_out]}), "DatasetDict", {}
+        data, name, missing = with_held_out_splits(source, "DatasetDict"), "DatasetDict", {}
     elif isinstance(source, str) and source == "synthetic":
         from .synthetic import load_synthetic_events  # the generator is only needed for this source
 
         data, name, missing = load_synthetic_events(seed=seed), "synthetic", {}
     else:
         loaded, report = load_audioset(source, return_info=True, **load_kwargs)
-        data = datasets.DatasetDict({"train": loaded["train"], "validation": loaded["eval"]})
+        data = with_held_out_splits(loaded, report.source)
         name, missing = report.source, dict(report.missing_audio)
     for split, dataset in data.items():
         if "events" not in dataset.column_names:
             raise SubsetError(f"{name}[{split}]: no 'events' column (columns: {dataset.column_names})")
     return data, name, missing
+
+
+def with_held_out_splits(data: datasets.DatasetDict, name: str) -> datasets.DatasetDict:
+    """`train`, `validation`, `test`: kept when the source has both held-out splits, else its one evaluation
+    split (`eval`, `validation` or `test`) cut in two by `split_held_out`."""
+    if "train" in data and {"validation", "test"} <= set(data):
+        return datasets.DatasetDict({split: data[split] for split in ("train", "validation", "test")})
+    held_out = next((s for s in ("eval", "validation", "test") if s in data), None)
+    if "train" not in data or held_out is None:
+        raise SubsetError(f"{name} has splits {list(data)}: expected 'train' and an evaluation split ('eval', 'validation' or 'test')")
+    validation, test = split_held_out(data[held_out])
+    return datasets.DatasetDict({"train": data["train"], "validation": validation, "test": test})
 
 
 def _events_column(dataset: datasets.Dataset) -> pa.ChunkedArray:
@@ -354,7 +375,8 @@ def subset_card(dataset_dict: datasets.DatasetDict, info: dict) -> str:
         },
     }
     rows = "\n".join(
-        f"| {name} | {info['train_clips_per_class'].get(name, 0)} | {info['validation_clips_per_class'].get(name, 0)} |" for name in events
+        f"| {name} | {info['train_clips_per_class'].get(name, 0)} | {info['validation_clips_per_class'].get(name, 0)} "
+        f"| {info.get('test_clips_per_class', {}).get(name, 0)} |" for name in events
     )
     missing = info.get("missing_audio") or {}
     missing_line = (
@@ -374,9 +396,10 @@ scene classification and event tagging (Parikh et al., Interspeech 2022).
 - Strategy: `{info['strategy']}`{f" (ranking: `{info['ranking']}`)" if info.get('ranking') else ""}
 - Seed: {info['seed']}
 - Requested hours: {hours_label}; training audio: {info['train_hours']:.2f} h in {info['train_clips']} clips
-- Validation (from the evaluation split, fixed for this event set whatever the hours):
-  {info['validation_hours']:.2f} h in {info['validation_clips']} clips
-- Classes available in both training and evaluation splits: {info['available_classes']}
+- Validation and test (the evaluation split cut in two by clip identity, fixed for this event set whatever
+  the hours or the seed; validation chooses, test reports): {info['validation_hours']:.2f} h in
+  {info['validation_clips']} clips and {info.get('test_hours', 0.0):.2f} h in {info.get('test_clips', 0)} clips
+- Classes available in the training, validation and test splits: {info['available_classes']}
 {missing_line}
 Clips carrying any chosen class are kept; their labels are restricted to the chosen classes, so a
 clip's other AudioSet labels are dropped. Training clips are drawn in a seeded random order until
@@ -388,8 +411,8 @@ the total duration is nearest the requested hours (within one clip).
 
 ## Clips per class
 
-| class | train | validation |
-|---|---|---|
+| class | train | validation | test |
+|---|---|---|---|
 {rows}
 
 ## Columns

@@ -4,28 +4,47 @@ Nothing is downloaded. Both sets have the columns of the real sources (`audio` a
 bytes, `scene` / `events` as `ClassLabel`s, `duration`), so they take the same path through the
 subset builder, the feature cache and the trainer.
 
+World version 2 (`WORLD_VERSION`), with a planted scene-event link:
+
 - Events (40 classes, "Speech" and "Music" among them) are distinct spectro-temporal patterns:
   harmonic stacks, chirps, impulses, noise bands, periodic pulses, AM and FM tones.
 - A scene clip is a background texture (coloured noise whose spectral envelope belongs to the
-  scene) plus scene-typical events that are NOT annotated. 10 event classes occur in no scene.
-- `difficulty` in [0, 1] blends the scene backgrounds toward one shared texture, adds per-clip
-  "device" colouration and gain, lowers the event level and adds events typical of other scenes.
-  At the default the backgrounds alone do not tell the scenes apart well, so scene-only training
-  stays clearly below 100 % and the events carry part of the scene identity.
+  scene) plus planted events that are NOT annotated. 28 event classes occur in scenes (the
+  "correlated" classes, `CORRELATED_EVENTS`); 12 occur in no scene (`UNCORRELATED_EVENTS`).
+- `event_informativeness` in [0, 1] sets how much of a scene's identity the events carry. Each
+  planted event is drawn from the scene's own table (`SCENE_EVENTS`) with probability
+  `event_informativeness`, else from the table pooled over all scenes; and each scene's background
+  is blended, with the same weight, toward the background shared by its group
+  (`BACKGROUND_GROUPS`). At 1 the scenes of a group sound alike and only their events tell them
+  apart; at 0 every scene draws its events from the same pooled table (the events say nothing
+  about the scene) and only the backgrounds tell the scenes apart.
+- `difficulty` in [0, 1] blends every background toward one texture shared by all scenes, adds
+  per-clip "device" colouration and gain, lowers the event level and makes scene clips hold fewer
+  events. It does not change which events a scene holds.
 
-Generation is deterministic: clip `i` of a split draws from `numpy.random.default_rng((seed, split, i))`,
-and `datasets.Dataset.from_generator` caches the result by its arguments.
+`planted_event_probabilities` and `expected_presence` give the ground truth; `scene_clip_events`
+returns the events planted in one clip of a generated split, without rendering audio.
+
+Generation is deterministic: clip `i` of a split draws from `numpy.random.default_rng((seed, split, kind, i, ...))`,
+and `datasets.Dataset.from_generator` caches the result by its arguments (the world version and every
+knob among them, so a changed knob or generator never reuses a stale cache).
 """
 
 from __future__ import annotations
+
+import functools
 
 import datasets
 import numpy as np
 
 from ..audio import AUDIO_FEATURE, encode_wav
 
+WORLD_VERSION = 2
 SAMPLING_RATE = 16000
 CLIP_SECONDS = 2.0
+DEFAULT_DIFFICULTY = 0.6
+DEFAULT_EVENT_INFORMATIVENESS = 0.5
+LOCATIONS_PER_SCENE = 8  # `identifier` values per scene and split, like TUT's recording locations
 
 SCENES = [
     "airport",
@@ -86,8 +105,8 @@ EVENTS = [
 ]
 EVENT_NAMES = [name for name, _, _ in EVENTS]
 
-# The events each scene produces (unannotated), with relative rates. Ten classes appear in no scene:
-# Dog, Laughter, Baby cry, Hammer, Cough, Typing, Wind chime, Frog, Cricket, Thunder.
+# The events each scene produces (unannotated), with relative weights: at event_informativeness 1 a
+# planted event of scene s is class c with probability SCENE_EVENTS[s][c] / sum(SCENE_EVENTS[s].values()).
 SCENE_EVENTS = {
     "airport": {"Speech": 3, "Beep": 2, "Engine": 1, "Footsteps": 1, "Ringtone": 1},
     "bus": {"Engine": 3, "Beep": 1, "Speech": 2, "Brakes squeal": 1, "Door": 1},
@@ -100,19 +119,91 @@ SCENE_EVENTS = {
     "street_traffic": {"Car horn": 3, "Engine": 2, "Motorcycle": 2, "Siren": 1, "Helicopter": 1},
     "tram": {"Bell": 2, "Buzzer": 2, "Drill": 1, "Chainsaw": 1, "Speech": 1, "Chirp up": 1},
 }
+# The 28 classes that occur in scenes ("correlated") and the 12 that occur in none ("uncorrelated": Dog,
+# Laughter, Baby cry, Hammer, Knock, Cough, Typing, Wind chime, Crow, Frog, Cricket, Thunder).
+CORRELATED_EVENTS = [name for name in EVENT_NAMES if any(name in table for table in SCENE_EVENTS.values())]
+UNCORRELATED_EVENTS = [name for name in EVENT_NAMES if name not in CORRELATED_EVENTS]
+
+# Scenes whose backgrounds become one as event_informativeness goes to 1.
+BACKGROUND_GROUPS = [
+    ("airport", "metro_station", "shopping_mall"),  # halls
+    ("bus", "metro", "tram"),  # vehicles
+    ("park", "public_square", "street_pedestrian", "street_traffic"),  # outdoors
+]
+_GROUP_OF = {scene: index for index, group in enumerate(BACKGROUND_GROUPS) for scene in group}
 
 SPLIT_IDS = {"train": 0, "test": 1, "validation": 2}
 
 
+def planted_event_probabilities(scene: str, event_informativeness: float = DEFAULT_EVENT_INFORMATIVENESS) -> dict[str, float]:
+    """The distribution of one planted event in a clip of `scene` (class name → probability; sums to 1).
+
+    `informativeness * own table + (1 - informativeness) * pooled table`, where the pooled table is the
+    mean of the ten scenes' normalised tables. At 0 it is the same for every scene.
+    """
+    _check_unit("event_informativeness", event_informativeness)
+    own = _normalised(SCENE_EVENTS[scene])
+    pooled = dict(_pooled_table())
+    return {
+        name: event_informativeness * own.get(name, 0.0) + (1 - event_informativeness) * pooled.get(name, 0.0)
+        for name in CORRELATED_EVENTS
+    }
+
+
+def mean_events_per_clip(difficulty: float = DEFAULT_DIFFICULTY) -> float:
+    """Expected number of planted events in a scene clip: 1 + Poisson(`_extra_event_rate(difficulty)`)."""
+    return 1.0 + _extra_event_rate(difficulty)
+
+
+def expected_presence(scene: str, event_informativeness: float = DEFAULT_EVENT_INFORMATIVENESS,
+                      difficulty: float = DEFAULT_DIFFICULTY) -> dict[str, float]:
+    """The fraction of clips of `scene` that hold class `c` at least once (class name → probability).
+
+    With N = 1 + Poisson(lam) independent draws of probability p each: 1 - (1 - p) * exp(-lam * p).
+    """
+    lam = _extra_event_rate(difficulty)
+    return {name: 1.0 - (1.0 - p) * float(np.exp(-lam * p))
+            for name, p in planted_event_probabilities(scene, event_informativeness).items()}
+
+
+def scene_clip_events(seed: int, split: str, index: int, difficulty: float = DEFAULT_DIFFICULTY,
+                      event_informativeness: float = DEFAULT_EVENT_INFORMATIVENESS) -> list[str]:
+    """The events planted in clip `index` of scene split `split` (what `load_synthetic_scenes` renders)."""
+    scene = SCENES[index % len(SCENES)]
+    return draw_scene_events(_scene_rngs(seed, split, index)[0], scene, difficulty, event_informativeness)
+
+
+def draw_scene_events(rng: np.random.Generator, scene: str, difficulty: float, event_informativeness: float) -> list[str]:
+    """Draw the planted events of one scene clip: N = 1 + Poisson(lam) classes from `planted_event_probabilities`."""
+    cdf = _cumulative(scene, float(event_informativeness))
+    count = 1 + int(rng.poisson(_extra_event_rate(difficulty)))
+    picks = np.searchsorted(cdf, rng.random(count), side="right")  # inverse-CDF draws, independent
+    return [CORRELATED_EVENTS[min(int(i), len(cdf) - 1)] for i in picks]
+
+
+@functools.lru_cache(maxsize=256)
+def _cumulative(scene: str, event_informativeness: float) -> np.ndarray:
+    p = np.array(list(planted_event_probabilities(scene, event_informativeness).values()))
+    cdf = np.cumsum(p / p.sum())
+    cdf.setflags(write=False)  # shared by every caller (cached)
+    return cdf
+
+
 def load_synthetic_scenes(
     seed: int = 0,
-    difficulty: float = 0.6,
+    difficulty: float = DEFAULT_DIFFICULTY,
     train_clips_per_scene: int = 64,
     test_clips_per_scene: int = 30,
     clip_seconds: float = CLIP_SECONDS,
+    event_informativeness: float = DEFAULT_EVENT_INFORMATIVENESS,
 ) -> datasets.DatasetDict:
-    """The synthetic scene set: `train` and `test`, columns `audio`, `scene`, `identifier`, `duration`."""
-    _check_difficulty(difficulty)
+    """The synthetic scene set: `train` and `test`, columns `audio`, `scene`, `identifier`, `duration`.
+
+    `identifier` names one of `LOCATIONS_PER_SCENE` "recording locations" per scene and split, so a
+    validation split can be carved from `train` by location.
+    """
+    _check_unit("difficulty", difficulty)
+    _check_unit("event_informativeness", event_informativeness)
     features = datasets.Features(
         {
             "audio": AUDIO_FEATURE,
@@ -122,18 +213,23 @@ def load_synthetic_scenes(
         }
     )
     splits = {"train": train_clips_per_scene, "test": test_clips_per_scene}
-    return _generate(_scene_rows, features, splits, seed=seed, difficulty=difficulty, clip_seconds=clip_seconds)
+    return _generate(_scene_rows, features, splits, seed=seed, difficulty=difficulty, clip_seconds=clip_seconds,
+                     event_informativeness=float(event_informativeness))
 
 
 def load_synthetic_events(
     seed: int = 0,
-    difficulty: float = 0.6,
+    difficulty: float = DEFAULT_DIFFICULTY,
     train_clips: int = 1280,
     validation_clips: int = 320,
+    test_clips: int = 320,
     clip_seconds: float = CLIP_SECONDS,
 ) -> datasets.DatasetDict:
-    """The synthetic event set: `train` and `validation`, columns `audio`, `events`, `duration`."""
-    _check_difficulty(difficulty)
+    """The synthetic event set: `train`, `validation` and `test`, columns `audio`, `events`, `duration`.
+
+    It does not depend on `event_informativeness` (that knob only changes the scene set).
+    """
+    _check_unit("difficulty", difficulty)
     features = datasets.Features(
         {
             "audio": AUDIO_FEATURE,
@@ -141,42 +237,72 @@ def load_synthetic_events(
             "duration": datasets.Value("float32"),
         }
     )
-    splits = {"train": train_clips, "validation": validation_clips}
+    splits = {"train": train_clips, "validation": validation_clips, "test": test_clips}
     return _generate(_event_rows, features, splits, seed=seed, difficulty=difficulty, clip_seconds=clip_seconds)
 
 
 def _generate(rows, features: datasets.Features, splits: dict[str, int], **kwargs) -> datasets.DatasetDict:
-    """One `from_generator` split per entry of `splits` (name → count); datasets caches each by its arguments."""
+    """One `from_generator` split per entry of `splits` (name → count); datasets caches each by its arguments.
+
+    `world_version` is among the arguments: the cache key covers the generator function but not the
+    renderers it calls, so a new world must not be served from an old cache.
+    """
     return datasets.DatasetDict(
         {
             split: datasets.Dataset.from_generator(
-                rows, features=features, gen_kwargs=dict(split=split, count=count, **kwargs), split=datasets.NamedSplit(split)
+                rows, features=features, split=datasets.NamedSplit(split),
+                gen_kwargs=dict(split=split, count=count, world_version=WORLD_VERSION, **kwargs),
             )
             for split, count in splits.items()
         }
     )
 
 
-def _check_difficulty(difficulty: float) -> None:
-    if not 0.0 <= difficulty <= 1.0:
-        raise ValueError(f"synthetic `difficulty` must be in [0, 1], got {difficulty}")
+def _check_unit(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"synthetic `{name}` must be in [0, 1], got {value}")
 
 
-def _scene_rows(seed: int, split: str, count: int, difficulty: float, clip_seconds: float):
+def _normalised(table: dict[str, float]) -> dict[str, float]:
+    total = sum(table.values())
+    return {name: weight / total for name, weight in table.items()}
+
+
+@functools.lru_cache(maxsize=1)
+def _pooled_table() -> dict[str, float]:
+    pooled = dict.fromkeys(CORRELATED_EVENTS, 0.0)
+    for table in SCENE_EVENTS.values():
+        for name, p in _normalised(table).items():
+            pooled[name] += p / len(SCENE_EVENTS)
+    return pooled
+
+
+def _extra_event_rate(difficulty: float) -> float:
+    return 1.0 + 1.5 * (1.0 - difficulty)
+
+
+def _scene_rngs(seed: int, split: str, index: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """(events, audio): separate streams, so the planted events of a clip can be drawn without rendering it."""
+    return (np.random.default_rng((seed, SPLIT_IDS[split], 1, index, 0)),
+            np.random.default_rng((seed, SPLIT_IDS[split], 1, index, 1)))
+
+
+def _scene_rows(seed: int, split: str, count: int, difficulty: float, clip_seconds: float,
+                event_informativeness: float, world_version: int):
     for index in range(count * len(SCENES)):  # count clips per scene
-        scene = index % len(SCENES)
-        rng = np.random.default_rng((seed, SPLIT_IDS[split], 1, index))
-        waveform = render_scene_clip(rng, SCENES[scene], difficulty, clip_seconds)
-        # Identifier groups clips like TUT's recording locations: 8 "locations" per scene.
+        scene = SCENES[index % len(SCENES)]
+        event_rng, audio_rng = _scene_rngs(seed, split, index)
+        planted = draw_scene_events(event_rng, scene, difficulty, event_informativeness)
+        waveform = render_scene_clip(audio_rng, scene, difficulty, clip_seconds, event_informativeness, planted)
         yield {
             "audio": {"bytes": encode_wav(waveform, SAMPLING_RATE), "path": f"synthetic/{split}/scene_{index:05d}.wav"},
-            "scene": scene,
-            "identifier": f"{SCENES[scene]}-{split}-{(index // len(SCENES)) % 8}",
+            "scene": index % len(SCENES),
+            "identifier": f"{scene}-{split}-{(index // len(SCENES)) % LOCATIONS_PER_SCENE}",
             "duration": clip_seconds,
         }
 
 
-def _event_rows(seed: int, split: str, count: int, difficulty: float, clip_seconds: float):
+def _event_rows(seed: int, split: str, count: int, difficulty: float, clip_seconds: float, world_version: int):
     for index in range(count):
         rng = np.random.default_rng((seed, SPLIT_IDS[split], 2, index))
         waveform, labels = render_event_clip(rng, difficulty, clip_seconds)
@@ -190,20 +316,19 @@ def _event_rows(seed: int, split: str, count: int, difficulty: float, clip_secon
 # --- rendering -------------------------------------------------------------------------------------
 
 
-def render_scene_clip(rng: np.random.Generator, scene: str, difficulty: float, clip_seconds: float) -> np.ndarray:
-    """A scene clip: the scene's background texture + unannotated scene events. Returns (samples,) float32."""
+def render_scene_clip(rng: np.random.Generator, scene: str, difficulty: float, clip_seconds: float,
+                      event_informativeness: float = DEFAULT_EVENT_INFORMATIVENESS, events: list[str] | None = None) -> np.ndarray:
+    """A scene clip: the scene's background texture + the unannotated planted `events`. Returns (samples,) float32.
+
+    `events=None` draws them from `rng` first (`draw_scene_events`).
+    """
+    if events is None:
+        events = draw_scene_events(rng, scene, difficulty, event_informativeness)
     num_samples = int(clip_seconds * SAMPLING_RATE)
-    envelope = _scene_envelope(scene, difficulty, rng)
+    envelope = _scene_envelope(scene, difficulty, rng, event_informativeness)
     clip = _coloured_noise(rng, num_samples, envelope) * 0.05
-    rates = SCENE_EVENTS[scene]
-    names, weights = list(rates), np.array(list(rates.values()), dtype=float)
     event_gain = 10 ** ((-6.0 - 12.0 * difficulty + rng.uniform(-3, 3)) / 20)
-    for _ in range(rng.poisson(1.0 + 1.5 * (1 - difficulty)) + 1):
-        if rng.random() < 0.5 * difficulty:  # an event typical of another scene
-            other = SCENES[rng.integers(len(SCENES))]
-            name = rng.choice(list(SCENE_EVENTS[other]))
-        else:
-            name = names[rng.choice(len(names), p=weights / weights.sum())]
+    for name in events:
         clip += event_gain * _place(rng, render_event(rng, name), num_samples)
     return _device(rng, clip, difficulty)
 
@@ -298,24 +423,40 @@ def _tilt_envelope(slope: float):
     return lambda freqs: (np.maximum(freqs, 20.0) / 1000.0) ** (slope / 2)
 
 
-def _scene_envelope(scene: str, difficulty: float, rng: np.random.Generator):
-    """The scene's background spectrum (log-domain bumps), blended toward a shared one with difficulty."""
-    shape_rng = np.random.default_rng(SCENES.index(scene) + 1000)  # fixed per scene, independent of seed
-    centres = shape_rng.uniform(np.log2(80), np.log2(6000), size=3)
-    heights = shape_rng.uniform(0.5, 1.5, size=3)
-    slope = shape_rng.uniform(-1.5, -0.3)
+def _scene_envelope(scene: str, difficulty: float, rng: np.random.Generator,
+                    event_informativeness: float = DEFAULT_EVENT_INFORMATIVENESS):
+    """The scene's background spectrum (log-domain bumps).
+
+    Its own shape is blended toward its group's shape by `event_informativeness` (at 1 the scenes of a
+    group share one background), then toward one shape shared by all scenes by `difficulty`.
+    """
+    own_centres, own_heights, own_slope = _background_shape(SCENES.index(scene) + 1000)  # fixed, independent of seed
+    group_centres, group_heights, group_slope = _background_shape(_GROUP_OF[scene] + 2000)
     jitter = rng.normal(0, 0.3 * difficulty, size=3)  # per-clip wobble of the bumps
+
+    def shape(log_f, centres, heights, slope):
+        return slope * (log_f - 10) / 2 + sum(
+            h * np.exp(-0.5 * ((log_f - c - j) / 0.7) ** 2) for c, h, j in zip(centres, heights, jitter)
+        )
 
     def envelope(freqs):
         log_f = np.log2(np.maximum(freqs, 20.0))
-        own = slope * (log_f - 10) / 2 + sum(
-            h * np.exp(-0.5 * ((log_f - c - j) / 0.7) ** 2) for c, h, j in zip(centres, heights, jitter)
-        )
+        own = shape(log_f, own_centres, own_heights, own_slope)
+        if event_informativeness > 0:
+            own = (1 - event_informativeness) * own + event_informativeness * shape(log_f, group_centres, group_heights, group_slope)
         shared = -0.8 * (log_f - 10) / 2
         blend = 0.35 + 0.6 * difficulty
         return np.exp((1 - blend) * own + blend * shared)
 
     return envelope
+
+
+def _background_shape(key: int):
+    shape_rng = np.random.default_rng(key)
+    centres = shape_rng.uniform(np.log2(80), np.log2(6000), size=3)
+    heights = shape_rng.uniform(0.5, 1.5, size=3)
+    slope = shape_rng.uniform(-1.5, -0.3)
+    return centres, heights, slope
 
 
 def _device(rng: np.random.Generator, clip: np.ndarray, difficulty: float) -> np.ndarray:

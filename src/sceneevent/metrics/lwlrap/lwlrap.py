@@ -12,12 +12,15 @@ _CITATION = """@inproceedings{Fonseca2019_DCASE,
   year = {2019}
 }"""
 
-_DESCRIPTION = "Mean over all positive (clip, class) pairs of the precision of the clip's class ranking at that class."
+_DESCRIPTION = (
+    "Mean over all positive (clip, class) pairs of the precision of the clip's class ranking at that class "
+    "(tied scores get the worst rank; scores kept in float64)."
+)
 
 _KWARGS_DESCRIPTION = """
 Args:
     predictions (`list[list[float]]`): per-class scores, one row per clip.
-    references (`list[list[int]]`): multi-hot truth, one row per clip.
+    references (`list[list[int]]`): multi-hot 0/1 truth, one row per clip.
 Returns:
     lwlrap (`float`): in [0, 1].
 Examples:
@@ -36,7 +39,8 @@ class Lwlrap(evaluate.Metric):
             inputs_description=_KWARGS_DESCRIPTION,
             features=datasets.Features(
                 {
-                    "predictions": datasets.Sequence(datasets.Value("float32")),
+                    # float64: a float32 store would tie scores the plain function tells apart.
+                    "predictions": datasets.Sequence(datasets.Value("float64")),
                     "references": datasets.Sequence(datasets.Value("int8")),
                 }
             ),

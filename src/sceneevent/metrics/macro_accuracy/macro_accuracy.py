@@ -12,12 +12,16 @@ _CITATION = """@inproceedings{Mesaros2018_DCASE,
   year = {2018}
 }"""
 
-_DESCRIPTION = "Mean over the classes present in the references of the fraction of each class's samples predicted right."
+_DESCRIPTION = (
+    "Mean over the classes of the fraction of each class's samples predicted right (sed_eval's class-wise "
+    "average): over `labels` when given (a class without references scores 0), else over the classes present."
+)
 
 _KWARGS_DESCRIPTION = """
 Args:
     predictions (`list[int]`): predicted class indices.
     references (`list[int]`): true class indices.
+    labels (`list[int]`, optional): every class of the task; default: the classes present in the references.
 Returns:
     macro_accuracy (`float`): in [0, 1].
 Examples:
@@ -37,5 +41,5 @@ class MacroAccuracy(evaluate.Metric):
             features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
         )
 
-    def _compute(self, predictions, references):
-        return {"macro_accuracy": macro_accuracy(references, predictions)}
+    def _compute(self, predictions, references, labels=None):
+        return {"macro_accuracy": macro_accuracy(references, predictions, labels=labels)}

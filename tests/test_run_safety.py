@@ -1,0 +1,134 @@
+"""Runs that never mix or lose work: overwrite, resume checks, the output-dir lock, checkpoint damage, argument checks."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sceneevent.arguments import DataArguments, JointTrainingArguments, ModelArguments, parse_args
+from sceneevent.checkpointing import CheckpointError, checkpoint_dirs
+from sceneevent.training import OutputDirInUse
+
+from test_train_joint import SMALL, in_process, run_script
+
+PARSE = (ModelArguments, DataArguments, JointTrainingArguments)
+RUN = [*SMALL[2:], "--max_train_steps", "4", "--checkpointing_steps", "2"]  # SMALL with 4 steps, checkpoints at 2 and 4
+
+
+def test_overwrite_removes_the_old_runs_checkpoints_before_writing(tmp_path):
+    out = tmp_path / "run"
+    in_process("--output_dir", str(out), *SMALL[2:], "--max_train_steps", "6", "--checkpointing_steps", "3")
+    assert [p.name for p in checkpoint_dirs(out)] == ["step_3", "step_6"]
+    in_process("--output_dir", str(out), "--overwrite_output_dir", *RUN, "--save_total_limit", "2", "--learning_rate", "1e-4")
+    # Only the new run's checkpoints: the old step_6 neither survives nor pushes the new ones out of the limit.
+    assert [p.name for p in checkpoint_dirs(out)] == ["step_2", "step_4"]
+    resumed_from = json.loads((out / "checkpoints" / "step_4" / "trainer_state.json").read_text())
+    assert resumed_from["signature"]["settings"]["learning_rate"] == 1e-4
+
+
+@pytest.mark.parametrize(
+    "changed,named",
+    [
+        (["--learning_rate", "5e-3"], "learning_rate"),
+        (["--asc_batch_size", "4"], "asc_batch_size"),
+        (["--synthetic_difficulty", "0.2"], "synthetic_difficulty"),
+        (["--hop_length", "256"], "hop_length"),
+        (["--encoder", "resnet18"], "encoder"),
+        (["--num_mel_bins", "32"], "feature_num_mel_bins"),
+    ],
+)
+def test_resume_refuses_other_settings_and_names_each_difference(tmp_path, changed, named):
+    out = tmp_path / "run"
+    in_process("--output_dir", str(out), *RUN)
+    started = time.time()
+    with pytest.raises(CheckpointError, match=rf"does not match this run:[\s\S]*{named}: checkpoint"):
+        in_process("--output_dir", str(out), *RUN, "--resume_from_checkpoint", "latest", *changed)
+    assert time.time() - started < 30  # refused before any data is prepared or trained on
+
+
+def test_resume_refuses_other_data(tmp_path):
+    out = tmp_path / "run"
+    in_process("--output_dir", str(out), *RUN)
+    with pytest.raises(CheckpointError, match="max_asc_train_samples"):
+        in_process("--output_dir", str(out), *RUN, "--resume_from_checkpoint", "latest", "--max_asc_train_samples", "56")
+
+
+def test_more_epochs_may_be_added_at_resume(tmp_path):
+    out = tmp_path / "run"
+    one_epoch = ["--output_dir", str(out), *SMALL[2:], "--checkpointing_steps", "epoch", "--num_train_epochs", "1"]
+    in_process(*one_epoch)
+    results = in_process(*one_epoch, "--num_train_epochs", "2", "--logging_steps", "2", "--resume_from_checkpoint", "latest")
+    assert results["steps"] == 16 and [record["epoch"] for record in results["history"]] == [1, 2]
+
+
+def test_a_second_run_into_a_folder_in_use_stops_at_once(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); f.write('4242'); f.flush(); "
+        "print('locked', flush=True); time.sleep(60)"), str(out / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OutputDirInUse, match=r"in use by another run \(pid 4242\)"):
+            in_process("--output_dir", str(out), *SMALL)
+        assert not (out / "results.json").exists() and not (out / "model.safetensors").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    in_process("--output_dir", str(out), *SMALL)  # the holder's lock died with it
+    assert (out / "results.json").exists()
+
+
+def test_damaged_checkpoints_are_named_before_any_work(tmp_path):
+    out = tmp_path / "run"
+    in_process("--output_dir", str(out), *RUN)
+    weights = out / "checkpoints" / "step_4" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])
+    with pytest.raises(CheckpointError, match=r"step_4 is damaged: model\.safetensors[\s\S]*--resume_from_checkpoint \S*step_2"):
+        in_process("--output_dir", str(out), *RUN, "--resume_from_checkpoint", "latest")
+    state = out / "checkpoints" / "step_2" / "trainer_state.json"
+    state.write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"step_2 is damaged: trainer_state\.json"):
+        in_process("--output_dir", str(out), *RUN, "--resume_from_checkpoint", str(out / "checkpoints" / "step_2"))
+
+
+def test_folders_that_are_not_checkpoints_are_ignored(tmp_path):
+    out = tmp_path / "run"
+    in_process("--output_dir", str(out), *RUN)
+    backup = out / "checkpoints" / "step_4.bak"
+    (out / "checkpoints" / "step_4").rename(backup)
+    assert (backup / "trainer_state.json").exists()  # complete, but not named like a checkpoint
+    assert [p.name for p in checkpoint_dirs(out)] == ["step_2"]
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("asc_batch_size: 10.5\n", r"asc_batch_size: 10\.5 is not a whole number"),
+        ("num_train_epochs: 1.5\n", r"num_train_epochs: 1\.5 is not a whole number"),
+        ("alpha: [0.5]\n", r"alpha: \[0\.5\] is not a single value"),
+        ("specaugment: 'no'\n", r"specaugment: 'no' is not true/false"),
+        ("report_to: tensorboard\n", r"report_to: 'tensorboard' is not one of 'none', 'wandb'"),
+    ],
+)
+def test_config_file_values_are_type_checked(tmp_path, text, message):
+    config = tmp_path / "run.yaml"
+    config.write_text(text)
+    with pytest.raises(ValueError, match=rf"{config}: {message}"):
+        parse_args(PARSE, ["--config", str(config)])
+
+
+def test_config_file_that_is_not_utf8_is_named(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_bytes(b"alpha: \xff\xfe0.5\n")
+    with pytest.raises(ValueError, match=rf"--config {config}: not UTF-8"):
+        parse_args(PARSE, ["--config", str(config)])
+
+
+def test_an_unknown_flag_never_echoes_its_value(tmp_path):
+    secret = "hf_" + "Zz9Yy8Xx7Ww6Vv5Uu4Tt3Ss2"
+    done = run_script("--output_dir", str(tmp_path), "--hub_token", secret)
+    assert done.returncode != 0 and "--hub_token" in done.stderr
+    assert secret not in done.stderr and secret not in done.stdout
