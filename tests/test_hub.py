@@ -29,12 +29,15 @@ def results_payload(subset: bool) -> dict:
             "aet_dataset": "/home/alice/subsets/audioset_k3_T11", "learning_rate": 0.001, "asc_batch_size": 64, "aet_batch_size": 128,
             "num_train_epochs": 12, "seed": 3, "feature_sampling_rate": 8000, "feature_clip_seconds": 2.0,
             "feature_num_mel_bins": 16, "hub_token": FAKE_TOKEN, "report_to": "none",
+            "model_name_or_path": "someone/sceneevent-aet-pretrained",
         },
+        "schema_version": 2,
         "alpha": 0.95,
         "seed": 3,
         "history": [{"epoch": 0, "asc_macro_accuracy": 0.5, "aet_lwlrap": 0.3}],
         "final": {"asc_macro_accuracy": 0.6125, "aet_lwlrap": 0.4375, "loss_asc": 1.1, "loss_aet": 0.2,
-                  "best_epoch": 0, "last_epoch": {"epoch": 0}},
+                  "best_epoch": 0, "selected_by": "val_asc_macro_accuracy", "val_asc_macro_accuracy": 0.58,
+                  "last_epoch": {"epoch": 0}},
         "steps": 10,
         "wall_time_seconds": 12.5,
         "data": {"scene_labels": SCENES, "event_labels": EVENTS, "rows": {}, "fingerprints": {}, "bad_audio": []},
@@ -82,6 +85,35 @@ def test_card_front_matter_holds_the_results(run_dir: Path, tmp_path: Path):
     assert entry["name"] == "me/sceneevent-test"
     metrics = {result["metrics"][0]["type"]: result["metrics"][0]["value"] for result in entry["results"]}
     assert metrics == {"accuracy": pytest.approx(0.6125), "lwlrap": pytest.approx(0.4375)}
+    names = [result["metrics"][0]["name"] for result in entry["results"]]
+    assert names == ["Scene macro-average accuracy (test)", "Event lwlrap (test)"]  # results schema 2: both on test
+    assert meta["pipeline_tag"] == "audio-classification"
+    assert meta["metrics"] == ["accuracy", "lwlrap"]
+    assert meta["base_model"] == "someone/sceneevent-aet-pretrained"
+    # The card's metadata is what huggingface_hub parses back.
+    from huggingface_hub import ModelCard
+
+    parsed = ModelCard(path.read_text()).data
+    assert parsed.pipeline_tag == "audio-classification" and parsed.base_model == "someone/sceneevent-aet-pretrained"
+    assert [(r.metric_type, r.metric_value) for r in parsed.eval_results] == [("accuracy", 0.6125), ("lwlrap", 0.4375)]
+
+
+def test_card_says_how_the_model_was_selected(run_dir: Path):
+    body = render_model_card(run_dir, "me/sceneevent-test").split("\n---\n", 1)[1]
+    assert "| Event lwlrap (test) | 0.4375 |" in body and "| Scene macro-average accuracy (test) | 0.6125 |" in body
+    assert "selected on the validation split by `val_asc_macro_accuracy` (0.58)" in body and "epoch 0" in body
+
+
+def test_card_of_an_older_run_labels_event_lwlrap_as_validation(tmp_path: Path):
+    run = make_run(tmp_path / "run")
+    payload = json.loads((run / "results.json").read_text())
+    del payload["schema_version"], payload["final"]["selected_by"]
+    payload["config"]["model_name_or_path"] = str(tmp_path / "local_pretrained")  # a local folder is no base_model
+    (run / "results.json").write_text(json.dumps(payload))
+    card = render_model_card(run)
+    meta = front_matter(card)
+    assert meta["model-index"][0]["results"][1]["metrics"][0]["name"] == "Event lwlrap (validation)"
+    assert "| Event lwlrap (validation) | 0.4375 |" in card and "base_model" not in meta
 
 
 def test_card_sections(run_dir: Path):

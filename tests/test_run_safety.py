@@ -1,6 +1,7 @@
 """Runs that never mix or lose work: overwrite, resume checks, the output-dir lock, checkpoint damage, argument checks."""
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -15,6 +16,20 @@ from test_train_joint import SMALL, in_process, run_script
 
 PARSE = (ModelArguments, DataArguments, JointTrainingArguments)
 RUN = [*SMALL[2:], "--max_train_steps", "4", "--checkpointing_steps", "2"]  # SMALL with 4 steps, checkpoints at 2 and 4
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One run of RUN with checkpoints at steps 2 and 4, shared by the tests that only try to resume it."""
+    out = tmp_path_factory.mktemp("shared") / "run"
+    in_process("--output_dir", str(out), *RUN)
+    return out
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path):
+    """A private copy of the shared run, for tests that damage it."""
+    return shutil.copytree(finished_run, tmp_path / "run")
 
 
 def test_overwrite_removes_the_old_runs_checkpoints_before_writing(tmp_path):
@@ -39,28 +54,27 @@ def test_overwrite_removes_the_old_runs_checkpoints_before_writing(tmp_path):
         (["--num_mel_bins", "32"], "feature_num_mel_bins"),
     ],
 )
-def test_resume_refuses_other_settings_and_names_each_difference(tmp_path, changed, named):
-    out = tmp_path / "run"
-    in_process("--output_dir", str(out), *RUN)
+def test_resume_refuses_other_settings_and_names_each_difference(finished_run, changed, named):
+    out = finished_run
     started = time.time()
     with pytest.raises(CheckpointError, match=rf"does not match this run:[\s\S]*{named}: checkpoint"):
         in_process("--output_dir", str(out), *RUN, "--resume_from_checkpoint", "latest", *changed)
     assert time.time() - started < 30  # refused before any data is prepared or trained on
 
 
-def test_resume_refuses_other_data(tmp_path):
-    out = tmp_path / "run"
-    in_process("--output_dir", str(out), *RUN)
+def test_resume_refuses_other_data(finished_run):
+    out = finished_run
     with pytest.raises(CheckpointError, match="max_asc_train_samples"):
         in_process("--output_dir", str(out), *RUN, "--resume_from_checkpoint", "latest", "--max_asc_train_samples", "56")
 
 
 def test_more_epochs_may_be_added_at_resume(tmp_path):
     out = tmp_path / "run"
-    one_epoch = ["--output_dir", str(out), *SMALL[2:], "--checkpointing_steps", "epoch", "--num_train_epochs", "1"]
+    one_epoch = ["--output_dir", str(out), *SMALL[2:], "--max_asc_train_samples", "16", "--checkpointing_steps", "epoch",
+                 "--num_train_epochs", "1"]
     in_process(*one_epoch)
     results = in_process(*one_epoch, "--num_train_epochs", "2", "--logging_steps", "2", "--resume_from_checkpoint", "latest")
-    assert results["steps"] == 16 and [record["epoch"] for record in results["history"]] == [1, 2]
+    assert results["steps"] == 4 and [record["epoch"] for record in results["history"]] == [1, 2]
 
 
 def test_a_second_run_into_a_folder_in_use_stops_at_once(tmp_path):
@@ -81,9 +95,8 @@ def test_a_second_run_into_a_folder_in_use_stops_at_once(tmp_path):
     assert (out / "results.json").exists()
 
 
-def test_damaged_checkpoints_are_named_before_any_work(tmp_path):
-    out = tmp_path / "run"
-    in_process("--output_dir", str(out), *RUN)
+def test_damaged_checkpoints_are_named_before_any_work(run_copy):
+    out = run_copy
     weights = out / "checkpoints" / "step_4" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1000])
     with pytest.raises(CheckpointError, match=r"step_4 is damaged: model\.safetensors[\s\S]*--resume_from_checkpoint \S*step_2"):
@@ -94,9 +107,8 @@ def test_damaged_checkpoints_are_named_before_any_work(tmp_path):
         in_process("--output_dir", str(out), *RUN, "--resume_from_checkpoint", str(out / "checkpoints" / "step_2"))
 
 
-def test_folders_that_are_not_checkpoints_are_ignored(tmp_path):
-    out = tmp_path / "run"
-    in_process("--output_dir", str(out), *RUN)
+def test_folders_that_are_not_checkpoints_are_ignored(run_copy):
+    out = run_copy
     backup = out / "checkpoints" / "step_4.bak"
     (out / "checkpoints" / "step_4").rename(backup)
     assert (backup / "trainer_state.json").exists()  # complete, but not named like a checkpoint

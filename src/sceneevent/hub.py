@@ -16,8 +16,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import yaml
-
 from .checkpointing import RESULTS_FILE
 from .io_utils import atomic_write_text, scrub_secrets
 
@@ -86,43 +84,53 @@ def render_model_card(run_dir: str | os.PathLike, repo_id: str | None = None) ->
 
 
 def _front_matter(name: str, results: dict, scenes: list[str], events: list[str]) -> str:
+    """YAML metadata the Hub reads: task, library, license, data sets, metrics, base model, model-index.
+
+    Evaluation results go into `model-index` (huggingface_hub's `EvalResult`), which the Hub shows on
+    the model page. The newer `.eval_results/*.yaml` files are not written: each entry must name a
+    Hub dataset registered as a Benchmark (with an `eval.yaml` and a `task_id`), and neither AudioSet
+    nor TUT 2018 is one.
+    """
+    from huggingface_hub import EvalResult, ModelCardData
+
     run_config = results.get("config", {})
     final = results.get("final", {})
     asc_name, asc_id = _dataset_name(run_config.get("asc_dataset"), "acoustic scenes")
     aet_name, aet_id = _dataset_name(_subset(results).get("source") or run_config.get("aet_dataset"), "acoustic events")
-    model_results = []
+    evaluations = []
     if final.get("asc_macro_accuracy") is not None:
-        model_results.append(_model_index_entry(
-            "audio-classification", "Acoustic scene classification", asc_name, asc_id,
-            {"type": "accuracy", "name": "Scene macro-average accuracy", "value": float(final["asc_macro_accuracy"])},
+        evaluations.append(EvalResult(
+            task_type="audio-classification", task_name="Acoustic scene classification",
+            dataset_type=asc_id or asc_name, dataset_name=asc_name,
+            metric_type="accuracy", metric_name="Scene macro-average accuracy (test)", metric_value=float(final["asc_macro_accuracy"]),
         ))
     if final.get("aet_lwlrap") is not None:
-        model_results.append(_model_index_entry(
-            "audio-classification", "Acoustic event tagging", aet_name, aet_id,
-            {"type": "lwlrap", "name": "Event lwlrap", "value": float(final["aet_lwlrap"])},
+        evaluations.append(EvalResult(
+            task_type="audio-classification", task_name="Acoustic event tagging",
+            dataset_type=aet_id or aet_name, dataset_name=aet_name,
+            metric_type="lwlrap", metric_name=f"Event lwlrap ({_event_split(results)})", metric_value=float(final["aet_lwlrap"]),
         ))
-    meta = {
-        "library_name": "transformers",
-        "pipeline_tag": "audio-classification",
-        "license": "apache-2.0",
-        "tags": ["audio", "audio-classification", "acoustic-scene-classification", "audio-tagging",
-                 "multi-task-learning", "sceneevent", "custom_code"],
-    }
-    # Only Hub ids belong under `datasets`; local paths would leak the trainer's file system.
-    hub_datasets = [dataset_id for dataset_id in (asc_id, aet_id) if dataset_id]
-    if hub_datasets:
-        meta["datasets"] = sorted(set(hub_datasets))
-    if model_results:
-        meta["model-index"] = [{"name": name, "results": model_results}]
-    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n"
+    # Only Hub ids belong under `datasets` and `base_model`; local paths would leak the trainer's file system.
+    hub_datasets = sorted({dataset_id for dataset_id in (asc_id, aet_id) if dataset_id})
+    base_model = run_config.get("model_name_or_path")
+    card = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="audio-classification",
+        license="apache-2.0",
+        tags=["audio", "audio-classification", "acoustic-scene-classification", "audio-tagging",
+              "multi-task-learning", "sceneevent", "custom_code"],
+        datasets=hub_datasets or None,
+        metrics=[metric for metric, key in (("accuracy", "asc_macro_accuracy"), ("lwlrap", "aet_lwlrap")) if final.get(key) is not None] or None,
+        base_model=base_model if isinstance(base_model, str) and _is_hub_id(base_model) else None,
+        model_name=name if evaluations else None,
+        eval_results=evaluations or None,
+    )
+    return "---\n" + card.to_yaml() + "\n---\n"
 
 
-def _model_index_entry(task_type: str, task_name: str, dataset_name: str, dataset_id: str | None, metric: dict) -> dict:
-    return {
-        "task": {"type": task_type, "name": task_name},
-        "dataset": {"name": dataset_name, "type": dataset_id or dataset_name},
-        "metrics": [metric],
-    }
+def _event_split(results: dict) -> str:
+    """Where `final.aet_lwlrap` was measured: the test split since results schema 2, validation before."""
+    return "test" if results.get("schema_version", 1) >= 2 else "validation"
 
 
 def _intro_section(name: str, config: dict, results: dict) -> str:
@@ -146,13 +154,28 @@ def _results_section(results: dict) -> str:
         return "## Results\n\nNo results.json was found in the run folder: no evaluation figures to report.\n"
     rows = [
         ("Scene macro-average accuracy (test)", final.get("asc_macro_accuracy")),
-        ("Event lwlrap (validation)", final.get("aet_lwlrap")),
+        (f"Event lwlrap ({_event_split(results)})", final.get("aet_lwlrap")),
         ("Best epoch (model kept)", final.get("best_epoch")),
         ("Final training loss, scenes", final.get("loss_asc")),
         ("Final training loss, events", final.get("loss_aet")),
     ]
     table = "\n".join(f"| {label} | {_fmt(value)} |" for label, value in rows if value is not None)
-    return f"## Results\n\n| Metric | Value |\n|---|---|\n{table}\n"
+    return f"## Results\n\n| Metric | Value |\n|---|---|\n{table}\n\n{_selection_note(results)}"
+
+
+def _selection_note(results: dict) -> str:
+    final = results.get("final", {})
+    selected_by = final.get("selected_by")
+    if selected_by and selected_by != "last_epoch":
+        value = final.get(selected_by)
+        shown = f" ({_fmt(value)})" if isinstance(value, (int, float)) else ""
+        note = (f"The model kept is that of epoch {_fmt(final.get('best_epoch'))}, selected on the validation split by "
+                f"`{selected_by}`{shown}; the test figures above played no part in that choice.")
+    elif selected_by == "last_epoch":
+        note = "The run had no validation split, so the model of the last epoch is kept; the figures above are on the test split."
+    else:
+        note = "The run did not record how the model kept was selected."
+    return note + "\n"
 
 
 def _labels_section(scenes: list[str], events: list[str]) -> str:
