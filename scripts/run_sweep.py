@@ -4,17 +4,25 @@
     python scripts/run_sweep.py sweeps/k.yaml --parallel 2 --launcher python --extra_args "--max_train_steps 2"
     python scripts/run_sweep.py sweeps/*.yaml --dry_run
 
-Each run writes into OUTPUT_ROOT/<sweep>/<param>=<value>_..., with its log in train.log there. Runs that
-already hold results.json are skipped, so re-running the command resumes a sweep. A failed run does not
+Each run writes into OUTPUT_ROOT/<sweep>/<param>=<value>_..., with its log in train.log there, and saves a
+checkpoint every epoch (--checkpointing_steps epoch --save_total_limit 1, unless the sweep or --extra_args
+set them). Re-running the command resumes a sweep: runs with results.json are skipped, runs with a
+checkpoint continue from it, runs stopped before their first checkpoint start again. A failed run does not
 stop the others; the failures are listed at the end and the exit code is 1.
+
+Ctrl-C (SIGINT) or SIGTERM stops the running runs (each run's whole process group) and starts no more; a
+second Ctrl-C kills them at once. The interrupted runs are listed and the exit code is 128 + the signal
+number (130 for Ctrl-C). While any run of a sweep lives, a second runner on the same sweep folder refuses
+to start.
 """
 
 import argparse
 import shlex
+import signal
 import sys
 from pathlib import Path
 
-from sceneevent.sweeps import LAUNCHERS, is_finished, load_sweep, plan_runs, run_sweep
+from sceneevent.sweeps import DEFAULT_STOP_TIMEOUT, LAUNCHERS, SweepBusyError, is_finished, load_sweep, plan_runs, run_sweep
 
 
 def parse_args(args: list[str] | None = None) -> argparse.Namespace:
@@ -27,6 +35,8 @@ def parse_args(args: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--extra_args", default="",
                         help='Flags added to every run after the sweep\'s, so they win: --extra_args "--max_train_steps 2" '
                              "(or --extra_args=--max_train_steps=2).")
+    parser.add_argument("--stop_timeout", type=float, default=DEFAULT_STOP_TIMEOUT,
+                        help="Seconds a run gets to exit after Ctrl-C / SIGTERM before it is killed.")
     parser.add_argument("--dry_run", action="store_true", help="Print the commands, mark finished runs, run nothing.")
     return parser.parse_args(args)
 
@@ -43,11 +53,27 @@ def main(args: list[str] | None = None) -> int:
             print(done + shlex.join(run.command))
         print(f"{len(runs)} runs", file=sys.stderr)
         return 0
-    outcome = run_sweep(runs, parallel=options.parallel)
+    try:
+        outcome = run_sweep(runs, parallel=options.parallel, stop_timeout=options.stop_timeout)
+    except SweepBusyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(f"{len(outcome.done)} run, {len(outcome.skipped)} already finished, {len(outcome.failed)} failed")
     for run, reason in outcome.failed:
         print(f"  FAILED {run.output_dir}: {reason}")
+    if outcome.stopped_by:
+        return report_interruption(outcome)
     return 1 if outcome.failed else 0
+
+
+def report_interruption(outcome) -> int:
+    """Name what the signal stopped and what is left; the exit code is the shell's 128 + signal number."""
+    print(f"interrupted by {outcome.stopped_by}: {len(outcome.interrupted)} run(s) stopped, "
+          f"{len(outcome.not_started)} not started; run the same command again to finish the sweep "
+          "(stopped runs continue from their last checkpoint, or start again if they had none)")
+    for run in outcome.interrupted:
+        print(f"  INTERRUPTED {run.output_dir}")
+    return 128 + signal.Signals[outcome.stopped_by].value
 
 
 if __name__ == "__main__":

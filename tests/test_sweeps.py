@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from sceneevent import sweeps
+from tool_gate import tool_missing
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP_DIR = ROOT / "sweeps"
@@ -59,14 +60,40 @@ def test_sweep_follows_the_documented_wandb_keys(name):
     assert config["command"][-2:] == ["${program}", "${args}"]
 
 
+def wandb_sweeps():
+    """W&B's `sweeps` package (wandb's sweep-config schema); skipped when missing, a failure under CI=true.
+
+    Its metadata pins numpy < 2, so it cannot be a dev extra; installed without dependencies it works
+    with numpy 2.4 (jsonschema and jsonref, which it needs, are dev extras). `import sweeps` can also
+    find this repository's sweeps/ folder (a namespace package without the schema), hence the check.
+    """
+    try:
+        package = importlib.import_module("sweeps")
+    except ImportError:
+        package = None
+    if getattr(package, "schema_violations_from_proposed_config", None) is None:
+        tool_missing("W&B's sweep schema (the `sweeps` package)", "pip install --no-deps -c constraints.txt sweeps (what .ci/run does)")
+    return package
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_sweep_passes_wandbs_own_schema_when_installed(name):
-    # wandb validates sweep configs with the `sweeps` package (pip install wandb[sweeps]); it ships schema.json.
-    # (`import sweeps` can also find this repository's sweeps/ folder, hence the attribute check.)
-    check = getattr(pytest.importorskip("sweeps"), "schema_violations_from_proposed_config", None)
-    if check is None:
-        pytest.skip("wandb's `sweeps` package is not installed")
-    assert check(read_yaml(name)) == []
+def test_sweep_passes_wandbs_own_schema(name):
+    wandb_schema = wandb_sweeps()
+    config = read_yaml(name)
+    assert wandb_schema.schema_violations_from_proposed_config(config) == []
+    assert sweeps.schema_violations(config) == []  # load_sweep's check, through W&B's schema now
+
+
+def test_wandbs_schema_rejects_what_wandb_would_reject():
+    wandb_schema = wandb_sweeps()
+    from jsonschema.exceptions import ValidationError
+    from sweeps.config.schema import fill_validate_schema
+
+    misspelled = {**read_yaml("alpha"), "methd": "grid"}
+    assert any("'methd' was unexpected" in v for v in wandb_schema.schema_violations_from_proposed_config(misspelled))
+    assert any("'methd' was unexpected" in v for v in sweeps.schema_violations(misspelled))
+    with pytest.raises(ValidationError, match="methd"):
+        fill_validate_schema(misspelled)
 
 
 @pytest.mark.parametrize(
@@ -167,9 +194,11 @@ def test_agent_runs_accelerate_launch_with_a_folder_per_run(name, fake_accelerat
         program = sweeps.program_for(config, parameters)
         expected_flags = [f"--{key}={value}" for key, value in parameters.items() if key != "mode"]
         assert argv == ["launch", program, *expected_flags, f"--output_dir=outputs/sweeps/{name}/abc123"]
-        # The local runner launches the same program with the same flags (and its own folder).
+        # The local runner launches the same program with the same flags (and its own folder), plus the
+        # per-epoch checkpoints that let an interrupted local sweep resume.
         twin = next(run for run in local if run.parameters == parameters)
-        assert twin.command[1:-1] == argv[:-1]
+        checkpointing = [f"--{key}={value}" for key, value in sweeps.SWEEP_CHECKPOINTING.items()]
+        assert twin.command[1:-1] == argv[:-1] + checkpointing
 
 
 # --- the local runner ---------------------------------------------------------------------------------

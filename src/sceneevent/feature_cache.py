@@ -1,25 +1,46 @@
 """The log-mel cache: audio is decoded once, with `datasets.map`, into fixed-size fp16 arrays on disk.
 
-`datasets` fingerprints the map (the data set and the extractor's settings), so a second run reuses
-the Arrow file; an interrupted build leaves only a temporary file that the next run discards.
-The training loop then only slices memory-mapped Arrow.
+The cache of a split is `cache-<key>.arrow` (or its `_0000i_of_0000n` shards) beside the source's Arrow
+files, the key hashing the source's fingerprint and the extractor's settings, so a second run reuses it.
+The training loop then only slices those files (`file_rows` reads them with `preadv`), so a cache is
+trusted only when it is what was built: each build records every file's size and xxh3-128 hash in
+`cache-<key>.checksums.json`, and a reuse checks both first; a file that differs (truncated, zero-filled,
+rewritten) is named in a warning and the cache is rebuilt. A build writes into a private staging folder
+that is removed when it ends, however it ends; one left by a killed build is removed by the next build.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
 import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import datasets
 from datasets.fingerprint import Hasher
 import numpy as np
+import xxhash
 
 from .audio import AudioDecodeError, load_audio
 from .feature_extraction_sceneevent import LogMelFeatureExtractor
+from .io_utils import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
 BAD_AUDIO_COLUMN = "bad_audio"
+CACHE_FORMAT = 2  # 2: checksummed, built in a staging folder (part of the cache key)
+CHECKSUMS_SUFFIX = ".checksums.json"
+STAGING_PREFIX = ".sceneevent-build-"
+STAGING_LOCK = ".lock"
+ORPHAN_STAGING_SECONDS = 3600  # a staging folder without a lock is an old build's only after this long
+_HASH_CHUNK = 16 << 20
 
 
 class BadAudioError(ValueError):
@@ -74,8 +95,8 @@ def build_feature_cache(
 ) -> tuple[datasets.Dataset, list[str]]:
     """Add `input_features` (fp16 `(num_mel_bins, frames)`) to `dataset` and drop `audio`.
 
-    Returns the cached data set and the list of bad files that were dropped (empty unless
-    `skip_bad_audio`).
+    Reuses the split's cache when its checksums match, else (re)builds it. Returns the cached data set
+    and the list of bad files that were dropped (empty unless `skip_bad_audio`).
 
     Raises:
         BadAudioError: some clips could not be decoded and `skip_bad_audio` is False.
@@ -90,30 +111,163 @@ def build_feature_cache(
     del features["audio"]
     features["input_features"] = datasets.Array2D(shape=featurizer.shape, dtype="float16")
     features[BAD_AUDIO_COLUMN] = datasets.Value("string")
-    cache_file_name = None
-    if not dataset.cache_files:
-        # In-memory sources (e.g. relabelled Hub tables) would keep the features in RAM: pin them to disk.
-        key = Hasher.hash((dataset._fingerprint, extractor.to_dict(), split_name))
-        folder = os.path.join(datasets.config.HF_DATASETS_CACHE, "sceneevent_features")
-        os.makedirs(folder, exist_ok=True)
-        cache_file_name = os.path.join(folder, f"{key}.arrow")
-    cached = dataset.map(
-        featurizer,
-        cache_file_name=cache_file_name,
-        batched=True,
-        batch_size=batch_size,
-        input_columns=["audio"],
-        remove_columns=["audio"],
-        features=features,
-        num_proc=num_proc if num_proc and num_proc > 1 and len(dataset) >= 4 * batch_size else None,
-        desc=f"log-mel cache ({split_name})",
-    )
+    key = Hasher.hash((dataset._fingerprint, extractor.to_dict(), split_name, CACHE_FORMAT))
+    cache_file = cache_folder(dataset) / f"cache-{key}.arrow"
+    remove_abandoned_builds(cache_file.parent)
+    cached = load_verified_cache(cache_file, dataset, features)
+    if cached is None:
+        num_proc = num_proc if num_proc and num_proc > 1 and len(dataset) >= 4 * batch_size else None
+        cached = _build(dataset, featurizer, features, cache_file, key, num_proc=num_proc, batch_size=batch_size,
+                        desc=f"log-mel cache ({split_name})")
     problems = [p for p in cached[BAD_AUDIO_COLUMN] if p]
     if problems and not skip_bad_audio:
         raise BadAudioError(split_name, problems)
     if problems:
         logger.warning("dropping %d bad audio file(s) from %s", len(problems), split_name)
-        cached = cached.filter(lambda p: [not x for x in p], batched=True, input_columns=[BAD_AUDIO_COLUMN])
+        # In memory: an indices file beside the cache would be one more unchecked file.
+        cached = cached.filter(lambda p: [not x for x in p], batched=True, input_columns=[BAD_AUDIO_COLUMN],
+                               keep_in_memory=True)
     if len(cached) == 0:
         raise ValueError(f"{split_name}: no clip is left after dropping bad audio")
     return cached.remove_columns(BAD_AUDIO_COLUMN), problems
+
+
+def cache_folder(dataset: datasets.Dataset) -> Path:
+    """Beside the source's Arrow files; an in-memory source (e.g. relabelled Hub tables) gets a folder of
+    ours in the datasets cache, so that its features are on disk, not in RAM."""
+    if dataset.cache_files:
+        return Path(dataset.cache_files[0]["filename"]).parent
+    folder = Path(datasets.config.HF_DATASETS_CACHE) / "sceneevent_features"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def checksums_path(cache_file: Path) -> Path:
+    return cache_file.with_name(cache_file.stem + CHECKSUMS_SUFFIX)
+
+
+def load_verified_cache(cache_file: Path, dataset: datasets.Dataset, features: datasets.Features) -> datasets.Dataset | None:
+    """The cache of `cache_file` when every file matches its recorded size and hash; else None, with the
+    cache's files removed (and a warning naming the file that differs) so that it is rebuilt."""
+    record_path = checksums_path(cache_file)
+    if not record_path.exists():
+        if _built_files(cache_file):
+            logger.info("log-mel cache %s has no checksum record (%s): rebuilding it", cache_file, record_path.name)
+            _remove_cache(cache_file)
+        return None
+    try:
+        files = json.loads(record_path.read_text())["files"]
+        problem = first_problem(cache_file.parent, files)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        problem = f"{record_path}: unreadable checksum record ({error})"
+    if problem:
+        logger.warning("log-mel cache file %s; rebuilding the cache", problem)
+        _remove_cache(cache_file)
+        return None
+    return _load(cache_file.parent, [entry["name"] for entry in files], dataset, features)
+
+
+def first_problem(folder: Path, files: list[dict]) -> str | None:
+    for entry in files:
+        problem = file_problem(folder / entry["name"], entry)
+        if problem:
+            return problem
+    return None
+
+
+def file_problem(path: Path, expected: dict) -> str | None:
+    """What is wrong with `path` against its record (size first: a truncation costs no read), or None."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return f"{path} is missing"
+    if size != expected["size"]:
+        return f"{path} has {size} bytes, {expected['size']} when it was built (truncated or rewritten)"
+    if file_checksum(path) != expected["xxh3_128"]:
+        return f"{path} differs from the content it was built with (xxh3-128 mismatch: overwritten or corrupted)"
+    return None
+
+
+def file_checksum(path: Path) -> str:
+    """xxh3-128 of the whole file (xxhash ships with `datasets`; it hashes far faster than a disk reads)."""
+    digest = xxhash.xxh3_128()
+    buffer = bytearray(_HASH_CHUNK)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as handle:
+        while count := handle.readinto(buffer):
+            digest.update(view[:count])
+    return digest.hexdigest()
+
+
+def _built_files(cache_file: Path) -> list[Path]:
+    """The cache file, or its shards `<stem>_0000i_of_0000n.arrow`, as `datasets.map` names them."""
+    shard = re.compile(re.escape(cache_file.stem) + r"_\d{5}_of_\d{5}" + re.escape(cache_file.suffix))
+    return [path for path in cache_file.parent.glob(cache_file.stem + "*" + cache_file.suffix)
+            if path == cache_file or shard.fullmatch(path.name)]
+
+
+def _remove_cache(cache_file: Path) -> None:
+    checksums_path(cache_file).unlink(missing_ok=True)  # first: a half-removed cache never looks complete
+    for path in _built_files(cache_file):
+        path.unlink(missing_ok=True)
+
+
+def _load(folder: Path, names: list[str], dataset: datasets.Dataset, features: datasets.Features) -> datasets.Dataset:
+    info = dataset.info.copy()
+    info.features = features
+    shards = [datasets.Dataset.from_file(str(folder / name), info=info, split=dataset.split) for name in names]
+    return shards[0] if len(shards) == 1 else datasets.concatenate_datasets(shards)
+
+
+def _build(dataset: datasets.Dataset, featurizer: _Featurizer, features: datasets.Features, cache_file: Path, key: str,
+           **map_options) -> datasets.Dataset:
+    """Map into a staging folder, hash the files there, move them into place, and write their checksum
+    record last: a cache is only ever complete or absent."""
+    with staging_folder(cache_file.parent) as staging:
+        built = dataset.map(
+            featurizer, cache_file_name=str(staging / cache_file.name), new_fingerprint=key, batched=True,
+            input_columns=["audio"], remove_columns=["audio"], features=features, **map_options,
+        )
+        names = [Path(entry["filename"]).name for entry in built.cache_files]
+        del built  # its memory maps point into the staging folder
+        files = [{"name": name, "size": (staging / name).stat().st_size, "xxh3_128": file_checksum(staging / name)}
+                 for name in names]
+        for name in names:
+            os.replace(staging / name, cache_file.parent / name)
+        atomic_write_json(checksums_path(cache_file), {"format": CACHE_FORMAT, "algorithm": "xxh3_128", "files": files})
+    return _load(cache_file.parent, names, dataset, features)
+
+
+@contextmanager
+def staging_folder(parent: Path) -> Iterator[Path]:
+    """A private folder for one build, locked while the build runs and removed when it ends. A build that
+    was killed leaves its folder unlocked, and the next build removes it (`remove_abandoned_builds`)."""
+    path = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=parent))
+    pending = path / (STAGING_LOCK + ".pending")
+    lock = open(pending, "w")
+    try:
+        # Locked before it gets its name, so a lock file under that name is always held by a live build.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        os.replace(pending, path / STAGING_LOCK)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        lock.close()
+
+
+def remove_abandoned_builds(folder: Path) -> None:
+    """Remove staging folders whose build is gone: its lock is free, or it never got one and is old."""
+    for path in folder.glob(STAGING_PREFIX + "*"):
+        lock_path = path / STAGING_LOCK
+        try:
+            with open(lock_path, "r") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(path, ignore_errors=True)
+        except BlockingIOError:  # a build in progress
+            continue
+        except FileNotFoundError:
+            try:
+                if time.time() - path.stat().st_mtime > ORPHAN_STAGING_SECONDS:
+                    shutil.rmtree(path, ignore_errors=True)
+            except FileNotFoundError:
+                pass

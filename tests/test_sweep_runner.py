@@ -1,0 +1,286 @@
+"""The sweep runner under signals: Ctrl-C / SIGTERM stop it and every process of its runs, nothing more
+starts, and a rerun finishes what was left (resuming from checkpoints) without ever a second writer.
+
+The runs are a small fake trainer (real processes, in seconds): it writes a model, a checkpoint per epoch
+when asked to, refuses a folder that holds a run unless told to resume or overwrite (as train_joint.py
+does), and starts a "data worker" that ignores stop signals, like a stuck loader process.
+"""
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sceneevent import sweeps
+
+RUN_SWEEP = Path(__file__).resolve().parents[1] / "scripts" / "run_sweep.py"
+
+FAKE_TRAINER = r"""
+import json, os, shutil, signal, sys, time
+from pathlib import Path
+
+args = {}
+for arg in sys.argv[1:]:
+    key, has_value, value = arg[2:].partition("=")
+    args[key] = value if has_value else True
+out = Path(args["output_dir"])
+out.mkdir(parents=True, exist_ok=True)
+if os.environ.get("FAKE_IGNORE_STOP"):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+worker = os.fork()  # forked, as DataLoader workers are
+if worker == 0:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(300)
+    os._exit(0)
+with open(os.environ["FAKE_RECORD"], "a") as record:
+    record.write(json.dumps({"run": out.name, "pid": os.getpid(), "pgid": os.getpgid(0), "worker": worker,
+                             "argv": sys.argv[1:]}) + "\n")
+checkpoints = out / "checkpoints"
+holds_run = any((out / name).exists() for name in ("results.json", "checkpoints", "model.safetensors"))
+if holds_run and not args.get("resume_from_checkpoint") and not args.get("overwrite_output_dir"):
+    sys.exit(f"--output_dir {out} already holds a run")
+start = 0
+if args.get("resume_from_checkpoint"):
+    start = max(int(path.name.split("_")[1]) for path in checkpoints.glob("step_*"))
+elif args.get("overwrite_output_dir"):
+    shutil.rmtree(checkpoints, ignore_errors=True)
+epoch_seconds = [float(value) for value in os.environ["FAKE_EPOCH_SECONDS"].split(",")]
+for epoch in range(start + 1, 4):
+    (out / "model.safetensors").write_text(str(epoch))
+    time.sleep(epoch_seconds[min(epoch, len(epoch_seconds)) - 1])
+    if args.get("checkpointing_steps") == "epoch":
+        (checkpoints / f"step_{epoch}").mkdir(parents=True, exist_ok=True)
+        (checkpoints / f"step_{epoch}" / "trainer_state.json").write_text("{}")
+(out / "results.json").write_text(json.dumps({"resumed_from": start}))
+os.kill(worker, signal.SIGKILL)
+os.waitpid(worker, 0)
+"""
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    """A two-run sweep of the fake trainer; the processes it starts are all killed at teardown."""
+    program = tmp_path / "fake_trainer.py"
+    program.write_text(FAKE_TRAINER)
+    config = {
+        "program": str(program), "method": "grid",
+        "metric": {"name": "eval/asc_macro_accuracy", "goal": "maximize"},
+        "parameters": {"seed": {"values": [0, 1]}, "alpha": {"value": 0.5}},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    record = tmp_path / "starts.jsonl"
+    yield path, record, tmp_path / "runs"
+    for start in starts(record):
+        end(start)
+
+
+def starts(record: Path) -> list[dict]:
+    return [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
+
+
+def end(start: dict) -> None:
+    """Kill a fake run's group, or its two processes where it shares this test's group (a runner without
+    its own group for each run)."""
+    if start["pgid"] != os.getpgrp():
+        kill_group(start["pgid"])
+        return
+    for pid in (start["pid"], start["worker"]):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def kill_group(group: int) -> None:
+    assert group != os.getpgrp()
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def runner(sweep_file: Path, root: Path, record: Path, epoch_seconds: str, *flags: str, ignore_stop: bool = False):
+    """`run_sweep.py` in a session of its own: a signal to its group is what a terminal's Ctrl-C sends."""
+    env = {**os.environ, "FAKE_RECORD": str(record), "FAKE_EPOCH_SECONDS": epoch_seconds}
+    if ignore_stop:
+        env["FAKE_IGNORE_STOP"] = "1"
+    return subprocess.Popen(
+        [sys.executable, str(RUN_SWEEP), str(sweep_file), "--output_root", str(root), "--launcher", "python", *flags],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
+    )
+
+
+def rerun(sweep_file: Path, root: Path, record: Path, monkeypatch, capsys, *flags: str) -> tuple[int, str]:
+    """The same command again, in this process (it starts faster), with quick epochs."""
+    monkeypatch.setenv("FAKE_RECORD", str(record))
+    monkeypatch.setenv("FAKE_EPOCH_SECONDS", "0")
+    monkeypatch.delenv("FAKE_IGNORE_STOP", raising=False)
+    spec = importlib.util.spec_from_file_location("run_sweep_script", RUN_SWEEP)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    capsys.readouterr()
+    code = script.main([str(sweep_file), "--output_root", str(root), "--launcher", "python", *flags])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie (a zombie has ended; only its exit status is left)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def group_alive(group: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == group and fields[0] not in ("Z", "X"):
+                found.append(int(entry.name))
+    return found
+
+
+def assert_all_gone(record: Path) -> None:
+    for start in starts(record):
+        assert not alive(start["pid"]) and not alive(start["worker"]), start
+        assert group_alive(start["pgid"]) == [], start
+
+
+def finish(process: subprocess.Popen, timeout: float = 60) -> tuple[int, str]:
+    try:
+        output = process.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        kill_group(process.pid)
+        output = process.communicate()[0]
+        pytest.fail(f"the runner did not end within {timeout} s:\n{output[-3000:]}")
+    return process.returncode, output
+
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+
+
+def test_ctrl_c_stops_the_runner_and_every_process_of_its_run_and_a_rerun_resumes(sweep, monkeypatch, capsys):
+    path, record, root = sweep
+    first_run = root / "tiny" / "seed=0"
+    # Epoch 1 takes 0.2 s, epoch 2 would take a minute: Ctrl-C arrives after the first checkpoint.
+    process = runner(path, root, record, "0.2,60", "--stop_timeout", "1")
+    wait_for(lambda: (first_run / "checkpoints" / "step_1" / "trainer_state.json").exists(), process)
+
+    os.killpg(process.pid, signal.SIGINT)  # what the terminal does: the runner's group, not the run's
+    code, output = finish(process, timeout=30)
+
+    assert code == 128 + signal.SIGINT, output
+    assert "interrupted by SIGINT: 1 run(s) stopped, 1 not started" in output
+    assert f"INTERRUPTED {first_run}" in output
+    assert [start["run"] for start in starts(record)] == ["seed=0"]  # no further run started
+    assert_all_gone(record)  # the trainer and its worker (which ignores SIGINT) are gone
+    assert not (first_run / "results.json").exists()
+
+    code, output = rerun(path, root, record, monkeypatch, capsys)
+    assert code == 0, output
+    later = starts(record)[1:]
+    assert sorted(start["run"] for start in later) == ["seed=0", "seed=1"]
+    resumed = next(start for start in later if start["run"] == "seed=0")
+    assert "--resume_from_checkpoint=latest" in resumed["argv"]
+    assert json.loads((first_run / "results.json").read_text()) == {"resumed_from": 1}
+    assert all("--checkpointing_steps=epoch" in start["argv"] for start in starts(record))
+    assert_all_gone(record)
+
+
+def test_sigterm_kills_a_run_that_ignores_it_and_a_rerun_starts_it_again(sweep, monkeypatch, capsys):
+    path, record, root = sweep
+    first_run = root / "tiny" / "seed=0"
+    # The trainer ignores stop signals and is stopped before its first checkpoint (a model, no checkpoint).
+    process = runner(path, root, record, "60", "--stop_timeout", "1", ignore_stop=True)
+    wait_for(lambda: starts(record) and (first_run / "model.safetensors").exists(), process)
+
+    process.send_signal(signal.SIGTERM)  # to the runner alone, as `kill PID` or a job scheduler does
+    code, output = finish(process, timeout=30)
+
+    assert code == 128 + signal.SIGTERM, output
+    assert "interrupted by SIGTERM: 1 run(s) stopped, 1 not started" in output
+    assert len(starts(record)) == 1
+    assert_all_gone(record)  # killed after --stop_timeout, no orphan left writing
+
+    code, output = rerun(path, root, record, monkeypatch, capsys)
+    assert code == 0, output  # not "already holds a run"
+    restarted = next(start for start in starts(record)[1:] if start["run"] == "seed=0")
+    assert "--overwrite_output_dir" in restarted["argv"]
+    assert json.loads((first_run / "results.json").read_text()) == {"resumed_from": 0}
+    assert all((root / "tiny" / f"seed={seed}" / "results.json").exists() for seed in (0, 1))
+
+
+def test_a_rerun_never_starts_a_second_writer_beside_runs_that_outlived_their_runner(sweep, monkeypatch, capsys):
+    path, record, root = sweep
+    process = runner(path, root, record, "60", "--parallel", "2")
+    wait_for(lambda: len(starts(record)) == 2, process)
+    process.send_signal(signal.SIGKILL)  # the one signal a runner cannot pass on: its runs go on, orphaned
+    process.wait()
+    orphans = starts(record)
+    assert all(alive(start["pid"]) for start in orphans)
+
+    code, output = rerun(path, root, record, monkeypatch, capsys, "--parallel", "2")
+
+    assert code == 1, output
+    assert "is in use by another run_sweep.py" in output and str(root / "tiny") in output
+    assert starts(record) == orphans  # nothing started beside them
+    assert all(alive(start["pid"]) for start in orphans)  # and they were left alone
+
+
+def test_runs_checkpoint_every_epoch_unless_the_sweep_or_the_user_says_otherwise(tmp_path):
+    config = {"program": "train.py", "method": "grid", "parameters": {"seed": {"values": [0, 1]}}}
+    plain = sweeps.plan_runs(config, "s", tmp_path, launcher="python")[0].command
+    assert "--checkpointing_steps=epoch" in plain and "--save_total_limit=1" in plain
+    assert plain.index("--save_total_limit=1") < plain.index(f"--output_dir={tmp_path / 's' / 'seed=0'}")
+
+    by_user = sweeps.plan_runs(config, "s", tmp_path, launcher="python",
+                               extra_args=["--checkpointing_steps", "100", "--save_total_limit=3"])[0].command
+    assert "--checkpointing_steps=epoch" not in by_user and "--save_total_limit=1" not in by_user
+    config["parameters"]["checkpointing_steps"] = {"value": 50}
+    by_sweep = sweeps.plan_runs(config, "s", tmp_path, launcher="python")[0].command
+    assert [arg for arg in by_sweep if arg.startswith("--checkpointing_steps")] == ["--checkpointing_steps=50"]
+
+
+def test_a_folder_left_before_its_first_checkpoint_is_started_again(tmp_path):
+    config = {"program": "train.py", "method": "grid", "parameters": {"seed": {"values": [0, 1, 2]}}}
+    left = tmp_path / "s" / "seed=0"
+    (left / "checkpoints" / ".tmp_step_4").mkdir(parents=True)  # a checkpoint save that never completed
+    (left / "model.safetensors").write_text("")
+    only_log = tmp_path / "s" / "seed=1"
+    only_log.mkdir()
+    (only_log / sweeps.LOG_FILE).write_text("$ python train.py\n")  # stopped before it wrote anything
+    commands = {run.name: run.command for run in sweeps.plan_runs(config, "s", tmp_path, launcher="python")}
+    assert "--overwrite_output_dir" in commands["seed=0"] and "--resume_from_checkpoint=latest" not in commands["seed=0"]
+    assert "--overwrite_output_dir" not in commands["seed=1"] and "--overwrite_output_dir" not in commands["seed=2"]
+
+
+def test_a_sweep_given_twice_is_refused_before_anything_runs(tmp_path):
+    config = {"program": "train.py", "method": "grid", "parameters": {"seed": {"values": [0]}}}
+    runs = sweeps.plan_runs(config, "s", tmp_path, launcher="python")
+    with pytest.raises(ValueError, match="two runs .* would write into"):
+        sweeps.run_sweep(runs + runs, parallel=2, progress=False)
+    assert not (tmp_path / "s").exists()
