@@ -5,14 +5,18 @@
     python scripts/predict.py long.ogg --model outputs/joint --hop_seconds 5 --plot plots/
 
 Inputs are files, folders (searched recursively) or glob patterns of WAV/FLAC/OGG files at any
-sampling rate and channel count. Files that cannot be read are listed at the end (and in the CSV or
-JSON output) without stopping the others; the exit code is 0 when at least one file was processed.
+sampling rate (1 to 384 kHz) and channel count, of any length (read window by window). Files that
+cannot be read, and what folders and patterns skipped (other audio formats, dangling links), are
+listed at the end (and in the CSV or JSON output) without stopping the others; the exit code is 0
+when at least one file was processed.
 `--help` lists every argument.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +25,7 @@ from transformers import HfArgumentParser
 
 from sceneevent.inference import EVENT_POOLING, expand_inputs, format_table, load_pipeline, plot_prediction, predict_files, to_csv, to_json_dict
 from sceneevent.io_utils import atomic_write_json, atomic_write_text
+from sceneevent.modeling_sceneevent import WeightsMismatchError
 
 OUTPUT_FORMATS = ("table", "csv", "json")
 
@@ -56,7 +61,30 @@ def parse(args: list[str] | None = None) -> tuple[PredictArguments, list[str]]:
         parser.error(f"--output_format must be one of {OUTPUT_FORMATS}, got {parsed.output_format!r}")
     if parsed.event_pooling not in EVENT_POOLING:
         parser.error(f"--event_pooling must be one of {EVENT_POOLING}, got {parsed.event_pooling!r}")
+    if parsed.batch_size < 1:
+        parser.error(f"--batch_size must be a positive integer, got {parsed.batch_size}")
+    if parsed.hop_seconds is not None and not (math.isfinite(parsed.hop_seconds) and parsed.hop_seconds > 0):
+        parser.error(f"--hop_seconds must be a positive number of seconds, got {parsed.hop_seconds}")
     return parsed, inputs
+
+
+def refuse_output_over_input(output_file: str | None, files: list[Path]) -> None:
+    """Stop before any work when --output_file is one of the audio files (it would be overwritten)."""
+    if output_file is None:
+        return
+    for path in files:
+        if _same_file(Path(output_file), path):
+            raise SystemExit(f"predict.py: error: --output_file {output_file} is the input file {path}: it would be "
+                             "overwritten; choose another output name")
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    if os.path.realpath(first) == os.path.realpath(second):
+        return True
+    try:
+        return os.path.samefile(first, second)  # hard links
+    except OSError:  # one of them does not exist yet
+        return False
 
 
 def plot_writer(folder: str, top_k: int):
@@ -79,7 +107,11 @@ def plot_writer(folder: str, top_k: int):
 def main(args: list[str] | None = None) -> int:
     options, inputs = parse(args)
     files, failures = expand_inputs(inputs)
-    model = load_pipeline(options.model, device=options.device)
+    refuse_output_over_input(options.output_file, files)
+    try:
+        model = load_pipeline(options.model, device=options.device)
+    except WeightsMismatchError as error:  # a broken model folder: one clear line, no traceback
+        raise SystemExit(f"predict.py: error: --model {error}") from None
     predictions, unreadable = predict_files(
         model,
         files,
@@ -103,9 +135,9 @@ def write_output(options: PredictArguments, predictions, failures) -> None:
     if options.output_format == "json":
         payload = to_json_dict(predictions, failures, options.top_k, model=options.model)
         if options.output_file:
-            atomic_write_json(options.output_file, payload)
+            atomic_write_json(options.output_file, payload, allow_nan=False)  # NaN is not JSON
             return
-        text = json.dumps(payload, indent=2) + "\n"
+        text = json.dumps(payload, indent=2, allow_nan=False) + "\n"
     elif options.output_format == "csv":
         text = to_csv(predictions, failures, options.top_k)
     else:

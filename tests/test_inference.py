@@ -303,3 +303,160 @@ def test_run_folder_loads_without_the_package(run_dir: Path, audio_dir: Path, cl
     prediction = predict(classifier, audio_dir / "long_stereo.wav")
     assert prediction.top_scenes(1, window=0)[0]["label"] == result["forward_scene"]
     assert np.allclose(prediction.event_scores[0], result["event_scores"], atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------- issue 12
+
+
+def whole_file_reference(classifier, path: Path, hop_seconds: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Scores the way predict worked before streaming: decode all, resample all, cut, score."""
+    import torchaudio
+
+    data, rate = sf.read(path, dtype="float32", always_2d=True)
+    extractor, network = classifier.feature_extractor, classifier.model
+    mono = torchaudio.functional.resample(torch.from_numpy(data.T.copy()).mean(dim=0), rate, extractor.sampling_rate)
+    hop = extractor.clip_samples if hop_seconds is None else int(round(hop_seconds * extractor.sampling_rate))
+    windows = cut_windows(mono, extractor.clip_samples, hop)
+    with torch.inference_mode():
+        outputs = network(input_features=extractor.log_mel(windows))
+    return outputs.scene_logits.softmax(-1).numpy(), outputs.event_logits.sigmoid().numpy()
+
+
+@pytest.mark.parametrize("hop_seconds", [None, 4.0])
+def test_streamed_prediction_equals_the_whole_file_reference(classifier, audio_dir: Path, hop_seconds):
+    prediction = predict(classifier, audio_dir / "long_stereo.wav", hop_seconds=hop_seconds, batch_size=3)
+    scenes, events = whole_file_reference(classifier, audio_dir / "long_stereo.wav", hop_seconds)
+    assert prediction.scene_probs.shape == scenes.shape
+    np.testing.assert_allclose(prediction.scene_probs, scenes, atol=1e-4)
+    np.testing.assert_allclose(prediction.event_scores, events, atol=1e-4)
+
+
+def test_long_file_is_read_block_by_block(classifier, audio_dir: Path, monkeypatch):
+    import sceneevent.inference as inference
+
+    reads = []
+    real_read = sf.SoundFile.read
+
+    def spy(self, *args, **kwargs):
+        data = real_read(self, *args, **kwargs)
+        reads.append(len(data))
+        return data
+
+    monkeypatch.setattr(sf.SoundFile, "read", spy)
+    whole = predict(classifier, audio_dir / "long_stereo.wav")
+    assert sum(reads) == 35 * 44100 and max(reads) <= 2**18  # never the whole file (1.5 M frames) at once
+    reads.clear()
+    monkeypatch.setattr(inference, "READ_BLOCK_FRAMES", 4096)  # block size does not change the result
+    streamed = predict(classifier, audio_dir / "long_stereo.wav")
+    assert max(reads) <= 4096
+    np.testing.assert_allclose(streamed.scene_probs, whole.scene_probs, atol=1e-5)
+    np.testing.assert_allclose(streamed.event_scores, whole.event_scores, atol=1e-5)
+    assert streamed.duration_seconds == pytest.approx(35.0, abs=1e-3)
+
+
+def test_plot_spectrogram_stays_bounded_for_long_recordings(classifier, audio_dir: Path, monkeypatch):
+    import sceneevent.inference as inference
+
+    monkeypatch.setattr(inference, "MAX_PLOT_FRAMES", 500)
+    prediction = predict(classifier, audio_dir / "long_stereo.wav", keep_log_mel=True)  # 35 s at 50 frames/s
+    assert prediction.log_mel.shape[1] <= 500 and prediction.frames_per_second == 50 / 4
+    assert prediction.log_mel.shape[1] / prediction.frames_per_second == pytest.approx(35.0, abs=0.5)
+
+
+def test_odd_and_absurd_rates_next_to_good_files(classifier, tmp_path: Path):
+    sf.write(tmp_path / "odd_44101.wav", noise(2, 44101, 1, 3), 44101)
+    sf.write(tmp_path / "claims_1MHz.wav", np.zeros(1000, dtype=np.float32), 1_000_003, subtype="PCM_16")
+    sf.write(tmp_path / "good.wav", noise(2, 16000, 1, 4), 16000)
+    files, _ = expand_inputs([str(tmp_path)])
+    predictions, failures = predict_files(classifier, files, progress=False)
+    assert sorted(Path(p.source).name for p in predictions) == ["good.wav", "odd_44101.wav"]
+    (failure,) = failures
+    assert failure["source"].endswith("claims_1MHz.wav") and "1000003 Hz" in failure["error"]
+
+
+def edited_copy(run_dir: Path, target: Path, edit) -> Path:
+    """A copy of the run folder whose weights went through `edit(state_dict)`."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(run_dir, target)
+    weights = load_file(target / "model.safetensors")
+    edit(weights)
+    save_file(weights, target / "model.safetensors", metadata={"format": "pt"})
+    return target
+
+
+def test_model_folder_with_missing_or_unexpected_weights_is_refused(run_dir: Path, tmp_path: Path):
+    from sceneevent.modeling_sceneevent import WeightsMismatchError
+
+    def edit(weights):
+        weights.pop("scene_head.weight")
+        weights["encoder.extra.weight"] = torch.zeros(3)
+
+    folder = edited_copy(run_dir, tmp_path / "edited", edit)
+    with pytest.raises(WeightsMismatchError, match=r"edited: .*1 missing \(e\.g\. scene_head\.weight\).*1 unexpected \(e\.g\. encoder\.extra\.weight\)"):
+        load_pipeline(folder, device="cpu")
+    script = load_script("predict")
+    with pytest.raises(SystemExit, match=r"predict.py: error: --model .*edited: .*scene_head\.weight"):  # one line, no traceback
+        script.main([str(tmp_path), "--model", str(folder), "--device", "cpu", "--disable_tqdm"])
+
+
+def test_non_finite_scores_are_failures_and_the_json_stays_valid(run_dir: Path, audio_dir: Path, tmp_path: Path):
+    folder = edited_copy(run_dir, tmp_path / "nan_model", lambda weights: weights["event_head.weight"].fill_(float("nan")))
+    output = tmp_path / "predictions.json"
+    script = load_script("predict")
+    code = script.main([str(audio_dir / "nested" / "short.flac"), "--model", str(folder), "--device", "cpu", "--disable_tqdm",
+                        "--output_format", "json", "--output_file", str(output)])
+    assert code == 1  # no file gave a result
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    payload = json.loads(output.read_text(), parse_constant=refuse)
+    assert payload["files"] == []
+    (failure,) = payload["failures"]
+    assert failure["source"].endswith("short.flac") and "NaN/Inf scores" in failure["error"]
+
+
+def test_glob_over_a_symlink_loop_gives_each_file_once(tmp_path: Path):
+    sf.write(tmp_path / "a.wav", noise(1, 8000, 1, 5), 8000)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "up").symlink_to("..", target_is_directory=True)  # sub/up/sub/up/... forever
+    (tmp_path / "alias.wav").symlink_to(tmp_path / "a.wav")
+    files, missing = expand_inputs([str(tmp_path / "**" / "*.wav"), str(tmp_path / "sub" / "up" / "a.wav")])
+    assert files == [tmp_path / "a.wav"] and missing == []
+
+
+def test_folder_lists_what_it_skips(tmp_path: Path):
+    sf.write(tmp_path / "a.wav", noise(1, 8000, 1, 6), 8000)
+    (tmp_path / "song.mp3").write_bytes(b"ID3 not decoded here")
+    (tmp_path / "gone.wav").symlink_to(tmp_path / "deleted.wav")
+    (tmp_path / "notes.txt").write_text("not audio: ignored")
+    files, skipped = expand_inputs([str(tmp_path)])
+    assert files == [tmp_path / "a.wav"]
+    reasons = {Path(item["source"]).name: item["error"] for item in skipped}
+    assert set(reasons) == {"song.mp3", "gone.wav"}
+    assert "skipped: .mp3" in reasons["song.mp3"] and "dangling symbolic link" in reasons["gone.wav"]
+
+
+def test_cli_batch_size_zero_is_an_argument_error(run_dir: Path, audio_dir: Path, capsys):
+    script = load_script("predict")
+    with pytest.raises(SystemExit) as stopped:
+        script.main([str(audio_dir / "long_stereo.wav"), "--model", str(run_dir), "--batch_size", "0"])
+    assert stopped.value.code == 2 and "--batch_size must be a positive integer, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("through_link", [False, True])
+def test_cli_refuses_to_write_over_an_input(run_dir: Path, tmp_path: Path, through_link: bool):
+    audio = tmp_path / "take.wav"
+    sf.write(audio, noise(1, 8000, 1, 7), 8000)
+    before = audio.read_bytes()
+    output = audio
+    if through_link:
+        output = tmp_path / "link.json"
+        output.symlink_to(audio)
+    script = load_script("predict")
+    with pytest.raises(SystemExit, match="--output_file .* is the input file"):
+        script.main([str(audio), "--model", str(run_dir), "--output_file", str(output), "--device", "cpu", "--disable_tqdm"])
+    assert audio.read_bytes() == before

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
@@ -26,10 +28,65 @@ def _mel_transform(sampling_rate, n_fft, win_length, hop_length, num_mel_bins, f
     )
 
 
-@lru_cache(maxsize=8)
-def _resampler(orig_rate: int, new_rate: int):
-    # The windowed-sinc kernel is built once per rate pair, not once per clip.
-    return torchaudio.transforms.Resample(orig_rate, new_rate)
+# Rates outside this range are refused: no recording needs them, and a header claiming 1,000,003 Hz
+# is a corrupt file, not audio to resample.
+MIN_SAMPLING_RATE = 1_000
+MAX_SAMPLING_RATE = 384_000
+# torchaudio's windowed-sinc kernel has `new * (orig + 2 * width)` taps for the reduced ratio new/orig:
+# coprime rates (44,101 -> 32,000 Hz) would need 1.4 G taps (5.6 GB). Past MAX_KERNEL_TAPS (4 MB of
+# float32) the ratio is replaced by the nearest one whose kernel fits. The rate is then off by at most
+# ~6e-4 relative (worst for ratios just off 1, e.g. 47,969 -> 48,000 Hz; typically < 1e-5): under one
+# cent of pitch and 6 ms per 10 s clip, less than one STFT hop and a small fraction of a mel band.
+# Common pairs (48/44.1/32/22.05/16/8 kHz) keep their exact ratio, as before.
+MAX_KERNEL_TAPS = 2**20
+_LOWPASS_FILTER_WIDTH = 6  # torchaudio's defaults, used to size the kernel
+_ROLLOFF = 0.99
+
+
+def check_sampling_rate(rate, name: str = "sampling rate") -> int:
+    """`rate` as an int, or ValueError when it is outside MIN_SAMPLING_RATE..MAX_SAMPLING_RATE Hz."""
+    if not MIN_SAMPLING_RATE <= rate <= MAX_SAMPLING_RATE or int(rate) != rate:
+        raise ValueError(f"{name} {rate} Hz is not a whole number in {MIN_SAMPLING_RATE}..{MAX_SAMPLING_RATE} Hz")
+    return int(rate)
+
+
+def _kernel_taps(orig: int, new: int) -> int:
+    width = math.ceil(_LOWPASS_FILTER_WIDTH * orig / (min(orig, new) * _ROLLOFF))
+    return new * (orig + 2 * width)
+
+
+def resampling_ratio(orig_rate: int, new_rate: int) -> tuple[int, int]:
+    """(orig, new): coprime terms with new/orig = new_rate/orig_rate, or the nearest ratio whose kernel fits."""
+    exact = Fraction(check_sampling_rate(new_rate), check_sampling_rate(orig_rate))
+    ratio, bound = exact, MAX_KERNEL_TAPS
+    while _kernel_taps(ratio.denominator, ratio.numerator) > MAX_KERNEL_TAPS and bound > 1:
+        bound = bound * 4 // 5
+        ratio = _nearest_ratio(exact, bound)
+    return ratio.denominator, ratio.numerator
+
+
+def _nearest_ratio(ratio: Fraction, bound: int) -> Fraction:
+    """The closest fraction to `ratio` whose larger term is at most `bound`."""
+    return ratio.limit_denominator(bound) if ratio <= 1 else 1 / (1 / ratio).limit_denominator(bound)
+
+
+@lru_cache(maxsize=16)
+def resampler(orig_rate: int, new_rate: int) -> torchaudio.transforms.Resample:
+    """The (cached) bounded-memory resampler from `orig_rate` to `new_rate` Hz; see `resampling_ratio`."""
+    orig, new = resampling_ratio(orig_rate, new_rate)
+    return torchaudio.transforms.Resample(orig, new)
+
+
+def resample(waveforms: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
+    """(..., samples) float waveforms from `orig_rate` to `new_rate` Hz in bounded memory, for any rates in range.
+
+    Every resampling in sceneevent goes through here (extractor, predict, event ranking).
+    """
+    if int(orig_rate) == int(new_rate):
+        check_sampling_rate(orig_rate)
+        return waveforms
+    with torch.no_grad():
+        return resampler(int(orig_rate), int(new_rate))(waveforms)
 
 
 class LogMelFeatureExtractor(SequenceFeatureExtractor):
@@ -101,15 +158,14 @@ class LogMelFeatureExtractor(SequenceFeatureExtractor):
             sampling_rate: the rate of `raw_audio`; defaults to the extractor's own.
             return_tensors: `"pt"`, `"np"` or None (lists).
         """
-        sampling_rate = int(sampling_rate or self.sampling_rate)
+        sampling_rate = check_sampling_rate(sampling_rate or self.sampling_rate, "sampling_rate")
         clips = raw_audio if isinstance(raw_audio, (list, tuple)) and not _is_number_list(raw_audio) else [raw_audio]
         if len(clips) == 0:
             raise ValueError("LogMelFeatureExtractor got no audio")
         # Crop/pad at the input rate, then resample the whole batch in one call.
         source_length = int(np.ceil(self.clip_seconds * sampling_rate))
         waveforms = torch.stack([self._to_clip(clip, source_length) for clip in clips])  # (B, source samples)
-        if sampling_rate != self.sampling_rate:
-            waveforms = _resampler(sampling_rate, self.sampling_rate)(waveforms)
+        waveforms = resample(waveforms, sampling_rate, self.sampling_rate)
         waveforms = _fit(waveforms, self.clip_samples, self.padding_value)  # (B, clip_samples)
         features = self.log_mel(waveforms)  # (B, num_mel_bins, frames)
         return BatchFeature({"input_features": features.numpy()}, tensor_type=return_tensors)

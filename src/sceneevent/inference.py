@@ -22,17 +22,25 @@ import glob
 import io
 import math
 import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .audio import AudioDecodeError, DecodedAudio, load_audio
-from .feature_extraction_sceneevent import downmix
+from .audio import AudioDecodeError, DecodedAudio, StreamingResampler, open_audio, read_blocks
+from .feature_extraction_sceneevent import downmix, resample
+from .modeling_sceneevent import WeightsMismatchError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 EVENT_POOLING = ("max", "mean")
+# Files read this many frames at a time: a long recording is never held whole (~1 MB per channel).
+READ_BLOCK_FRAMES = 2**18
+# The spectrogram kept for plots (--plot) has at most about this many columns (~10 MB at 128 mel
+# bins): longer recordings are averaged over groups of frames, so that it too stays bounded.
+MAX_PLOT_FRAMES = 20_000
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -47,15 +55,26 @@ def load_pipeline(model: str | os.PathLike, *, device: str | int | None = None, 
     """
     from transformers import pipeline
 
-    classifier = pipeline(
-        "audio-classification",
-        model=os.fspath(model),
-        device=device,
-        trust_remote_code=trust_remote_code,
-        revision=revision,
-        token=token,
-    )
+    try:
+        classifier = pipeline(
+            "audio-classification",
+            model=os.fspath(model),
+            device=device,
+            trust_remote_code=trust_remote_code,
+            revision=revision,
+            token=token,
+        )
+    except ValueError as error:
+        raise _plain_load_error(error) from None
     return _check_sceneevent(classifier, str(model))
+
+
+def _plain_load_error(error: ValueError) -> ValueError:
+    """The model's own WeightsMismatchError, which `pipeline` buries in a page of tracebacks; else `error`."""
+    lines = [line for line in str(error).splitlines() if "WeightsMismatchError: " in line]
+    if not lines:
+        return error
+    return WeightsMismatchError(lines[-1].split("WeightsMismatchError: ", 1)[1])
 
 
 def _resolve(model):
@@ -101,13 +120,31 @@ def cut_windows(waveform: torch.Tensor, window: int, hop: int) -> torch.Tensor:
 
 
 def to_mono(waveform: np.ndarray | torch.Tensor, sampling_rate: int, target_rate: int) -> torch.Tensor:
-    """A (samples,) or (channels, samples) array → mono float32 (samples,) at `target_rate`."""
-    import torchaudio
+    """A (samples,) or (channels, samples) array → mono float32 (samples,) at `target_rate` (bounded-memory resampling)."""
+    return resample(downmix(waveform), int(sampling_rate), int(target_rate)).contiguous()
 
-    signal = downmix(waveform)
-    if sampling_rate != target_rate:
-        signal = torchaudio.functional.resample(signal, int(sampling_rate), int(target_rate))
-    return signal.contiguous()
+
+def stream_windows(blocks: Iterable[torch.Tensor], window: int, hop: int) -> Iterator[torch.Tensor]:
+    """Clip-long windows every `hop` samples of a signal that arrives in (samples,) blocks.
+
+    The same windows as `cut_windows` on the whole signal (the last ones zero-padded), holding only
+    the samples that later windows still need.
+    """
+    buffer, buffer_start, next_start, total = torch.zeros(0), 0, 0, 0
+    for block in blocks:
+        buffer = torch.cat([buffer, block])
+        total += block.numel()
+        while next_start + window <= total:
+            offset = next_start - buffer_start
+            yield buffer[offset : offset + window]
+            next_start += hop
+        consumed = min(next_start, total) - buffer_start
+        buffer, buffer_start = buffer[consumed:], buffer_start + consumed
+    for start in window_starts(total, window, hop).tolist():
+        if start >= next_start:  # the tail: windows that reach past the end
+            offset = start - buffer_start
+            tail = buffer[offset : offset + window]
+            yield torch.nn.functional.pad(tail, (0, window - tail.numel()))
 
 
 # ---------------------------------------------------------------------------------------------- predictions
@@ -210,6 +247,8 @@ def predict(
 ) -> RecordingPrediction:
     """Scene probabilities and event scores of one recording, per window and aggregated.
 
+    A file is read, resampled and scored block by block, so memory does not grow with its length.
+
     Args:
         model: a pipeline from `load_pipeline`, a run folder or a Hub id (loaded on every call: load once
             with `load_pipeline` for many recordings).
@@ -219,35 +258,43 @@ def predict(
         hop_seconds: window hop; default: one clip (no overlap).
         event_pooling: `max` or `mean` over windows for the aggregated event scores.
         batch_size: windows per forward pass.
-        keep_log_mel: also keep the log-mel spectrogram of the whole recording (for plots).
+        keep_log_mel: also keep the log-mel spectrogram of the whole recording (for plots; averaged
+            over groups of frames for long recordings, see `MAX_PLOT_FRAMES`).
+
+    Raises:
+        AudioDecodeError: the file cannot be read (see `sceneevent.audio.load_audio`).
+        NonFiniteScoresError: the model gave NaN or Inf scores (a broken model folder).
+        ValueError: bad settings, or a sampling rate outside 1..384 kHz.
     """
-    if event_pooling not in EVENT_POOLING:
-        raise ValueError(f"`event_pooling` must be one of {EVENT_POOLING}, got {event_pooling!r}")
+    check_settings(hop_seconds=hop_seconds, event_pooling=event_pooling, batch_size=batch_size)
     classifier = _resolve(model)
     extractor, network = classifier.feature_extractor, classifier.model
-    decoded = _decode(audio, sampling_rate, extractor.sampling_rate)
-    mono = to_mono(decoded.waveform, decoded.sampling_rate, extractor.sampling_rate)
-    window = extractor.clip_samples
-    hop = window if hop_seconds is None else int(round(hop_seconds * extractor.sampling_rate))
+    rate, window = extractor.sampling_rate, extractor.clip_samples
+    hop = window if hop_seconds is None else int(round(hop_seconds * rate))
     if hop <= 0:
-        raise ValueError(f"`hop_seconds` must be positive, got {hop_seconds}")
-    windows = cut_windows(mono, window, hop)  # (W, clip_samples)
-    scene_probs, event_scores = _score_windows(network, extractor, windows, batch_size)
-    log_mel = extractor.log_mel(mono[None])[0].numpy() if keep_log_mel else None
+        raise ValueError(f"`hop_seconds` is shorter than one sample at {rate} Hz: {hop_seconds}")
+    with _open_stream(audio, sampling_rate, rate) as stream:
+        resampler = StreamingResampler(stream.sampling_rate, rate)
+        mono = _resampled(stream.blocks, resampler)
+        spectrogram = _SpectrogramTrack(extractor, stream.frames * rate / stream.sampling_rate) if keep_log_mel else None
+        if spectrogram is not None:
+            mono = spectrogram.tap(mono)
+        scene_probs, event_scores = _score_windows(network, extractor, stream_windows(mono, window, hop), batch_size)
+    _check_finite_scores(stream.source, scene_probs, event_scores)
     return RecordingPrediction(
-        source=decoded.source,
-        sampling_rate=decoded.sampling_rate,
-        channels=1 if decoded.waveform.ndim == 1 else int(min(decoded.waveform.shape)),
-        duration_seconds=mono.numel() / extractor.sampling_rate,
-        window_seconds=window / extractor.sampling_rate,
-        hop_seconds=hop / extractor.sampling_rate,
+        source=stream.source,
+        sampling_rate=stream.sampling_rate,
+        channels=stream.channels,
+        duration_seconds=resampler.emitted / rate,
+        window_seconds=window / rate,
+        hop_seconds=hop / rate,
         scene_labels=network.config.scene_labels,
         event_labels=list(network.config.event_labels),
         scene_probs=scene_probs,
         event_scores=event_scores,
         event_pooling=event_pooling,
-        log_mel=log_mel,
-        frames_per_second=extractor.sampling_rate / extractor.hop_length,
+        log_mel=spectrogram.log_mel() if spectrogram is not None else None,
+        frames_per_second=spectrogram.frames_per_second if spectrogram is not None else rate / extractor.hop_length,
     )
 
 
@@ -261,11 +308,109 @@ def classify_scene(model, audio, sampling_rate: int | None = None, top_k: int = 
     return predict(model, audio, sampling_rate=sampling_rate).top_scenes(top_k)
 
 
+def check_settings(*, hop_seconds: float | None = None, event_pooling: str = "max", batch_size: int = 8) -> None:
+    """ValueError naming the first bad setting; checked once, before any file is read."""
+    if event_pooling not in EVENT_POOLING:
+        raise ValueError(f"`event_pooling` must be one of {EVENT_POOLING}, got {event_pooling!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}")
+    if hop_seconds is not None and not (isinstance(hop_seconds, (int, float)) and math.isfinite(hop_seconds) and hop_seconds > 0):
+        raise ValueError(f"`hop_seconds` must be positive, got {hop_seconds}")
+
+
+class NonFiniteScoresError(ValueError):
+    """The model gave NaN or Inf scores: they are never reported as a result."""
+
+
+# ---------------------------------------------------------------------------------------------- streaming
+
+
+@dataclass
+class _Stream:
+    """One recording as mono (samples,) blocks at its own rate."""
+
+    source: str
+    sampling_rate: int
+    channels: int
+    frames: int  # expected length in samples (from the header for files), for sizing the plot
+    blocks: Iterator[torch.Tensor]
+
+
+@contextmanager
+def _open_stream(audio, sampling_rate: int | None, default_rate: int) -> Iterator[_Stream]:
+    """A file is read block by block; audio already in memory is cut into blocks of the same size."""
+    if isinstance(audio, (str, os.PathLike)):
+        with open_audio(audio) as (handle, name):
+            blocks = (_downmix_block(block) for block in read_blocks(handle, name, READ_BLOCK_FRAMES))
+            yield _Stream(name, int(handle.samplerate), int(handle.channels), int(handle.frames), blocks)
+        return
+    decoded = _decode(audio, sampling_rate, default_rate)
+    channels = 1 if decoded.waveform.ndim == 1 else int(min(decoded.waveform.shape))
+    mono = downmix(decoded.waveform)
+    yield _Stream(decoded.source, decoded.sampling_rate, channels, mono.numel(), iter(mono.split(READ_BLOCK_FRAMES)))
+
+
+def _downmix_block(block: np.ndarray) -> torch.Tensor:
+    """(channels, frames) → mono (frames,): the channel mean, as `downmix` takes it over a whole file."""
+    return torch.from_numpy(np.ascontiguousarray(block)).mean(dim=0)
+
+
+def _resampled(blocks: Iterable[torch.Tensor], resampler: StreamingResampler) -> Iterator[torch.Tensor]:
+    for block in blocks:
+        yield resampler.push(block)
+    yield resampler.finish()
+
+
+class _SpectrogramTrack:
+    """The log-mel of a whole recording for plots, computed chunk by chunk as the samples pass.
+
+    Each chunk's spectrogram is averaged over groups of `pooling` frames, chosen from the expected
+    length so that at most ~MAX_PLOT_FRAMES columns are kept (a plot cannot show more anyway).
+    """
+
+    def __init__(self, extractor, expected_samples: float):
+        self.extractor = extractor
+        expected_frames = expected_samples / extractor.hop_length
+        self.pooling = 1
+        while expected_frames / self.pooling > MAX_PLOT_FRAMES:
+            self.pooling *= 2
+        group = self.pooling * extractor.hop_length  # samples per kept column
+        self.chunk = max(1, extractor.clip_samples // group) * group
+        self.pending, self.columns = torch.zeros(0), []
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.extractor.sampling_rate / self.extractor.hop_length / self.pooling
+
+    def tap(self, blocks: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """Pass the blocks on unchanged, adding each complete chunk to the spectrogram."""
+        for block in blocks:
+            self.pending = torch.cat([self.pending, block])
+            while self.pending.numel() >= self.chunk:
+                # chunk / hop_length frames: the frame at the next chunk's first sample comes from that chunk.
+                self._add(self._log_mel(self.pending[: self.chunk])[:, :-1])
+                self.pending = self.pending[self.chunk :]
+            yield block
+        if self.pending.numel():
+            self._add(self._log_mel(self.pending))
+            self.pending = torch.zeros(0)
+
+    def log_mel(self) -> np.ndarray:
+        return torch.cat(self.columns, dim=1).numpy() if self.columns else np.zeros((self.extractor.num_mel_bins, 0), np.float32)
+
+    def _log_mel(self, samples: torch.Tensor) -> torch.Tensor:
+        return self.extractor.log_mel(samples[None])[0]
+
+    def _add(self, frames: torch.Tensor) -> None:
+        if self.pooling > 1:
+            frames = torch.nn.functional.avg_pool1d(frames[None], self.pooling, ceil_mode=True)[0]
+        self.columns.append(frames)
+
+
 def _decode(audio, sampling_rate: int | None, default_rate: int) -> DecodedAudio:
+    """Audio already in memory (a `DecodedAudio`, an array dict, an array or a tensor)."""
     if isinstance(audio, DecodedAudio):
         return audio
-    if isinstance(audio, (str, os.PathLike)):
-        return load_audio(audio)
     if isinstance(audio, dict):
         array = audio.get("array", audio.get("raw"))
         if array is None or "sampling_rate" not in audio:
@@ -278,43 +423,108 @@ def _decode(audio, sampling_rate: int | None, default_rate: int) -> DecodedAudio
     raise TypeError(f"cannot read audio from {type(audio).__name__}: pass a path, an array or a dict")
 
 
+def _batched(items: Iterable, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 @torch.inference_mode()
-def _score_windows(network, extractor, windows: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(W, samples) windows → (W, num_scenes) softmax and (W, num_events) sigmoid, in batches."""
+def _score_windows(network, extractor, windows: Iterable[torch.Tensor], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Clip-long (samples,) windows → (W, num_scenes) softmax and (W, num_events) sigmoid, in batches."""
     device = next(network.parameters()).device
     scenes, events = [], []
-    for start in range(0, windows.shape[0], batch_size):
-        features = extractor.log_mel(windows[start : start + batch_size])  # already mono, at its rate, clip-long
+    for batch in _batched(windows, batch_size):
+        features = extractor.log_mel(torch.stack(batch))  # already mono, at its rate, clip-long
         outputs = network(input_features=features.to(device))
         scenes.append(outputs.scene_logits.float().softmax(-1).cpu())
         events.append(outputs.event_logits.float().sigmoid().cpu())
     return torch.cat(scenes).numpy(), torch.cat(events).numpy()
 
 
+def _check_finite_scores(source: str, scene_probs: np.ndarray, event_scores: np.ndarray) -> None:
+    bad = ~(np.isfinite(scene_probs).all(axis=1) & np.isfinite(event_scores).all(axis=1))
+    if bad.any():
+        raise NonFiniteScoresError(
+            f"{source}: the model gave NaN/Inf scores for {int(bad.sum())} of {bad.size} window(s); "
+            "its weights are probably broken (check the model folder)"
+        )
+
+
 # ---------------------------------------------------------------------------------------------- files
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[dict]]:
-    """Files, folders (recursive) and glob patterns → (audio files, `{"source", "error"}` for those not found).
+    """Files, folders (recursive) and glob patterns → (audio files, `{"source", "error"}` for what was not used).
 
-    A file named explicitly is kept whatever its suffix; folders and globs yield WAV, FLAC and OGG files.
+    A file named explicitly is kept whatever its suffix; folders and globs yield WAV, FLAC and OGG files
+    and list what they skip: other audio formats and dangling symbolic links. Neither follows a
+    symbolic link to a folder while recursing (no loops), and a file reached twice (through links or
+    two inputs) is kept once, by its real path.
     """
     files: list[Path] = []
-    missing: list[dict] = []
+    problems: list[dict] = []
     for item in inputs:
         path = Path(item)
         if path.is_file():
             found = [path]
-        elif path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
         else:
-            found = sorted(Path(p) for p in glob.glob(item, recursive=True)
-                           if os.path.isfile(p) and Path(p).suffix.lower() in AUDIO_SUFFIXES)
+            candidates = sorted(path.rglob("*")) if path.is_dir() else _glob(item)  # rglob skips folder symlinks too
+            found = _audio_files(candidates, problems)
         if not found:
-            missing.append({"source": item, "error": "no such file, or no WAV/FLAC/OGG file in that folder or pattern"})
+            problems.append({"source": item, "error": "no such file, or no WAV/FLAC/OGG file in that folder or pattern"})
         files.extend(found)
-    unique = list(dict.fromkeys(files))  # keep order, drop repeats
-    return unique, missing
+    return _unique_files(files), problems
+
+
+# Audio formats that folders and patterns skip (listed, not read): name such a file itself to try it.
+OTHER_AUDIO_SUFFIXES = (".mp3", ".m4a", ".aac", ".wma", ".opus", ".aif", ".aiff", ".caf", ".w64", ".mp4", ".webm")
+
+
+def _glob(pattern: str) -> list[Path]:
+    """Paths matching a glob pattern; `**` does not descend into folder symlinks (pathlib's rule), so
+    a link loop neither repeats files nor hangs, unlike `glob.glob(recursive=True)`."""
+    parts = Path(pattern).parts
+    fixed = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+    anchor, rest = Path(*parts[:fixed]) if fixed else Path("."), parts[fixed:]
+    if not rest or not anchor.is_dir():
+        return []
+    matches = anchor.glob(str(Path(*rest)))
+    if not any(part.startswith(".") for part in rest):  # like glob.glob: `*` does not match hidden names
+        matches = (match for match in matches if not any(part.startswith(".") for part in match.relative_to(anchor).parts))
+    return sorted(matches)
+
+
+def _audio_files(candidates: list[Path], problems: list[dict]) -> list[Path]:
+    """The WAV/FLAC/OGG files among `candidates`; other audio files and dangling links go to `problems`."""
+    found = []
+    for path in candidates:
+        suffix = path.suffix.lower()
+        if path.is_symlink() and not path.exists():
+            problems.append({"source": str(path), "error": f"skipped: dangling symbolic link (to {os.readlink(path)})"})
+        elif path.is_file() and suffix in AUDIO_SUFFIXES:
+            found.append(path)
+        elif path.is_file() and suffix in OTHER_AUDIO_SUFFIXES:
+            problems.append({"source": str(path), "error": f"skipped: {suffix} is not read from folders or patterns "
+                             "(WAV, FLAC, OGG only); name the file itself to try it"})
+    return found
+
+
+def _unique_files(files: list[Path]) -> list[Path]:
+    """`files` in order, each real file once (symlinks and repeated inputs resolve to one)."""
+    seen: set[str] = set()
+    unique = []
+    for path in files:
+        real = os.path.realpath(path)
+        if real not in seen:
+            seen.add(real)
+            unique.append(path)
+    return unique
 
 
 def predict_files(
@@ -335,6 +545,7 @@ def predict_files(
     """
     from tqdm.auto import tqdm
 
+    check_settings(hop_seconds=hop_seconds, event_pooling=event_pooling, batch_size=batch_size)  # not a per-file failure
     classifier = _resolve(model)
     predictions, failures = [], []
     for path in tqdm(files, desc="predict", unit="file", disable=not progress):

@@ -50,12 +50,45 @@ class SceneEventPreTrainedModel(PreTrainedModel):
             nn.init.normal_(module.weight, std=0.02)
             nn.init.zeros_(module.bias)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, refusing weights that do not fit the config.
+
+        transformers only logs missing and unexpected weights and leaves the missing ones
+        uninitialised (e.g. a resnet34 config on resnet18 weights gives NaN scores); a sceneevent
+        folder must hold exactly the weights its config describes.
+        """
+        wants_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        _check_loading_info(pretrained_model_name_or_path, model.config, info)
+        return (model, info) if wants_info else model
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         # `register_for_auto_class` records one auto class; the pipeline needs the second one too.
         auto_map = dict(getattr(self.config, "auto_map", None) or {})
         auto_map["AutoModelForAudioClassification"] = f"{type(self).__module__.split('.')[-1]}.{type(self).__name__}"
         self.config.auto_map = auto_map
         return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+class WeightsMismatchError(ValueError):
+    """A model folder whose weights do not fit its config (missing or unexpected keys)."""
+
+
+def _check_loading_info(source, config, info: dict) -> None:
+    """WeightsMismatchError naming the folder and a few keys when weights are missing from it or left over."""
+    # BatchNorm's step counters are not weights; older saves may lack them.
+    problems = {
+        kind: sorted(key for key in info.get(f"{kind}_keys") or () if not key.endswith("num_batches_tracked"))
+        for kind in ("missing", "unexpected")
+    }
+    problems = {kind: keys for kind, keys in problems.items() if keys}
+    if problems:
+        listing = "; ".join(f"{len(keys)} {kind} (e.g. {', '.join(keys[:4])})" for kind, keys in problems.items())
+        raise WeightsMismatchError(
+            f"{source}: its weights do not fit its config (encoder {getattr(config, 'encoder', '?')!r}): {listing}. "
+            "Was config.json edited, or copied from another run?"
+        )
 
 
 class SceneEventModel(SceneEventPreTrainedModel):
