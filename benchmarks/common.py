@@ -221,6 +221,13 @@ class SmallModelArguments:
     aet_batch_size: int = field(default=32, metadata={"help": "Event clips per step."})
 
 
+def paper_augmenters(augmentation: bool = True) -> torch.nn.ModuleDict:
+    """The paper's augmentation: SpecAugment + MixUp on both tasks (or none), named explicitly because the
+    event-side defaults depend on the data (`arguments.resolve_defaults`)."""
+    flags = dict(specaugment=augmentation, aet_specaugment=augmentation, mixup=augmentation, aet_mixup=augmentation)
+    return build_augmenters(JointTrainingArguments(**flags))
+
+
 class SmallTrainer:
     """A small `SceneEventModel` trained on the CPU as training.py feeds it: augment, join, loss, AdamW."""
 
@@ -232,7 +239,7 @@ class SmallTrainer:
         )
         self.model = SceneEventModel(self.config).train()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3, foreach=True)
-        self.augment = build_augmenters(JointTrainingArguments())
+        self.augment = paper_augmenters()
 
     def step(self, batch: dict) -> None:
         inputs = prepare_batch(batch, self.augment, torch.device("cpu"), self.config)

@@ -77,10 +77,10 @@ class MixUp(nn.Module):
         if not self.training or features.shape[0] < 2:
             return features, targets
         batch = features.shape[0]
-        beta = torch.distributions.Beta(
-            torch.tensor(self.alpha, device=features.device), torch.tensor(self.alpha, device=features.device)
-        )
-        lam = beta.sample((batch,))
+        # One device tensor and no argument validation: the old per-step scalar tensors and Beta's checks
+        # made the host wait on a GPU (same draws, checked bit for bit on CPU).
+        concentration = torch.full((batch,), self.alpha, device=features.device)
+        lam = torch.distributions.Beta(concentration, concentration, validate_args=False).sample()
         lam = torch.maximum(lam, 1.0 - lam)  # (B,)
         partner = torch.randperm(batch, device=features.device)
         mixed = lam[:, None, None] * features + (1.0 - lam[:, None, None]) * features[partner]

@@ -416,14 +416,14 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Join
             check_resume_matches(resume_from, restored.signature.get("fingerprints"), fingerprints)
         data = cache_splits(splits, data_args, extractor, scene_labels, event_labels)
     state = restored or TrainerState(signature={"settings": signature, "fingerprints": fingerprints})
-    run = Run.build(model_args, data_args, train_args, accelerator, data, extractor, alpha, state, output_dir)
+    run = Run.build(model_args, data_args, train_args, accelerator, data, extractor, alpha, state, output_dir, mode)
     if restored is not None:
         run.restore(resume_from)
     try:
         run.fit()
     finally:
         run.loader.close()  # the loader workers exit now, not at interpreter shutdown
-    results = build_results(run, data, mode, time.time() - started)
+    results = build_results(run, data, time.time() - started)
     if accelerator.is_main_process:
         atomic_write_json(output_dir / RESULTS_FILE, results)
         print(_done_line(results, output_dir))
@@ -454,7 +454,7 @@ class Run:
     selection: str | None
 
     @classmethod
-    def build(cls, model_args, data_args, train_args, accelerator, data: PreparedData, extractor, alpha, state, output_dir) -> Run:
+    def build(cls, model_args, data_args, train_args, accelerator, data: PreparedData, extractor, alpha, state, output_dir, mode) -> Run:
         uses_asc, uses_aet = alpha < 1.0, alpha > 0.0
         model = build_model(model_args, data, alpha, extractor)
         readers = {name: BatchReader(split, "scene" if name.startswith("scene") else "events",
@@ -488,7 +488,7 @@ class Run:
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
         if train_args.torch_compile:
             model = torch.compile(model)
-        resolved = scrub_secrets({**to_dict(model_args, data_args, train_args), "alpha": alpha, **{
+        resolved = scrub_secrets({**to_dict(model_args, data_args, train_args), "alpha": alpha, "mode": mode, **{
             f"feature_{k}": v for k, v in data_args.resolved_features().items()}})
         if train_args.report_to == "wandb":
             accelerator.init_trackers(train_args.wandb_project, config=resolved,
@@ -651,6 +651,10 @@ def model_config(model) -> SceneEventConfig:
 
 def build_augmenters(train_args: JointTrainingArguments) -> torch.nn.ModuleDict:
     """The augmentations the flags switch on, per task: `{asc,aet}_{specaugment,mixup}` (the benchmarks use it too)."""
+    flags = ("specaugment", "aet_specaugment", "mixup", "aet_mixup")
+    unset = [name for name in flags if getattr(train_args, name) is None]
+    if unset:  # None would silently read as off: the data-dependent defaults must be filled first
+        raise ValueError(f"augmentation flags {unset} are unset; fill them with arguments.resolve_defaults(data_args, train_args)")
     spec = lambda: SpecAugment(freq_mask_width=train_args.freq_mask_width, time_mask_width=train_args.time_mask_width)  # noqa: E731
     modules = torch.nn.ModuleDict()
     if train_args.specaugment:
@@ -666,8 +670,9 @@ def build_augmenters(train_args: JointTrainingArguments) -> torch.nn.ModuleDict:
 
 def prepare_batch(batch: dict, augment: torch.nn.ModuleDict, device, config: SceneEventConfig) -> dict:
     """Move both sub-batches to the device, augment each within its own task, and join them."""
-    asc = send_to_device(batch["asc"], device) if batch["asc"] is not None else None
-    aet = send_to_device(batch["aet"], device) if batch["aet"] is not None else None
+    # non_blocking: the loader's batches are pinned on CUDA, so the copies overlap; a no-op on CPU.
+    asc = send_to_device(batch["asc"], device, non_blocking=True) if batch["asc"] is not None else None
+    aet = send_to_device(batch["aet"], device, non_blocking=True) if batch["aet"] is not None else None
     if asc is not None:
         features = asc["input_features"].float()
         if "asc_specaugment" in augment:
@@ -758,7 +763,7 @@ def save_model(accelerator: Accelerator, model, extractor: LogMelFeatureExtracto
     accelerator.wait_for_everyone()
 
 
-def build_results(run: Run, data: PreparedData, mode: str, wall: float) -> dict:
+def build_results(run: Run, data: PreparedData, wall: float) -> dict:
     """results.json: `final` holds the test metrics of the model selected on validation."""
     state, accelerator = run.state, run.accelerator
     last_test, selected_test = run.test()
@@ -791,7 +796,7 @@ def build_results(run: Run, data: PreparedData, mode: str, wall: float) -> dict:
     accelerator.log({f"train/{k}": v for k, v in throughput.items() if v is not None}, step=state.global_step)
     return {
         "schema_version": RESULTS_SCHEMA_VERSION,
-        "config": {**run.resolved, "mode": mode},
+        "config": run.resolved,
         "alpha": run.alpha,
         "seed": run.args.seed,
         "history": state.history,
