@@ -154,7 +154,7 @@ def test_reading_every_row_does_not_map_the_cache_into_the_process(tmp_path):
 
 def test_the_training_caches_are_read_from_their_files():
     from sceneevent.arguments import DataArguments
-    from sceneevent.training import make_feature_extractor, prepare_data
+    from sceneevent.preparation import make_feature_extractor, prepare_data
 
     data_args = DataArguments(max_asc_train_samples=64, max_aet_train_samples=64, max_eval_samples=16)
     data = prepare_data(data_args, make_feature_extractor(data_args), need_events=True)

@@ -15,7 +15,7 @@ from sceneevent import SceneEventModel
 from sceneevent.arguments import DataArguments
 from sceneevent.loader import BatchPlan, BatchReader, batch_loader
 from sceneevent.metrics import lwlrap, macro_accuracy
-from sceneevent.training import make_feature_extractor, prepare_data
+from sceneevent.preparation import make_feature_extractor, prepare_data
 
 ROOT = Path(__file__).resolve().parents[1]
 # 31 evaluation clips: shards of 16 and 15, so padding in the gather would duplicate a clip.

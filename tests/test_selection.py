@@ -14,7 +14,7 @@ from sceneevent.arguments import DataArguments
 from sceneevent.data.splits import carve_validation, split_held_out
 from sceneevent.data.synthetic import load_synthetic_scenes
 from sceneevent.loader import BatchPlan, BatchReader, batch_loader
-from sceneevent.training import make_feature_extractor, prepare_data
+from sceneevent.preparation import make_feature_extractor, prepare_data
 
 from test_train_joint import SMALL, in_process
 

@@ -42,16 +42,14 @@ from .checkpointing import (
 )
 from .collator import join_task_batches
 from .configuration_sceneevent import SceneEventConfig
-from .data.sources import load_event_source, load_scene_source
-from .data.splits import carve_validation
 from .evaluation import evaluate_tasks
-from .feature_cache import build_feature_cache
 from .feature_extraction_sceneevent import LogMelFeatureExtractor
 from .io_utils import atomic_write_json, replace_files_from, scrub_secrets
 from .loader import BatchReader, DeviceBatchReader, MultiTaskLoader
 from .losses import balanced_alpha
 from .metrics import load_metric
 from .modeling_sceneevent import SceneEventModel
+from .preparation import PreparedData, cache_splits, load_splits, make_feature_extractor
 
 logger = logging.getLogger(__name__)
 
@@ -68,27 +66,6 @@ RESUMABLE_CHANGES = frozenset({
 
 class NonFiniteLossError(RuntimeError):
     pass
-
-
-@dataclass
-class PreparedData:
-    """Cached splits ready for the loaders; `scene_validation` is None when selection is off."""
-
-    scene_train: datasets.Dataset
-    scene_validation: datasets.Dataset | None
-    scene_test: datasets.Dataset
-    event_train: datasets.Dataset | None
-    event_validation: datasets.Dataset | None
-    event_test: datasets.Dataset | None
-    scene_labels: list[str]
-    event_labels: list[str]
-    bad_audio: dict[str, list[str]]
-    fingerprints: dict[str, str]
-    aet_subset: dict | None = None
-
-    def splits(self) -> dict[str, datasets.Dataset]:
-        names = ("scene_train", "scene_validation", "scene_test", "event_train", "event_validation", "event_test")
-        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
 @dataclass
@@ -258,80 +235,6 @@ def claim_output_dir(accelerator: Accelerator, output_dir: Path):
     return lock
 
 
-def make_feature_extractor(data_args: DataArguments) -> LogMelFeatureExtractor:
-    return LogMelFeatureExtractor(**data_args.resolved_features())
-
-
-def load_splits(data_args: DataArguments, need_events: bool) -> tuple[dict[str, datasets.Dataset], list[str], list[str]]:
-    """The raw (undecoded) splits a run uses, with the scene validation split carved out, and both label lists."""
-    scenes = load_scene_source(
-        data_args.asc_dataset, label_column=data_args.asc_label_column, seed=data_args.synthetic_seed,
-        **_synthetic_kwargs(data_args, data_args.asc_dataset),
-    )
-    scene_train, scene_validation = scenes["train"], None
-    if data_args.asc_validation_split > 0:
-        scene_train, scene_validation = carve_validation(scene_train, data_args.asc_validation_split, data_args.validation_split_seed)
-    splits = {"scene_train": _first(scene_train, data_args.max_asc_train_samples),
-              "scene_validation": _first(scene_validation, data_args.max_eval_samples),
-              "scene_test": _first(scenes["test"], data_args.max_eval_samples)}
-    event_labels: list[str] = []
-    if need_events:
-        events = load_event_source(
-            data_args.aet_dataset, seed=data_args.synthetic_seed, **_synthetic_kwargs(data_args, data_args.aet_dataset)
-        )
-        splits["event_train"] = _first(events["train"], data_args.max_aet_train_samples)
-        splits["event_validation"] = _first(events["validation"], data_args.max_eval_samples)
-        splits["event_test"] = _first(events["test"], data_args.max_eval_samples)
-        event_labels = list(events["train"].features["events"].feature.names)
-    splits = {name: split for name, split in splits.items() if split is not None}
-    return splits, list(scenes["train"].features["scene"].names), event_labels
-
-
-def cache_splits(splits: dict[str, datasets.Dataset], data_args: DataArguments, extractor, scene_labels, event_labels) -> PreparedData:
-    """Build (or reuse) the log-mel cache of every split."""
-    cached, bad_audio = {}, {}
-    for name, split in splits.items():
-        cached[name], bad_audio[name] = build_feature_cache(
-            split, extractor, split_name=name, num_proc=data_args.preprocessing_num_workers,
-            skip_bad_audio=data_args.skip_bad_audio,
-        )
-    return PreparedData(
-        **{name: cached.get(name) for name in ("scene_train", "scene_validation", "scene_test", "event_train", "event_validation", "event_test")},
-        scene_labels=scene_labels, event_labels=event_labels or ["none"],
-        bad_audio={k: v for k, v in bad_audio.items() if v},
-        fingerprints={name: split._fingerprint for name, split in splits.items()},
-        aet_subset=read_subset_info(data_args.aet_dataset) if event_labels else None,
-    )
-
-
-def prepare_data(data_args: DataArguments, extractor: LogMelFeatureExtractor, need_events: bool) -> PreparedData:
-    """Load both sources and build (or reuse) their log-mel caches."""
-    splits, scene_labels, event_labels = load_splits(data_args, need_events)
-    return cache_splits(splits, data_args, extractor, scene_labels, event_labels)
-
-
-def read_subset_info(source: str) -> dict | None:
-    """How an AET subset folder was built (k, hours, strategy, seed), if it is one."""
-    path = Path(source) / "subset_info.json"
-    if not path.is_file():
-        return None
-    info = json.loads(path.read_text())
-    hours = info.get("hours_requested") or info.get("train_hours")
-    return {"k": info.get("k"), "hours": hours, "strategy": info.get("strategy"), "seed": info.get("seed"),
-            "source": info.get("source"), "train_clips": info.get("train_clips"), "events": info.get("events")}
-
-
-def _synthetic_kwargs(data_args: DataArguments, source: str) -> dict:
-    if source != "synthetic":
-        return {}
-    features = data_args.resolved_features()
-    return {"difficulty": data_args.synthetic_difficulty, "clip_seconds": features["clip_seconds"]}
-
-
-def _first(split: datasets.Dataset | None, limit: int | None) -> datasets.Dataset | None:
-    return split.select(range(min(limit, len(split)))) if split is not None and limit is not None else split
-
-
 def build_model(model_args: ModelArguments, data: PreparedData, alpha: float, extractor) -> SceneEventModel:
     if model_args.model_name_or_path:
         model = SceneEventModel.from_pretrained(model_args.model_name_or_path)
@@ -455,7 +358,7 @@ class Run:
 
     @classmethod
     def build(cls, model_args, data_args, train_args, accelerator, data: PreparedData, extractor, alpha, state, output_dir, mode) -> Run:
-        uses_asc, uses_aet = alpha < 1.0, alpha > 0.0
+        uses_asc = alpha < 1.0
         model = build_model(model_args, data, alpha, extractor)
         readers = {name: BatchReader(split, "scene" if name.startswith("scene") else "events",
                                      len(data.scene_labels) if name.startswith("scene") else len(data.event_labels))
