@@ -90,6 +90,7 @@ def test_config_file_supplies_defaults_and_flags_override(tmp_path):
         (["--asc_batch_size", "0"], "--asc_batch_size must be positive"),
         (["--aet_batch_size", "-4"], "--aet_batch_size must be positive"),
         (["--checkpointing_steps", "0"], "--checkpointing_steps must be a positive"),
+        (["--synthetic_event_informativeness", "1.5"], "--synthetic_event_informativeness must be in"),
         (["--save_total_limit", "-1"], "--save_total_limit must be at least 1"),
         (["--save_total_limit", "0"], "--save_total_limit must be at least 1"),
         (["--asc_validation_split", "1.0"], "--asc_validation_split must be in"),

@@ -45,7 +45,7 @@ def load_splits(data_args: DataArguments, need_events: bool) -> tuple[dict[str, 
     """The raw (undecoded) splits a run uses, with the scene validation split carved out, and both label lists."""
     scenes = load_scene_source(
         data_args.asc_dataset, label_column=data_args.asc_label_column, seed=data_args.synthetic_seed,
-        **_synthetic_kwargs(data_args, data_args.asc_dataset),
+        **_synthetic_kwargs(data_args, data_args.asc_dataset, scenes=True),
     )
     scene_train, scene_validation = scenes["train"], None
     if data_args.asc_validation_split > 0:
@@ -100,11 +100,14 @@ def read_subset_info(source: str) -> dict | None:
             "source": info.get("source"), "train_clips": info.get("train_clips"), "events": info.get("events")}
 
 
-def _synthetic_kwargs(data_args: DataArguments, source: str) -> dict:
+def _synthetic_kwargs(data_args: DataArguments, source: str, scenes: bool = False) -> dict:
     if source != "synthetic":
         return {}
     features = data_args.resolved_features()
-    return {"difficulty": data_args.synthetic_difficulty, "clip_seconds": features["clip_seconds"]}
+    kwargs = {"difficulty": data_args.synthetic_difficulty, "clip_seconds": features["clip_seconds"]}
+    if scenes:  # the event set does not depend on it
+        kwargs["event_informativeness"] = data_args.synthetic_event_informativeness
+    return kwargs
 
 
 def _first(split: datasets.Dataset | None, limit: int | None) -> datasets.Dataset | None:

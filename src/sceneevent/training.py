@@ -133,8 +133,9 @@ def check_arguments(data_args: DataArguments, train_args: JointTrainingArguments
         raise ValueError(f"--save_total_limit must be at least 1 (the newest checkpoints kept), got {train_args.save_total_limit}")
     if not 0.0 <= data_args.asc_validation_split < 1.0:
         raise ValueError(f"--asc_validation_split must be in [0, 1) (0 turns validation off), got {data_args.asc_validation_split}")
-    if not 0.0 <= data_args.synthetic_difficulty <= 1.0:
-        raise ValueError(f"--synthetic_difficulty must be in [0, 1], got {data_args.synthetic_difficulty}")
+    for name in ("synthetic_difficulty", "synthetic_event_informativeness"):
+        if not 0.0 <= getattr(data_args, name) <= 1.0:
+            raise ValueError(f"--{name} must be in [0, 1], got {getattr(data_args, name)}")
     if train_args.num_cpu_threads is not None and train_args.num_cpu_threads <= 0:
         raise ValueError(f"--num_cpu_threads must be positive, got {train_args.num_cpu_threads}")
     if train_args.log_task_gradients is not None and train_args.log_task_gradients <= 0:
