@@ -280,9 +280,7 @@ def measure(args: StepArguments, names: list[str]) -> dict:
     ratios = {name: [] for name in arms if name != "bare"} if "bare" in arms else {}
     cpu_ratios = {name: [] for name in ratios}
     for round_index in range(args.rounds):
-        # Rotate the order every round: a slow phase of the machine must not always hit the same arm.
-        order = names[round_index % len(names):] + names[:round_index % len(names)]
-        for name in order:
+        for name in common.rotated(names, round_index):
             wall, cpu = time_steps(arms[name], args.steps, device)
             seconds[name].append(wall)
             cpu_seconds[name].append(cpu)

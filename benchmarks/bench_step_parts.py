@@ -1,5 +1,5 @@
-"""The joint step's own pieces timed alone, beside what the bare network does in their place, and
-proposed replacements side by side with the code they would replace.
+"""The joint step's own pieces timed alone, beside what the bare network does in their place, and a
+proposed replacement side by side with the code it would replace.
 
     python benchmarks/bench_step_parts.py --threads 1                 # CPU default shape (as bench_step.py)
     python benchmarks/bench_step_parts.py --device cuda --num_mel_bins 128 --frames 1001 \
@@ -14,9 +14,8 @@ CPU, which other processes' load does not inflate; wall time with a device sync 
 Pieces: `bare_input` (the bare arm's `.float()` of one joined batch), `prepare_batch` with the
 default augmentation and without, the parts of it (`upcast_and_join`, `specaugment`, `mixup`), the
 masked losses of `SceneEventModel` vs plain CE + BCE on the sub-batches (forward + backward), and
-the proposals: `mixup_proposed` (MixUp's Beta drawn from a `torch.full` concentration with argument
-validation off: the same random numbers, no host-to-device copy and no device sync), and
-`join_then_upcast` (concatenate the fp16 sub-batches, then upcast once). Writes
+the proposal `join_then_upcast` (concatenate the fp16 sub-batches, then upcast once). (The MixUp
+proposal measured here before is now `augment.MixUp` itself; its figures are in docs/performance.md.) Writes
 `benchmarks/results/bench_step_parts.json`.
 """
 
@@ -28,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 from transformers import HfArgumentParser
 
@@ -37,7 +35,6 @@ import bench_step
 import common
 
 from sceneevent.augment import MixUp
-from sceneevent.collator import join_task_batches
 from sceneevent.losses import event_loss, joint_loss, scene_loss
 from sceneevent.training import prepare_batch
 
@@ -50,25 +47,6 @@ class PartsArguments:
     repeats: int = field(default=15, metadata={"help": "Repeats (pieces alternate within each); the median is reported."})
     step_repeats: int = field(default=3, metadata={"help": "Bare training steps timed for the denominator (0: skip)."})
     parts_output: str | None = field(default=None, metadata={"help": "JSON path. Default: benchmarks/results/bench_step_parts.json."})
-
-
-class MixUpProposed(MixUp):
-    """MixUp with its Beta built on the device and without argument validation (the proposed src change)."""
-
-    def forward(self, features, targets, num_classes=None):
-        if targets.ndim == 1:
-            targets = nn.functional.one_hot(targets, num_classes)
-        targets = targets.float()
-        if not self.training or features.shape[0] < 2:
-            return features, targets
-        batch = features.shape[0]
-        concentration = torch.full((batch,), self.alpha, device=features.device)
-        lam = torch.distributions.Beta(concentration, concentration, validate_args=False).sample()
-        lam = torch.maximum(lam, 1.0 - lam)
-        partner = torch.randperm(batch, device=features.device)
-        mixed = lam[:, None, None] * features + (1.0 - lam[:, None, None]) * features[partner]
-        mixed_targets = lam[:, None] * targets + (1.0 - lam[:, None]) * targets[partner]
-        return mixed.to(features.dtype), mixed_targets
 
 
 def timer(device: torch.device):
@@ -100,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     joined = torch.cat([batch["asc"]["input_features"], batch["aet"]["input_features"]])
     asc32 = batch["asc"]["input_features"].to(device).float()
     aet32 = batch["aet"]["input_features"].to(device).float()
-    mixup, mixup_new = MixUp(0.3).train(), MixUpProposed(0.3).train()
+    mixup = MixUp(0.3).train()
     specaugment = augment["asc_specaugment"]
     scenes = step_args.asc_batch_size
     rows = scenes + step_args.aet_batch_size
@@ -133,25 +111,16 @@ def main(argv: list[str] | None = None) -> dict:
         "join_then_upcast": join_then_upcast,
         "specaugment": lambda: (specaugment(asc32), specaugment(aet32)),
         "mixup": lambda: (mixup(asc32, plain_scene, config.num_scenes), mixup(aet32, plain_event)),
-        "mixup_proposed": lambda: (mixup_new(asc32, plain_scene, config.num_scenes), mixup_new(aet32, plain_event)),
         "masked_losses": masked_losses,
         "plain_losses": plain_losses,
     }
-    # The proposal draws the same random numbers as the current MixUp.
-    torch.manual_seed(1)
-    old = mixup(aet32, plain_event)
-    torch.manual_seed(1)
-    new = mixup_new(aet32, plain_event)
-    same_draws = bool(torch.equal(old[0], new[0]) and torch.equal(old[1], new[1]))
-
     measure = timer(device)
     names = list(pieces)
     for fn in pieces.values():  # warm-up: allocator, lazy init
         measure(fn, 2)
     times = {name: [] for name in names}
     for repeat in range(args.repeats):
-        order = names[repeat % len(names):] + names[:repeat % len(names)]
-        for name in order:
+        for name in common.rotated(names, repeat):
             times[name].append(measure(pieces[name], args.calls))
     step_seconds = None
     if args.step_repeats:
@@ -170,16 +139,13 @@ def main(argv: list[str] | None = None) -> dict:
     if step_seconds:
         print(f"bare step: {step_seconds * 1e3:.1f} ms ({clock}); joint path's own extra (prepare_batch − bare_input + "
               f"masked − plain losses): {extra * 1e6:.0f} us = {extra / step_seconds * 100:.2f} % of the step")
-    print(f"mixup_proposed draws the same numbers as mixup: {same_draws}; mixup / proposed: "
-          f"{medians['mixup'] / medians['mixup_proposed']:.2f}x; upcast_and_join / join_then_upcast: "
-          f"{medians['upcast_and_join'] / medians['join_then_upcast']:.2f}x")
+    print(f"upcast_and_join / join_then_upcast: {medians['upcast_and_join'] / medians['join_then_upcast']:.2f}x")
     settings = {key: getattr(step_args, key) for key in ("num_mel_bins", "frames", "asc_batch_size", "aet_batch_size",
                                                           "device", "placement", "feature_dtype")}
     settings.update(calls=args.calls, repeats=args.repeats, clock=clock, torch_threads=torch.get_num_threads())
     payload = {"settings": settings, "load_average": bench_step.load_average(), "seconds_per_call": medians,
                "all_seconds": times, "bare_step_seconds": step_seconds, "joint_extra_seconds": extra,
-               "joint_extra_share_of_step": extra / step_seconds if step_seconds else None,
-               "mixup_proposed_same_draws": same_draws}
+               "joint_extra_share_of_step": extra / step_seconds if step_seconds else None}
     common.write_results(NAME, payload, args.parts_output)
     return payload
 

@@ -221,6 +221,12 @@ class SmallModelArguments:
     aet_batch_size: int = field(default=32, metadata={"help": "Event clips per step."})
 
 
+def rotated(names: list[str], round_index: int) -> list[str]:
+    """`names` started at a different one each round: a slow phase of the machine must not always hit the same arm."""
+    start = round_index % len(names)
+    return names[start:] + names[:start]
+
+
 def paper_augmenters(augmentation: bool = True) -> torch.nn.ModuleDict:
     """The paper's augmentation: SpecAugment + MixUp on both tasks (or none), named explicitly because the
     event-side defaults depend on the data (`arguments.resolve_defaults`)."""

@@ -97,8 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     rounds = {name: [] for name in names}
     walls = {name: [] for name in names}
     for round_index in range(args.profile_rounds):
-        order = names[round_index % len(names):] + names[:round_index % len(names)]
-        for name in order:
+        for name in common.rotated(names, round_index):
             ops, wall = profile_steps(arms[name], step_args.steps, device)
             rounds[name].append(ops)
             walls[name].append(wall)
