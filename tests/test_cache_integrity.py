@@ -3,7 +3,6 @@ named and rebuilt, and an interrupted build leaves nothing behind in the cache f
 
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import send_to_device
 
-from .loader import BatchPlan, BatchReader, batch_loader, to_device
+from .loader import BatchPlan, BatchReader, batch_loader
 
 
 def gather_rows(accelerator: Accelerator, rows: torch.Tensor) -> torch.Tensor:
@@ -26,7 +27,7 @@ def predict_split(accelerator: Accelerator, model, reader: BatchReader, batch_si
     logits, labels = [], []
     label_key = "scene_labels" if logits_key == "scene_logits" else "event_labels"
     for batch in batch_loader(reader, list(plan.eval_batches())):
-        batch = to_device(batch, accelerator.device)
+        batch = send_to_device(batch, accelerator.device, non_blocking=True)
         logits.append(model(input_features=batch["input_features"])[logits_key].float())
         labels.append(batch[label_key])
     num_classes = reader.num_classes

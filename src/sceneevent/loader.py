@@ -201,11 +201,6 @@ def batch_loader(reader: BatchReader, batches, *, num_workers: int = 0, pin_memo
     )
 
 
-def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    # Non-blocking: with pinned host memory the copy overlaps the previous step.
-    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-
-
 class MultiTaskLoader:
     """Yields `{"asc": scene sub-batch, "aet": event sub-batch}` per training step.
 
