@@ -19,7 +19,10 @@ if TYPE_CHECKING:  # accelerate is slow to import; the sweep runner and the repo
     from accelerate import Accelerator
 
 RESULTS_FILE = "results.json"  # a finished run's summary, written last
-RESULTS_SCHEMA_VERSION = 2  # 2: `final` holds test metrics of the model selected on validation
+RESULTS_SCHEMA_VERSION = 2  # what this version writes
+# The first schema whose `final` holds the test metrics of the model selected on validation (later versions
+# keep that): older results chose their best epoch on test data.
+VALIDATION_SELECTION_SCHEMA = 2
 CHECKPOINTS_DIR = "checkpoints"
 TRAINER_STATE_FILE = "trainer_state.json"
 LOCK_FILE = ".lock"

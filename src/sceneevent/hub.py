@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .checkpointing import RESULTS_FILE
+from .checkpointing import RESULTS_FILE, VALIDATION_SELECTION_SCHEMA
 from .io_utils import atomic_write_text, scrub_secrets
 
 CARD_FILE = "README.md"
@@ -130,7 +130,7 @@ def _front_matter(name: str, results: dict, scenes: list[str], events: list[str]
 
 def _event_split(results: dict) -> str:
     """Where `final.aet_lwlrap` was measured: the test split since results schema 2, validation before."""
-    return "test" if results.get("schema_version", 1) >= 2 else "validation"
+    return "test" if results.get("schema_version", 1) >= VALIDATION_SELECTION_SCHEMA else "validation"
 
 
 def _intro_section(name: str, config: dict, results: dict) -> str:

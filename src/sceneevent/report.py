@@ -39,7 +39,7 @@ from typing import Any, Iterable
 import numpy as np
 from scipy import optimize, stats
 
-from .checkpointing import RESULTS_FILE
+from .checkpointing import RESULTS_FILE, VALIDATION_SELECTION_SCHEMA
 from .io_utils import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -75,9 +75,6 @@ _K = re.compile(r"(?:^|[^A-Za-z])k=(\d+)")
 _HOURS = re.compile(r"(?:^|[^A-Za-z])(?:hours|T)=(\d+(?:\.\d+)?)")
 _STRATEGY = re.compile(r"strategy[_=](random|correlated|uncorrelated|speech_music)")
 
-# The first results schema whose `final` is the model selected on validation, scored on test (later versions
-# keep that); not checkpointing.RESULTS_SCHEMA_VERSION, which may move on for other reasons.
-VALIDATION_SELECTION_SCHEMA = 2
 CONFIDENCE = 0.95
 SIGNIFICANCE = 0.05  # two-sided, paired t-test
 POWER = 0.8  # for the smallest detectable difference

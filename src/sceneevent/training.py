@@ -32,6 +32,7 @@ from .checkpointing import (
     CHECKPOINTS_DIR,
     RESULTS_FILE,
     RESULTS_SCHEMA_VERSION,
+    VALIDATION_SELECTION_SCHEMA,
     OutputDirInUse,
     check_resume_matches,
     clear_run,
@@ -110,7 +111,7 @@ def read_results(run_dir: str | os.PathLike) -> dict:
         results = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from error
-    if results.get("schema_version", 1) < RESULTS_SCHEMA_VERSION:
+    if results.get("schema_version", 1) < VALIDATION_SELECTION_SCHEMA:
         raise ValueError(f"{path}: written by an older sceneevent whose best epoch was chosen on test data; re-run it")
     return results
 
