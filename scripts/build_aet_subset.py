@@ -45,7 +45,12 @@ class SubsetArguments:
     ranking: str | None = field(
         default=None, metadata={"help": "Ranking JSON from scripts/rank_events.py (needed by 'correlated' / 'uncorrelated')."}
     )
-    seed: int = field(default=0, metadata={"help": "Seed for the random classes and the drawn training clips."})
+    seed: int = field(default=0, metadata={"help": "Seed for the random classes and the drawn training clips (and, with "
+                                           "--source synthetic, of the generated event set)."})
+    synthetic_difficulty: float = field(
+        default=0.6, metadata={"help": "With --source synthetic: the event set's difficulty (match train_joint.py's "
+                               "--synthetic_difficulty so the subset comes from the same world)."}
+    )
     num_proc: int | None = field(default=None, metadata={"help": "Processes for datasets filter/map."})
     cache_dir: str | None = field(default=None, metadata={"help": "datasets cache folder for Hub / parquet sources."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace --output_dir if it exists."})
@@ -56,7 +61,9 @@ def main(args: list[str] | None = None) -> dict:
     datasets.enable_progress_bars()
     arguments = parse_args((SubsetArguments,), args)
     load_kwargs = {}
-    if arguments.source != "synthetic":
+    if arguments.source == "synthetic":
+        load_kwargs["difficulty"] = arguments.synthetic_difficulty
+    else:
         load_kwargs["config"] = arguments.audioset_config
         if arguments.cache_dir:
             load_kwargs["cache_dir"] = arguments.cache_dir

@@ -144,3 +144,17 @@ def test_an_unknown_flag_never_echoes_its_value(tmp_path):
     done = run_script("--output_dir", str(tmp_path), "--hub_token", secret)
     assert done.returncode != 0 and "--hub_token" in done.stderr
     assert secret not in done.stderr and secret not in done.stdout
+
+
+def test_a_checkpoint_from_before_a_setting_existed_resumes_only_at_that_settings_default(tmp_path):
+    from sceneevent.checkpointing import CheckpointError, check_resume_matches
+    from sceneevent.training import signature_defaults
+
+    defaults = signature_defaults()
+    assert defaults["synthetic_test_clips_per_scene"] == 30 and defaults["learning_rate"] is None
+    saved = {"learning_rate": 0.002, "seed": 1}  # written before synthetic_test_clips_per_scene existed
+    check_resume_matches(tmp_path, saved, {**saved, "synthetic_test_clips_per_scene": 30}, defaults)
+    with pytest.raises(CheckpointError, match="synthetic_test_clips_per_scene: checkpoint 30 vs now 100"):
+        check_resume_matches(tmp_path, saved, {**saved, "synthetic_test_clips_per_scene": 100}, defaults)
+    with pytest.raises(CheckpointError, match="seed: checkpoint 1 vs now 2"):  # recorded settings still decide
+        check_resume_matches(tmp_path, saved, {**saved, "seed": 2, "synthetic_test_clips_per_scene": 30}, defaults)

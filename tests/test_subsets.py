@@ -161,6 +161,19 @@ def test_synthetic_source():
     assert subset["train"].num_rows > 0 and subset["validation"].num_rows > 0
 
 
+def test_a_synthetic_subset_comes_from_the_world_of_the_difficulty_asked_for():
+    from sceneevent.data import load_synthetic_events
+
+    kwargs = dict(events=["Speech"], hours=0.01, seed=0)  # 18 clips
+    harder, info = build_aet_subset("synthetic", difficulty=0.9, return_info=True, **kwargs)
+    assert info.source == "synthetic, difficulty=0.9"  # the card and subset_info.json say which world
+    world = load_synthetic_events(seed=0, difficulty=0.9)["train"]
+    by_path = {row["path"]: row["bytes"] for row in world["audio"]}
+    assert all(by_path[row["path"]] == row["bytes"] for row in harder["train"]["audio"])
+    default = build_aet_subset("synthetic", **kwargs)
+    assert [row["bytes"] for row in default["train"]["audio"]] != [row["bytes"] for row in harder["train"]["audio"]]
+
+
 
 def test_build_aet_subset_script(tmp_path, capsys):
     import importlib.util

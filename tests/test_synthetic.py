@@ -108,6 +108,22 @@ def test_difficulty_outside_unit_interval_is_an_error():
         load_synthetic_scenes(difficulty=1.5)
     with pytest.raises(ValueError, match="event_informativeness"):
         load_synthetic_scenes(event_informativeness=-0.1)
+    for bad in (0, -3, 2.5):
+        with pytest.raises(ValueError, match="test_clips_per_scene"):
+            load_synthetic_scenes(test_clips_per_scene=bad)
+    with pytest.raises(ValueError, match="train_clips_per_scene"):
+        load_synthetic_scenes(train_clips_per_scene=0)
+
+
+def test_the_size_flags_reach_the_scene_set():
+    from sceneevent.arguments import DataArguments
+    from sceneevent.preparation import load_splits
+
+    args = DataArguments(synthetic_train_clips_per_scene=2, synthetic_test_clips_per_scene=3, asc_validation_split=0,
+                         synthetic_seed=5)
+    splits, scene_labels, _ = load_splits(args, need_events=False)
+    assert splits["scene_train"].num_rows == 2 * len(SCENES) and splits["scene_test"].num_rows == 3 * len(SCENES)
+    assert sorted(splits["scene_test"]["scene"]) == sorted(list(range(len(SCENES))) * 3)
 
 
 

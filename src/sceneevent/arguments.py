@@ -55,6 +55,12 @@ class DataArguments:
                   "its events from one shared table and only the backgrounds tell them apart. See data_cards/synthetic.md."},
     )
     synthetic_seed: int = field(default=0, metadata={"help": "Seed that generates the synthetic data (not the training seed)."})
+    synthetic_train_clips_per_scene: int = field(
+        default=64, metadata={"help": "Synthetic scene clips per scene in the train split (the validation split is carved from it)."}
+    )
+    synthetic_test_clips_per_scene: int = field(
+        default=30, metadata={"help": "Synthetic scene clips per scene in the test split (more: less noisy test readings)."}
+    )
     sampling_rate: int | None = field(
         default=None, metadata={"help": "Feature sampling rate in Hz. Default: 32000, or 16000 for the synthetic data."}
     )

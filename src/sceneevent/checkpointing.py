@@ -136,15 +136,17 @@ def _damaged(checkpoint: Path, path: Path, error: Exception) -> str:
     return f"checkpoint {checkpoint} is damaged: {path.name} cannot be read ({type(error).__name__}: {error}){hint}"
 
 
-def check_resume_matches(checkpoint: Path, saved: dict | None, current: dict) -> None:
+def check_resume_matches(checkpoint: Path, saved: dict | None, current: dict, defaults: dict | None = None) -> None:
     """A checkpoint resumes only with what it was trained with; lists every difference.
 
     `saved` / `current` map a setting's name to its value (`training.run_signature`); the settings that may
-    change at resume are simply not in it.
+    change at resume are simply not in it. A setting added after the checkpoint was written is not in `saved`:
+    that run had the setting's value from `defaults`, if given.
     """
     if saved is None:
         raise CheckpointError(f"--resume_from_checkpoint {checkpoint}: it records no run signature (written by an older "
                               "sceneevent); start the run afresh")
+    saved = {**{key: value for key, value in (defaults or {}).items() if key in current}, **saved}
     keys = sorted(set(saved) | set(current))
     differences = [f"{key}: checkpoint {saved.get(key)!r} vs now {current.get(key)!r}" for key in keys if saved.get(key) != current.get(key)]
     if differences:

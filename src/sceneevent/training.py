@@ -14,7 +14,7 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import datasets
@@ -189,6 +189,12 @@ def run_signature(model_args: ModelArguments, data_args: DataArguments, train_ar
     return json.loads(json.dumps(settings))  # as it reads back from the checkpoint's JSON
 
 
+def signature_defaults() -> dict:
+    """Every setting's default, for checkpoints written before the setting existed."""
+    return json.loads(json.dumps({f.name: f.default for group in (ModelArguments, DataArguments, JointTrainingArguments)
+                                  for f in fields(group) if f.default is not MISSING}))
+
+
 def make_accelerator(train_args: JointTrainingArguments, output_dir: Path) -> Accelerator:
     # torchrun without GPUs: Accelerate sets up gloo (MULTI_CPU) only when told to use the CPU.
     launched_processes = int(os.environ.get("WORLD_SIZE", "1"))
@@ -301,7 +307,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Join
     restored = None
     if resume_from is not None:  # checked before any long work: the files are whole, the settings match
         saved = read_checkpoint_state(resume_from)
-        check_resume_matches(resume_from, (saved.get("signature") or {}).get("settings"), signature)
+        check_resume_matches(resume_from, (saved.get("signature") or {}).get("settings"), signature, signature_defaults())
         restored = TrainerState(**saved)
     elif train_args.overwrite_output_dir and accelerator.is_main_process:
         clear_run(output_dir)  # nothing of the old run may be resumed, rotated or reported with the new one

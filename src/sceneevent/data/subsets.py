@@ -106,7 +106,8 @@ def build_aet_subset(
         seed: draws the random classes and the training clips.
         num_proc: processes for `datasets` filter/map.
         return_info: also return a `SubsetInfo`.
-        **load_kwargs: passed to `load_audioset` (e.g. `config="unbalanced"`, `cache_dir`).
+        **load_kwargs: passed to `load_audioset` (e.g. `config="unbalanced"`, `cache_dir`), or with
+            `source="synthetic"` to `load_synthetic_events` (e.g. `difficulty=0.9`).
     """
     data, source_name, missing_audio = _load(source, seed, load_kwargs)
     train = data["train"]
@@ -168,7 +169,8 @@ def _load(source, seed: int, load_kwargs: dict) -> tuple[datasets.DatasetDict, s
     elif isinstance(source, str) and source == "synthetic":
         from .synthetic import load_synthetic_events  # the generator is only needed for this source
 
-        data, name, missing = load_synthetic_events(seed=seed), "synthetic", {}
+        data, missing = load_synthetic_events(seed=seed, **load_kwargs), {}
+        name = "synthetic" + "".join(f", {key}={value}" for key, value in sorted(load_kwargs.items()))
     else:
         loaded, report = load_audioset(source, return_info=True, **load_kwargs)
         data = with_held_out_splits(loaded, report.source)

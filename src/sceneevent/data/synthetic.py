@@ -150,6 +150,14 @@ def planted_event_probabilities(scene: str, event_informativeness: float = DEFAU
     }
 
 
+def ground_truth_ranking() -> list[str]:
+    """Every event class, most often planted in scene clips first (by the pooled table); never-planted classes
+    last, by name. The same at every `event_informativeness`: the "correlated" classes stay the same classes
+    whether or not they tell the scenes apart. A ranking for `build_aet_subset(strategy=...)`."""
+    pooled = _pooled_table()
+    return sorted(EVENT_NAMES, key=lambda name: (-pooled.get(name, 0.0), name))
+
+
 def mean_events_per_clip(difficulty: float = DEFAULT_DIFFICULTY) -> float:
     """Expected number of planted events in a scene clip: 1 + Poisson(`_extra_event_rate(difficulty)`)."""
     return 1.0 + _extra_event_rate(difficulty)
@@ -204,6 +212,8 @@ def load_synthetic_scenes(
     """
     _check_unit("difficulty", difficulty)
     _check_unit("event_informativeness", event_informativeness)
+    _check_count("train_clips_per_scene", train_clips_per_scene)
+    _check_count("test_clips_per_scene", test_clips_per_scene)
     features = datasets.Features(
         {
             "audio": AUDIO_FEATURE,
@@ -261,6 +271,11 @@ def _generate(rows, features: datasets.Features, splits: dict[str, int], **kwarg
 def _check_unit(name: str, value: float) -> None:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"synthetic `{name}` must be in [0, 1], got {value}")
+
+
+def _check_count(name: str, value: int) -> None:
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"synthetic `{name}` must be a whole number >= 1, got {value!r}")
 
 
 def _normalised(table: dict[str, float]) -> dict[str, float]:

@@ -1,0 +1,250 @@
+"""The mini reproduction: the paper's experiments on the synthetic world, once with the scene-event link
+planted and once without, to show that the instrument finds a planted effect and invents none.
+
+The two worlds differ only in `synthetic_event_informativeness` (`WORLDS`: planted 1, unplanted 0). In each:
+- the alpha sweep: 0 (scene only), 0.5, 0.9, the balanced alpha of eq. 3 (`--alpha auto` from the first
+  seed's two single-task runs) and 1 (events only), on the whole synthetic event set;
+- correlated vs uncorrelated event sets at equal k and hours, chosen by the world's ground truth (classes
+  ranked by how often scenes plant them: `synthetic.ground_truth_ranking`), at alpha `JOINT_ALPHA`;
+- pre-training on events then fine-tuning on scenes vs joint training at `JOINT_ALPHA`, same total epochs.
+The planted world also runs the T and k grids of Figures 3b and 4 (random classes). Every run of a scale has
+the same epochs and every experiment the same seeds, so each comparison is paired by seed.
+
+Runs go through the sweep runner (`sweeps.run_sweep`: resumable, `parallel` at a time); `report.write_report`
+draws each world's figures; `claims` reads the verdicts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checkpointing import RESULTS_FILE
+from .data.ranking import write_ranking
+from .data.subsets import build_aet_subset, save_aet_subset
+from .data.synthetic import ground_truth_ranking
+from .report import Run, run_from_results
+from .sweeps import SweepRun, plan_runs
+
+logger = logging.getLogger(__name__)
+
+WORLDS = {"planted": 1.0, "unplanted": 0.0}  # name -> synthetic_event_informativeness
+ALPHAS = (0.0, 0.5, 0.9, 1.0)
+JOINT_ALPHA = 0.9  # event subsets, T, k and the joint side of pre-train vs joint (near the balanced alpha)
+
+
+@dataclass(frozen=True)
+class Subset:
+    """An event set drawn from the synthetic one: k classes by `strategy`, `hours` of training audio."""
+
+    k: int
+    hours: float
+    strategy: str
+    seed: int = 0  # of the drawn clips and of the generated event set (another seed: an exchangeable draw)
+
+    @property
+    def folder(self) -> str:
+        return f"k={self.k}_hours={self.hours:g}_strategy_{self.strategy}" + (f"_seed={self.seed}" if self.seed else "")
+
+
+@dataclass(frozen=True)
+class Scale:
+    """The size of the study: the world, the model and budget every run gets, the seeds and the grids."""
+
+    description: str
+    seeds: tuple[int, ...]
+    run_flags: tuple[str, ...]  # given to every run (model, features, world size, epochs)
+    pretrain_epochs: int  # + finetune_epochs = the epochs of the joint runs
+    finetune_epochs: int
+    parallel: int  # runs at a time
+    threads_per_run: int
+    difficulty: float = 0.6
+    strategy_k: int = 10
+    subset_hours: float = 0.2  # every subset of the strategy and k grids (the uncorrelated classes hold ~0.25 h)
+    hours_grid: tuple[float, ...] = (0.1, 0.2, 0.4)  # at k = 40, random classes
+    k_grid: tuple[tuple[int, str], ...] = ((2, "speech_music"), (10, "random"), (40, "random"))
+
+    def world_flags(self, informativeness: float) -> list[str]:
+        return [*self.run_flags, f"--synthetic_difficulty={self.difficulty}",
+                f"--synthetic_event_informativeness={informativeness}", f"--num_cpu_threads={self.threads_per_run}"]
+
+    def strategy_subsets(self) -> list[Subset]:
+        return [Subset(self.strategy_k, self.subset_hours, strategy) for strategy in ("correlated", "uncorrelated")]
+
+    def null_subset(self) -> Subset:
+        """The correlated set drawn again from another seed: against the first draw, an A/A comparison whose
+        true difference is zero by construction (the instrument must not call it significant)."""
+        return Subset(self.strategy_k, self.subset_hours, "correlated", seed=1)
+
+    def grid_subsets(self) -> list[Subset]:
+        k_grid = [Subset(k, self.subset_hours, strategy) for k, strategy in self.k_grid]
+        hours_grid = [Subset(40, hours, "random") for hours in self.hours_grid]
+        return list(dict.fromkeys(k_grid + hours_grid))  # k = 40 at subset_hours is in both
+
+    def subsets(self) -> list[Subset]:
+        return list(dict.fromkeys(self.strategy_subsets() + [self.null_subset()] + self.grid_subsets()))
+
+
+_COMMON = ("--asc_batch_size=16", "--aet_batch_size=32", "--num_train_epochs=48", "--eval_batch_size=64",
+           "--synthetic_train_clips_per_scene=40", "--asc_validation_split=0.5", "--synthetic_test_clips_per_scene=100",
+           "--checkpointing_steps=150", "--save_total_limit=1")
+SCALES = {
+    # Sized for <= 60 minutes on 2 CPU cores (two runs at a time, one thread each): timm's 0.37 M-parameter
+    # `test_resnet` on 40 x 51 log-mels (2 s at 16 kHz, 40 ms hop), 624 steps of 16 + 32 clips per run.
+    "cpu": Scale(
+        description="2 CPU cores: test_resnet, 40 mel bins x 51 frames, 16 + 32 clips, 48 epochs, 4 seeds",
+        seeds=(0, 1, 2, 3),
+        run_flags=("--encoder=test_resnet", "--num_mel_bins=40", "--hop_length=640", "--learning_rate=0.01", *_COMMON),
+        pretrain_epochs=24, finetune_epochs=24, parallel=2, threads_per_run=1,
+    ),
+    # The same study with the paper's encoder at the demo's feature resolution and twice the seeds, four runs
+    # sharing one GPU.
+    "gpu": Scale(
+        description="1 GPU: resnet18, 64 mel bins x 101 frames, 16 + 32 clips, 48 epochs, 8 seeds",
+        seeds=tuple(range(8)),
+        run_flags=("--encoder=resnet18", "--num_mel_bins=64", "--hop_length=320", "--learning_rate=0.002", *_COMMON),
+        pretrain_epochs=24, finetune_epochs=24, parallel=4, threads_per_run=4,
+    ),
+}
+
+
+# --- the plan -----------------------------------------------------------------------------------------
+
+
+def subset_dir(root: Path, subset: Subset) -> Path:
+    return root / "aet_subsets" / subset.folder
+
+
+def prepare_subsets(root: Path, scale: Scale) -> Path:
+    """Write the ground-truth ranking and build every event subset the study uses (kept when present)."""
+    ranking = root / "ranking.json"
+    if not ranking.is_file():
+        write_ranking(ranking, ground_truth_ranking(), tagger="ground truth of the synthetic world",
+                      asc_dataset="synthetic")
+    for subset in scale.subsets():
+        folder = subset_dir(root, subset)
+        if (folder / "subset_info.json").is_file():
+            continue
+        data, info = build_aet_subset("synthetic", k=subset.k, hours=subset.hours, strategy=subset.strategy,
+                                      ranking=str(ranking), seed=subset.seed, difficulty=scale.difficulty, return_info=True)
+        save_aet_subset(data, folder, info)
+    return ranking
+
+
+def _sweep(parameters: dict, seeds: tuple[int, ...], program: str = "scripts/train_joint.py") -> dict:
+    """A local grid sweep (the W&B sweep format `sweeps.plan_runs` takes); lists are swept, scalars fixed."""
+    specs = {name: ({"values": list(value)} if isinstance(value, list) else {"value": value})
+             for name, value in parameters.items()}
+    return {"method": "grid", "program": program, "parameters": {**specs, "seed": {"values": list(seeds)}}}
+
+
+def stage_one(root: Path, scale: Scale) -> list[SweepRun]:
+    """Every run that needs nothing but the data: both worlds' alpha, strategy and pre-train sweeps, and the
+    planted world's T and k grid."""
+    runs = []
+    for world, informativeness in WORLDS.items():
+        flags, out = scale.world_flags(informativeness), root / world
+        subsets = scale.strategy_subsets() + [scale.null_subset()] + (scale.grid_subsets() if world == "planted" else [])
+        sweeps = {
+            "alpha": _sweep({"alpha": list(ALPHAS)}, scale.seeds),
+            "subsets": _sweep({"aet_dataset": [str(subset_dir(root, s)) for s in dict.fromkeys(subsets)],
+                               "alpha": JOINT_ALPHA}, scale.seeds),
+            "pretrain": _sweep({"mode": "pretrain_finetune", "pretrain_epochs": scale.pretrain_epochs,
+                                "finetune_epochs": scale.finetune_epochs}, scale.seeds),
+        }
+        for name, sweep in sweeps.items():
+            runs += plan_runs(sweep, name, out, launcher="python", extra_args=flags)
+    return runs
+
+
+def stage_two(root: Path, scale: Scale) -> list[SweepRun]:
+    """The balanced-alpha runs: `--alpha auto` from the first seed's alpha = 0 and alpha = 1 runs of each world."""
+    runs = []
+    for world, informativeness in WORLDS.items():
+        out = root / world
+        first = scale.seeds[0]
+        sweep = _sweep({"alpha": "auto", "asc_baseline": str(out / "alpha" / f"alpha=0.0_seed={first}"),
+                        "aet_baseline": str(out / "alpha" / f"alpha=1.0_seed={first}")}, scale.seeds)
+        runs += plan_runs(sweep, "balanced", out, launcher="python", extra_args=scale.world_flags(informativeness))
+    return runs
+
+
+# --- reading the runs -----------------------------------------------------------------------------------
+
+
+def read_run(folder: Path) -> Run | None:
+    path = folder / RESULTS_FILE
+    return run_from_results(json.loads(path.read_text()), str(folder)) if path.is_file() else None
+
+
+def read_group(folders) -> list[Run]:
+    return [run for run in (read_run(Path(folder)) for folder in folders) if run is not None]
+
+
+def world_groups(root: Path, scale: Scale, world: str) -> dict[str, list[Run]]:
+    """The runs of one world by setting: "alpha=0.5", "balanced", "correlated", "k=40_hours=0.1_...", "pretrain"."""
+    out = root / world
+    groups = {f"alpha={alpha:g}": read_group(out / "alpha" / f"alpha={alpha}_seed={seed}" for seed in scale.seeds)
+              for alpha in ALPHAS}
+    groups["balanced"] = read_group(out / "balanced" / f"seed={seed}" for seed in scale.seeds)
+    groups["pretrain"] = read_group(out / "pretrain" / f"seed={seed}" for seed in scale.seeds)
+    for subset in scale.subsets():
+        groups[subset.folder] = read_group(out / "subsets" / f"aet_dataset={subset.folder}_seed={seed}" for seed in scale.seeds)
+    return {name: runs for name, runs in groups.items() if runs}
+
+
+def environment_threads(scale: Scale) -> dict[str, str]:
+    """Thread settings for the runs' processes: `threads_per_run` each, so `parallel` runs share the cores."""
+    threads = str(scale.threads_per_run)
+    return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "WANDB_MODE": os.environ.get("WANDB_MODE", "disabled")}
+
+
+def prepare_caches(root: Path, scale: Scale) -> None:
+    """Build every log-mel cache the runs will read, once, before runs start in parallel and race to build them."""
+    from .arguments import DataArguments, JointTrainingArguments, ModelArguments, parse_args
+    from .preparation import make_feature_extractor, prepare_data
+
+    sources = ["synthetic"] + [str(subset_dir(root, subset)) for subset in scale.subsets()]
+    for informativeness in WORLDS.values():
+        for source in sources:
+            _, data_args, _ = parse_args((ModelArguments, DataArguments, JointTrainingArguments),
+                                         [*scale.world_flags(informativeness), f"--aet_dataset={source}"])
+            prepare_data(data_args, make_feature_extractor(data_args), need_events=True)
+
+
+@dataclass
+class StudyOutcome:
+    wall_minutes: float
+    failed: list[str]
+    instrument_check: dict
+
+
+def reproduce(scale: Scale, root: Path, report_dir: Path, parallel: int | None = None, project_dir: Path | None = None) -> StudyOutcome:
+    """Build the subsets and caches, run both stages (finished runs are kept), and write every report."""
+    import time
+
+    from . import mini_report  # it reads this module's constants
+    from .report import load_runs, write_report
+    from .sweeps import run_sweep
+
+    start = time.perf_counter()
+    os.environ.update(environment_threads(scale))
+    prepare_subsets(root, scale)
+    prepare_caches(root, scale)
+    failed = []
+    for stage in (stage_one, stage_two):  # stage two reads stage one's baselines
+        outcome = run_sweep(stage(root, scale), parallel=parallel or scale.parallel, cwd=project_dir)
+        failed += [f"{run.output_dir}: {reason}" for run, reason in outcome.failed]
+        if outcome.stopped_by:
+            raise KeyboardInterrupt(f"stopped by {outcome.stopped_by}; run the same command again to finish the study")
+    wall_minutes = (time.perf_counter() - start) / 60
+    groups, claims = {}, []
+    for world in WORLDS:
+        write_report(load_runs(root / world), report_dir / world)
+        groups[world] = world_groups(root, scale, world)
+        claims += mini_report.world_claims(world, groups[world], scale)
+    payload = mini_report.write_verdicts(claims, groups, scale, report_dir, wall_minutes)
+    return StudyOutcome(wall_minutes=wall_minutes, failed=failed, instrument_check=payload["instrument_check"])

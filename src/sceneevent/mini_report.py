@@ -1,0 +1,223 @@
+"""The verdicts of the mini reproduction (`mini.py`): each claim as a paired comparison over seeds or a
+Pearson correlation over runs, the instrument check (does the planted link come out, and only where it is
+planted?), and their table, figure and JSON."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from scipy import stats
+
+from .io_utils import atomic_write_json, atomic_write_text
+from .mini import ALPHAS, JOINT_ALPHA, WORLDS, Scale, Subset
+from .report import PairedComparison, Run, compare_paired, describe, to_plain
+
+SIGNIFICANCE = 0.05
+
+
+@dataclass
+class Claim:
+    """One reading: a paired comparison over seeds, or a Pearson correlation over runs."""
+
+    world: str
+    question: str
+    comparison: PairedComparison | None = None
+    correlation: dict | None = None  # {"r", "p", "n"}
+    verdict: str = ""
+    expected: str | None = None  # what the world's ground truth says must come out (the instrument check)
+    as_expected: bool | None = None
+
+
+def paired_claim(world: str, question: str, setting: list[Run], reference: list[Run], metric: str,
+                 setting_name: str, reference_name: str) -> Claim:
+    comparison = compare_paired(setting, reference, metric, setting_name, reference_name)
+    claim = Claim(world=world, question=question, comparison=comparison)
+    mean, p = comparison.difference.mean, comparison.t_test_p
+    if mean is None or p is None:
+        claim.verdict = "not measured (" + "; ".join(comparison.notes) + ")"
+    elif p < SIGNIFICANCE:
+        claim.verdict = f"{setting_name} {'higher' if mean > 0 else 'lower'}"
+    else:
+        claim.verdict = "no significant difference"
+    return claim
+
+
+def correlation_claim(world: str, question: str, points: list[tuple[float, float]]) -> Claim:
+    """Pearson r of the runs' (x, metric) points (scipy.stats.pearsonr)."""
+    claim = Claim(world=world, question=question)
+    x, y = [point[0] for point in points], [point[1] for point in points]
+    if len(points) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        claim.correlation = {"r": None, "p": None, "n": len(points)}
+        claim.verdict = "not measured (needs 3+ runs with varying values)"
+        return claim
+    result = stats.pearsonr(x, y)
+    r, p = float(result.statistic), float(result.pvalue)
+    claim.correlation = {"r": r, "p": p, "n": len(points)}
+    claim.verdict = ("rises" if r > 0 else "falls") if p < SIGNIFICANCE else "no significant trend"
+    return claim
+
+
+def _points(groups: dict[str, list[Run]], names, x_of, metric: str) -> list[tuple[float, float]]:
+    return [(float(x_of(run)), getattr(run, metric)) for name in names for run in groups.get(name, [])
+            if getattr(run, metric) is not None]
+
+
+def world_claims(world: str, groups: dict[str, list[Run]], scale: Scale) -> list[Claim]:
+    """The verdicts of one world, in the order of the table; the first is the instrument check."""
+    def get(name: str) -> list[Run]:
+        return groups.get(name, [])  # a missing group reads as "not measured"
+
+    correlated, uncorrelated = (subset.folder for subset in scale.strategy_subsets())
+    joint = f"alpha={JOINT_ALPHA:g}"
+    claims = [
+        paired_claim(world, f"correlated vs uncorrelated event classes (k = {scale.strategy_k}, T = {scale.subset_hours:g} h, "
+                     f"alpha = {JOINT_ALPHA:g}), scene accuracy", get(correlated), get(uncorrelated), "asc_macro_accuracy",
+                     "correlated", "uncorrelated"),
+        paired_claim(world, "A/A null control: the correlated set vs an independent draw of it (subset seed 1), "
+                     "scene accuracy", get(scale.null_subset().folder), get(correlated), "asc_macro_accuracy",
+                     "second draw", "first draw"),
+        paired_claim(world, "balanced alpha (eq. 3) vs scene only, scene accuracy", get("balanced"), get("alpha=0"),
+                     "asc_macro_accuracy", "balanced alpha", "scene only"),
+        paired_claim(world, f"joint at alpha = {JOINT_ALPHA:g} vs scene only, scene accuracy", get(joint), get("alpha=0"),
+                     "asc_macro_accuracy", f"alpha {JOINT_ALPHA:g}", "scene only"),
+        paired_claim(world, f"pre-train on events + fine-tune vs joint (alpha = {JOINT_ALPHA:g}), scene accuracy",
+                     get("pretrain"), get(joint), "asc_macro_accuracy", "pre-train + fine-tune", "joint"),
+        paired_claim(world, "balanced alpha vs events only, event lwlrap", get("balanced"), get("alpha=1"),
+                     "aet_lwlrap", "balanced alpha", "events only"),
+    ]
+    weighted = [f"alpha={alpha:g}" for alpha in ALPHAS] + ["balanced"]
+    claims.append(correlation_claim(world, "event lwlrap against alpha (0 < alpha <= 1)",
+                                    _points(groups, [n for n in weighted if n != "alpha=0"], lambda run: run.alpha, "aet_lwlrap")))
+    claims.append(correlation_claim(world, "scene accuracy against alpha (0 <= alpha < 1)",
+                                    _points(groups, [n for n in weighted if n != "alpha=1"], lambda run: run.alpha,
+                                            "asc_macro_accuracy")))
+    hours_names = [Subset(40, hours, "random").folder for hours in scale.hours_grid]
+    k_names = [Subset(k, scale.subset_hours, strategy).folder for k, strategy in scale.k_grid]
+    if any(get(name) for name in hours_names):
+        claims.append(correlation_claim(world, f"scene accuracy against T (k = 40, random classes, alpha = {JOINT_ALPHA:g})",
+                                        _points(groups, hours_names, lambda run: run.hours, "asc_macro_accuracy")))
+    if any(get(name) for name in k_names):
+        claims.append(correlation_claim(world, f"scene accuracy against k (T = {scale.subset_hours:g} h, alpha = {JOINT_ALPHA:g})",
+                                        _points(groups, k_names, lambda run: run.k, "asc_macro_accuracy")))
+    if WORLDS[world] > 0:  # the planted link must be found
+        expect(claims[0], "correlated higher, p < 0.05", lambda p, mean: p < SIGNIFICANCE and mean > 0)
+    expect(claims[1], "no significant difference", lambda p, mean: p >= SIGNIFICANCE)  # and nothing invented
+    return claims
+
+
+def expect(claim: Claim, expected: str, holds) -> None:
+    """Mark what the world's construction says must come out (the instrument check) and whether it did."""
+    p, mean = claim.comparison.t_test_p, claim.comparison.difference.mean
+    claim.expected = expected
+    claim.as_expected = p is not None and mean is not None and bool(holds(p, mean))
+
+
+# --- writing ----------------------------------------------------------------------------------------------
+
+
+def _signed(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.3f}"
+
+
+def _p(value: float | None) -> str:
+    return "–" if value is None else (f"{value:.2g}" if value >= 1e-4 else f"{value:.1e}")
+
+
+def claim_row(claim: Claim) -> str:
+    if claim.comparison is not None:
+        c = claim.comparison
+        d = c.difference
+        ci = f"[{_signed(d.ci_low)}, {_signed(d.ci_high)}]" if d.ci_low is not None else ""
+        detectable = "–" if c.detectable_difference is None else f"{c.detectable_difference:.3f}"
+        reading = f"{_signed(d.mean)} {ci}"
+        return f"| {claim.world} | {claim.question} | {c.n_pairs} | {reading} | {_p(c.t_test_p)} | {detectable} | {claim.verdict} |"
+    r = claim.correlation or {}
+    reading = "–" if r.get("r") is None else f"r = {r['r']:+.2f}"
+    return f"| {claim.world} | {claim.question} | {r.get('n', 0)} runs | {reading} | {_p(r.get('p'))} | – | {claim.verdict} |"
+
+
+def instrument_check(claims: list[Claim]) -> dict:
+    checked = [claim for claim in claims if claim.expected is not None]
+    return {"passed": bool(checked) and all(claim.as_expected for claim in checked),
+            "checks": [{"world": claim.world, "question": claim.question, "expected": claim.expected,
+                        "as_expected": claim.as_expected, "verdict": claim.verdict,
+                        "p": claim.comparison.t_test_p, "difference": claim.comparison.difference.mean} for claim in checked]}
+
+
+def to_markdown(claims: list[Claim], groups: dict[str, dict[str, list[Run]]], scale: Scale, wall_minutes: float | None) -> str:
+    check = instrument_check(claims)
+    lines = [
+        "# Mini reproduction: verdicts",
+        "",
+        f"Scale: {scale.description}. Worlds: " + ", ".join(f"{w} (event_informativeness {v:g})" for w, v in WORLDS.items())
+        + (f". Wall time: {wall_minutes:.1f} min." if wall_minutes is not None else "."),
+        "",
+        "## Instrument check",
+        "",
+        f"**{'passed' if check['passed'] else 'FAILED'}**. What the worlds' construction says must come out:",
+        "",
+        *(f"- {item['world']}, {item['question']}: expected {item['expected']}; got {item['verdict']} "
+          f"(difference {_signed(item['difference'])}, p = {_p(item['p'])}) {'✓' if item['as_expected'] else '✗'}"
+          for item in check["checks"]),
+        "",
+        "## Verdicts",
+        "",
+        "Paired rows: difference setting − reference over the seeds both have, mean [95 % t CI], two-sided paired t-test p, "
+        "and the smallest difference this design detects with power 0.8. Trend rows: Pearson r over the individual runs.",
+        "",
+        "| world | claim | n | difference [95 % CI] or r | p | smallest detectable difference | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        *(claim_row(claim) for claim in claims),
+        "",
+        "## Settings (test metrics, mean [95 % CI], n)",
+        "",
+        "| world | setting | scene macro accuracy | event lwlrap |",
+        "| --- | --- | --- | --- |",
+    ]
+    for world, world_groups in groups.items():
+        for name, runs in world_groups.items():
+            cells = []
+            for metric in ("asc_macro_accuracy", "aet_lwlrap"):
+                s = describe(getattr(run, metric) for run in runs)
+                cells.append("–" if s.mean is None else f"{s.mean:.3f}" + (f" [{s.ci_low:.3f}, {s.ci_high:.3f}]" if s.ci_low is not None else "")
+                             + f" ({s.n})")
+            lines.append(f"| {world} | {name} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_claims(claims: list[Claim], path: Path) -> None:
+    """The paired differences with their 95 % CIs, one row per claim and world, planted beside unplanted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paired = [claim for claim in claims if claim.comparison is not None and claim.comparison.difference.mean is not None]
+    colours = {"planted": "tab:red", "unplanted": "tab:blue"}
+    figure, axis = plt.subplots(figsize=(9, 0.55 * len(paired) + 1.5))
+    for row, claim in enumerate(reversed(paired)):
+        d = claim.comparison.difference
+        low, high = (d.ci_low, d.ci_high) if d.ci_low is not None else (d.mean, d.mean)
+        axis.errorbar(d.mean, row, xerr=[[d.mean - low], [high - d.mean]], fmt="o", capsize=4, color=colours.get(claim.world, "k"))
+    axis.set_yticks(range(len(paired)), [f"{c.world}: {c.question}" for c in reversed(paired)], fontsize=7)
+    axis.axvline(0, color="gray", linewidth=1)
+    axis.set_xlabel("paired difference (setting − reference), mean and 95 % CI over seeds")
+    axis.set_title("Mini reproduction: planted (red) vs unplanted (blue) scene–event link", fontsize=10)
+    axis.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def write_verdicts(claims: list[Claim], groups: dict[str, dict[str, list[Run]]], scale: Scale, output_dir: Path,
+                   wall_minutes: float | None = None) -> dict:
+    """summary.md, verdicts.json and verdicts.png in `output_dir`; returns the JSON payload."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    payload = {"scale": scale.description, "worlds": WORLDS, "wall_minutes": wall_minutes,
+               "instrument_check": instrument_check(claims), "claims": to_plain(claims),
+               "runs": {world: {name: [run.source for run in runs] for name, runs in g.items()} for world, g in groups.items()}}
+    atomic_write_text(output_dir / "summary.md", to_markdown(claims, groups, scale, wall_minutes))
+    atomic_write_json(output_dir / "verdicts.json", payload)
+    plot_claims(claims, output_dir / "verdicts.png")
+    return payload
