@@ -35,12 +35,20 @@ class RankingArguments:
     max_clips: int | None = field(default=None, metadata={"help": "Score only the first N clips (quick checks)."})
     device: str = field(default="cpu", metadata={"help": "Torch device for the tagger, e.g. 'cuda'."})
     seed: int = field(default=0, metadata={"help": "Seed of the synthetic scene set / the Hub mirror's location split."})
+    synthetic_difficulty: float = field(default=0.6, metadata={"help": "With --asc_dataset synthetic: the world's difficulty "
+                                                              "(as train_joint.py's --synthetic_difficulty)."})
+    synthetic_event_informativeness: float = field(
+        default=0.5, metadata={"help": "With --asc_dataset synthetic: the world's event informativeness (as train_joint.py's "
+                               "flag). Its ground-truth ranking needs no tagger: sceneevent.data.synthetic.ground_truth_ranking()."}
+    )
 
 
 def main(args: list[str] | None = None) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     arguments = parse_args((RankingArguments,), args)
-    scenes = load_scene_source(arguments.asc_dataset, label_column=arguments.asc_label_column, seed=arguments.seed)
+    world = ({"difficulty": arguments.synthetic_difficulty, "event_informativeness": arguments.synthetic_event_informativeness}
+             if arguments.asc_dataset == "synthetic" else {})  # the world the tagger's runs trained on, not the default one
+    scenes = load_scene_source(arguments.asc_dataset, label_column=arguments.asc_label_column, seed=arguments.seed, **world)
     if arguments.split not in scenes:
         raise ValueError(f"--split {arguments.split!r}: --asc_dataset has splits {list(scenes)}")
     tagger = load_tagger(arguments.tagger, device=arguments.device)

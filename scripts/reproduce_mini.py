@@ -7,8 +7,9 @@ detects a planted effect and invents none.
     python scripts/reproduce_mini.py --dry_run          # print every run's command
 
 Each world runs the alpha sweep (0, 0.5, 0.9, balanced alpha of eq. 3, 1), correlated vs uncorrelated event
-classes at equal k and hours, and pre-train + fine-tune vs joint; the planted world also the T and k grids.
-Every run gets the same epochs and every setting the same seeds. Runs go to OUTPUT_ROOT/<world>/<sweep>/<run>
+classes at equal k and hours with an A/A null control, and pre-train + fine-tune vs joint; the planted world
+also the T and k grids. Every run gets the same epochs; every setting has the same seeds (the correlated /
+uncorrelated / A/A runs more of them), so comparisons pair by seed. Runs go to OUTPUT_ROOT/<world>/<sweep>/<run>
 and are kept: running the command again resumes (finished runs are skipped). The report goes to REPORT_DIR:
 summary.md (the verdict table with n, paired differences, CIs, p-values and the smallest detectable
 difference, and the instrument check), verdicts.json, verdicts.png, and each world's Figures 2-5 in
@@ -49,7 +50,8 @@ def main(args=None) -> int:
         print(f"{len(runs)} runs in {len(WORLDS)} worlds", file=sys.stderr)
         return 0
     outcome = reproduce(scale, root, options.report_dir.resolve(), options.parallel, project_dir=PROJECT_DIR)
-    print(f"mini reproduction ({options.scale}) finished in {outcome.wall_minutes:.1f} minutes; report in {options.report_dir}")
+    print(f"mini reproduction ({options.scale}): report in {options.report_dir}; the study's runs took "
+          f"{outcome.wall_minutes:.1f} minutes of wall time in all (summed over the calls that ran some)")
     for check in outcome.instrument_check["checks"]:
         print(f"  {check['world']}, {check['question']}: expected {check['expected']}; got {check['verdict']}")
     print("instrument check " + ("passed" if outcome.instrument_check["passed"] else "FAILED"))

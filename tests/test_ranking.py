@@ -94,15 +94,21 @@ def _load_script(name):
     return module
 
 
-def test_rank_events_script_with_a_sceneevent_tagger(tmp_path):
-    torch = pytest.importorskip("torch")
+def save_tagger(folder, event_labels: list[str], **feature_settings):
+    """A randomly initialised (seeded) event-only run folder: model and feature extractor."""
+    import torch
+
     from sceneevent import LogMelFeatureExtractor, SceneEventConfig, SceneEventModel
 
     torch.manual_seed(0)
-    tagger = tmp_path / "tagger"
-    config = SceneEventConfig(scene_labels=["park", "bus"], event_labels=["Speech", "Music", "Dog"], alpha=1.0, encoder="resnet10t", num_mel_bins=16)
-    SceneEventModel(config).save_pretrained(tagger)
-    LogMelFeatureExtractor(num_mel_bins=16, sampling_rate=8000, clip_seconds=0.5).save_pretrained(tagger)
+    config = SceneEventConfig(scene_labels=["park", "bus"], event_labels=event_labels, alpha=1.0, encoder="resnet10t", num_mel_bins=16)
+    SceneEventModel(config).save_pretrained(folder)
+    LogMelFeatureExtractor(num_mel_bins=16, **feature_settings).save_pretrained(folder)
+    return folder
+
+
+def test_rank_events_script_with_a_sceneevent_tagger(tmp_path):
+    tagger = save_tagger(tmp_path / "tagger", ["Speech", "Music", "Dog"], sampling_rate=8000, clip_seconds=0.5)
 
     rng = np.random.default_rng(0)
     clips = [{"bytes": encode_wav(rng.standard_normal((2, 4000)).astype(np.float32) * 0.1, 16000), "path": None} for _ in range(5)]
@@ -121,3 +127,14 @@ def test_rank_events_script_with_a_sceneevent_tagger(tmp_path):
     scores = [r["score"] for r in payload["ranking"]]
     assert scores == sorted(scores, reverse=True) and all(0.0 < s < 1.0 for s in scores)
     assert read_ranking(out) == [r["name"] for r in payload["ranking"]]
+
+
+def test_rank_events_scores_the_synthetic_world_its_flags_name(tmp_path):
+    tagger = save_tagger(tmp_path / "tagger", ["Speech", "Bird", "Dog"], sampling_rate=16000, clip_seconds=2.0)
+    main = _load_script("rank_events").main
+    scores = {}
+    for informativeness in ("0.0", "1.0"):
+        result = main(["--tagger", str(tagger), "--asc_dataset", "synthetic", "--synthetic_event_informativeness", informativeness,
+                       "--max_clips", "4", "--output_file", str(tmp_path / f"{informativeness}.json")])
+        scores[informativeness] = {entry["name"]: entry["score"] for entry in result["ranking"]}
+    assert scores["0.0"] != scores["1.0"]  # the flag reached the generator: two worlds, two sets of clips scored

@@ -5,10 +5,12 @@ The two worlds differ only in `synthetic_event_informativeness` (`WORLDS`: plant
 - the alpha sweep: 0 (scene only), 0.5, 0.9, the balanced alpha of eq. 3 (`--alpha auto` from the first
   seed's two single-task runs) and 1 (events only), on the whole synthetic event set;
 - correlated vs uncorrelated event sets at equal k and hours, chosen by the world's ground truth (classes
-  ranked by how often scenes plant them: `synthetic.ground_truth_ranking`), at alpha `JOINT_ALPHA`;
+  ranked by how often scenes plant them: `synthetic.ground_truth_ranking`), at alpha `JOINT_ALPHA`, with an
+  A/A control (correlated vs correlated drawn again); each seed trains on its own draw (`LINK_ARMS`);
 - pre-training on events then fine-tuning on scenes vs joint training at `JOINT_ALPHA`, same total epochs.
 The planted world also runs the T and k grids of Figures 3b and 4 (random classes). Every run of a scale has
-the same epochs and every experiment the same seeds, so each comparison is paired by seed.
+the same epochs and every experiment the same seeds (the correlated-vs-uncorrelated comparison and its A/A
+control more of them, `link_seeds`), so each comparison is paired by seed.
 
 Runs go through the sweep runner (`sweeps.run_sweep`: resumable, `parallel` at a time); `report.write_report`
 draws each world's figures; `claims` reads the verdicts.
@@ -43,11 +45,23 @@ class Subset:
     k: int
     hours: float
     strategy: str
-    seed: int = 0  # of the drawn clips and of the generated event set (another seed: an exchangeable draw)
+    seed: int = 0  # of the generated event set and of the drawn clips: another seed is another, exchangeable draw
 
     @property
     def folder(self) -> str:
-        return f"k={self.k}_hours={self.hours:g}_strategy_{self.strategy}" + (f"_seed={self.seed}" if self.seed else "")
+        return f"k={self.k}_hours={self.hours:g}_strategy_{self.strategy}" + (f"_draw={self.seed}" if self.seed else "")
+
+    @property
+    def label(self) -> str:
+        """How the report names its runs: "random, k = 10, T = 0.2 h"."""
+        return f"{self.strategy}, k = {self.k}, T = {self.hours:g} h"
+
+
+# The arms of the comparison the study must settle: name -> (strategy, offset of the subset seed). Run `s` of an
+# arm trains on its own draw, subset seed `s + offset`, so the seed-paired tests cover the draw of the event data
+# too, not only the training randomness; "correlated, redrawn" is the A/A control, equal in expectation to
+# "correlated" by construction.
+LINK_ARMS = {"correlated": ("correlated", 0), "uncorrelated": ("uncorrelated", 0), "correlated, redrawn": ("correlated", 1000)}
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,7 @@ class Scale:
 
     description: str
     seeds: tuple[int, ...]
+    link_seeds: tuple[int, ...]  # of the correlated / uncorrelated / A/A runs: the comparison the study must settle
     run_flags: tuple[str, ...]  # given to every run (model, features, world size, epochs)
     pretrain_epochs: int  # + finetune_epochs = the epochs of the joint runs
     finetune_epochs: int
@@ -71,13 +86,16 @@ class Scale:
         return [*self.run_flags, f"--synthetic_difficulty={self.difficulty}",
                 f"--synthetic_event_informativeness={informativeness}", f"--num_cpu_threads={self.threads_per_run}"]
 
-    def strategy_subsets(self) -> list[Subset]:
-        return [Subset(self.strategy_k, self.subset_hours, strategy) for strategy in ("correlated", "uncorrelated")]
+    def link_subset(self, arm: str, seed: int) -> Subset:
+        """The event set of run `seed` of a `LINK_ARMS` arm."""
+        strategy, offset = LINK_ARMS[arm]
+        return Subset(self.strategy_k, self.subset_hours, strategy, seed=seed + offset)
 
-    def null_subset(self) -> Subset:
-        """The correlated set drawn again from another seed: against the first draw, an A/A comparison whose
-        true difference is zero by construction (the instrument must not call it significant)."""
-        return Subset(self.strategy_k, self.subset_hours, "correlated", seed=1)
+    def arm_label(self, arm: str) -> str:
+        return f"{arm}, k = {self.strategy_k}, T = {self.subset_hours:g} h (a draw per seed)"
+
+    def link_subsets(self) -> list[Subset]:
+        return [self.link_subset(arm, seed) for seed in self.link_seeds for arm in LINK_ARMS]
 
     def grid_subsets(self) -> list[Subset]:
         k_grid = [Subset(k, self.subset_hours, strategy) for k, strategy in self.k_grid]
@@ -85,7 +103,7 @@ class Scale:
         return list(dict.fromkeys(k_grid + hours_grid))  # k = 40 at subset_hours is in both
 
     def subsets(self) -> list[Subset]:
-        return list(dict.fromkeys(self.strategy_subsets() + [self.null_subset()] + self.grid_subsets()))
+        return list(dict.fromkeys(self.link_subsets() + self.grid_subsets()))
 
 
 _COMMON = ("--asc_batch_size=16", "--aet_batch_size=32", "--num_train_epochs=48", "--eval_batch_size=64",
@@ -93,18 +111,25 @@ _COMMON = ("--asc_batch_size=16", "--aet_batch_size=32", "--num_train_epochs=48"
            "--checkpointing_steps=150", "--save_total_limit=1")
 SCALES = {
     # Sized for <= 60 minutes on 2 CPU cores (two runs at a time, one thread each): timm's 0.37 M-parameter
-    # `test_resnet` on 40 x 51 log-mels (2 s at 16 kHz, 40 ms hop), 624 steps of 16 + 32 clips per run.
+    # `test_resnet` on 40 x 51 log-mels (2 s at 16 kHz, 40 ms hop), 576 steps of 16 + 32 clips per run
+    # (200 scene training clips, 12 steps an epoch, 48 epochs).
     "cpu": Scale(
-        description="2 CPU cores: test_resnet, 40 mel bins x 51 frames, 16 + 32 clips, 48 epochs, 4 seeds",
+        description="2 CPU cores: test_resnet, 40 mel bins x 51 frames, 16 + 32 clips, 48 epochs, 4 seeds "
+                    "(8 for correlated vs uncorrelated and the A/A control)",
         seeds=(0, 1, 2, 3),
+        # Four seeds could not settle it (in the study's first run the smallest detectable difference was 0.062);
+        # see reports/mini/README.md for every reading.
+        link_seeds=tuple(range(8)),
         run_flags=("--encoder=test_resnet", "--num_mel_bins=40", "--hop_length=640", "--learning_rate=0.01", *_COMMON),
         pretrain_epochs=24, finetune_epochs=24, parallel=2, threads_per_run=1,
     ),
     # The same study with the paper's encoder at the demo's feature resolution and twice the seeds, four runs
     # sharing one GPU.
     "gpu": Scale(
-        description="1 GPU: resnet18, 64 mel bins x 101 frames, 16 + 32 clips, 48 epochs, 8 seeds",
+        description="1 GPU: resnet18, 64 mel bins x 101 frames, 16 + 32 clips, 48 epochs, 8 seeds "
+                    "(16 for correlated vs uncorrelated and the A/A control)",
         seeds=tuple(range(8)),
+        link_seeds=tuple(range(16)),
         run_flags=("--encoder=resnet18", "--num_mel_bins=64", "--hop_length=320", "--learning_rate=0.002", *_COMMON),
         pretrain_epochs=24, finetune_epochs=24, parallel=4, threads_per_run=4,
     ),
@@ -122,8 +147,8 @@ def prepare_subsets(root: Path, scale: Scale) -> Path:
     """Write the ground-truth ranking and build every event subset the study uses (kept when present)."""
     ranking = root / "ranking.json"
     if not ranking.is_file():
-        write_ranking(ranking, ground_truth_ranking(), tagger="ground truth of the synthetic world",
-                      asc_dataset="synthetic")
+        write_ranking(ranking, [{"name": name, "rank": rank} for rank, name in enumerate(ground_truth_ranking(), 1)],
+                      tagger="ground truth of the synthetic world (synthetic.ground_truth_ranking)", asc_dataset="synthetic")
     for subset in scale.subsets():
         folder = subset_dir(root, subset)
         if (folder / "subset_info.json").is_file():
@@ -147,15 +172,17 @@ def stage_one(root: Path, scale: Scale) -> list[SweepRun]:
     runs = []
     for world, informativeness in WORLDS.items():
         flags, out = scale.world_flags(informativeness), root / world
-        subsets = scale.strategy_subsets() + [scale.null_subset()] + (scale.grid_subsets() if world == "planted" else [])
-        sweeps = {
-            "alpha": _sweep({"alpha": list(ALPHAS)}, scale.seeds),
-            "subsets": _sweep({"aet_dataset": [str(subset_dir(root, s)) for s in dict.fromkeys(subsets)],
-                               "alpha": JOINT_ALPHA}, scale.seeds),
-            "pretrain": _sweep({"mode": "pretrain_finetune", "pretrain_epochs": scale.pretrain_epochs,
-                                "finetune_epochs": scale.finetune_epochs}, scale.seeds),
-        }
-        for name, sweep in sweeps.items():
+        sweeps = [
+            ("alpha", _sweep({"alpha": list(ALPHAS)}, scale.seeds)),
+            *(("link", _sweep({"aet_dataset": [str(subset_dir(root, scale.link_subset(arm, seed))) for arm in LINK_ARMS],
+                               "alpha": JOINT_ALPHA}, (seed,))) for seed in scale.link_seeds),
+            ("pretrain", _sweep({"mode": "pretrain_finetune", "pretrain_epochs": scale.pretrain_epochs,
+                                 "finetune_epochs": scale.finetune_epochs}, scale.seeds)),
+        ]
+        if world == "planted":
+            sweeps.append(("subsets", _sweep({"aet_dataset": [str(subset_dir(root, s)) for s in scale.grid_subsets()],
+                                              "alpha": JOINT_ALPHA}, scale.seeds)))
+        for name, sweep in sweeps:
             runs += plan_runs(sweep, name, out, launcher="python", extra_args=flags)
     return runs
 
@@ -185,14 +212,17 @@ def read_group(folders) -> list[Run]:
 
 
 def world_groups(root: Path, scale: Scale, world: str) -> dict[str, list[Run]]:
-    """The runs of one world by setting: "alpha=0.5", "balanced", "correlated", "k=40_hours=0.1_...", "pretrain"."""
+    """The runs of one world by setting: "alpha=0.5", "balanced", "pretrain", and each subset's `label`."""
     out = root / world
     groups = {f"alpha={alpha:g}": read_group(out / "alpha" / f"alpha={alpha}_seed={seed}" for seed in scale.seeds)
               for alpha in ALPHAS}
     groups["balanced"] = read_group(out / "balanced" / f"seed={seed}" for seed in scale.seeds)
     groups["pretrain"] = read_group(out / "pretrain" / f"seed={seed}" for seed in scale.seeds)
-    for subset in scale.subsets():
-        groups[subset.folder] = read_group(out / "subsets" / f"aet_dataset={subset.folder}_seed={seed}" for seed in scale.seeds)
+    for arm in LINK_ARMS:
+        groups[scale.arm_label(arm)] = read_group(
+            out / "link" / f"aet_dataset={scale.link_subset(arm, seed).folder}_seed={seed}" for seed in scale.link_seeds)
+    for subset in scale.grid_subsets():
+        groups[subset.label] = read_group(out / "subsets" / f"aet_dataset={subset.folder}_seed={seed}" for seed in scale.seeds)
     return {name: runs for name, runs in groups.items() if runs}
 
 
@@ -234,17 +264,33 @@ def reproduce(scale: Scale, root: Path, report_dir: Path, parallel: int | None =
     os.environ.update(environment_threads(scale))
     prepare_subsets(root, scale)
     prepare_caches(root, scale)
-    failed = []
+    failed, executed = [], 0
     for stage in (stage_one, stage_two):  # stage two reads stage one's baselines
         outcome = run_sweep(stage(root, scale), parallel=parallel or scale.parallel, cwd=project_dir)
         failed += [f"{run.output_dir}: {reason}" for run, reason in outcome.failed]
+        executed += len(outcome.done) + len(outcome.failed)
         if outcome.stopped_by:
             raise KeyboardInterrupt(f"stopped by {outcome.stopped_by}; run the same command again to finish the study")
-    wall_minutes = (time.perf_counter() - start) / 60
+    # The study's wall time is the sum over the invocations that ran something (a resumed study took several).
+    invocations = previous_invocations(report_dir, root)
+    if executed:
+        invocations.append({"minutes": round((time.perf_counter() - start) / 60, 2), "runs": executed})
     groups, claims = {}, []
     for world in WORLDS:
         write_report(load_runs(root / world), report_dir / world)
         groups[world] = world_groups(root, scale, world)
         claims += mini_report.world_claims(world, groups[world], scale)
-    payload = mini_report.write_verdicts(claims, groups, scale, report_dir, wall_minutes)
-    return StudyOutcome(wall_minutes=wall_minutes, failed=failed, instrument_check=payload["instrument_check"])
+    payload = mini_report.write_verdicts(claims, groups, scale, report_dir, invocations, root)
+    return StudyOutcome(wall_minutes=payload["wall_minutes"], failed=failed, instrument_check=payload["instrument_check"])
+
+
+def previous_invocations(report_dir: Path, root: Path) -> list[dict]:
+    """The invocations recorded by the last report of this study (same runs folder): [{"minutes", "runs"}]."""
+    path = report_dir / "verdicts.json"
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    if previous.get("output_root") not in (None, str(root)):
+        return []  # another study's report: its time is not this one's
+    if "invocations" in previous:
+        return list(previous["invocations"])
+    # A report written before invocations were recorded holds only its total.
+    return [{"minutes": previous["wall_minutes"], "runs": None}] if previous.get("wall_minutes") else []

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from scipy import stats
 
 from .io_utils import atomic_write_json, atomic_write_text
@@ -68,15 +69,18 @@ def world_claims(world: str, groups: dict[str, list[Run]], scale: Scale) -> list
     def get(name: str) -> list[Run]:
         return groups.get(name, [])  # a missing group reads as "not measured"
 
-    correlated, uncorrelated = (subset.folder for subset in scale.strategy_subsets())
+    correlated, uncorrelated, redrawn = (scale.arm_label(arm) for arm in ("correlated", "uncorrelated", "correlated, redrawn"))
     joint = f"alpha={JOINT_ALPHA:g}"
     claims = [
         paired_claim(world, f"correlated vs uncorrelated event classes (k = {scale.strategy_k}, T = {scale.subset_hours:g} h, "
                      f"alpha = {JOINT_ALPHA:g}), scene accuracy", get(correlated), get(uncorrelated), "asc_macro_accuracy",
                      "correlated", "uncorrelated"),
-        paired_claim(world, "A/A null control: the correlated set vs an independent draw of it (subset seed 1), "
-                     "scene accuracy", get(scale.null_subset().folder), get(correlated), "asc_macro_accuracy",
-                     "second draw", "first draw"),
+        paired_claim(world, "A/A null control: correlated vs correlated drawn again (another subset seed), scene accuracy",
+                     get(redrawn), get(correlated), "asc_macro_accuracy", "second draw", "first draw"),
+        paired_claim(world, "correlated event classes vs scene only, scene accuracy", get(correlated), get("alpha=0"),
+                     "asc_macro_accuracy", "correlated", "scene only"),
+        paired_claim(world, "uncorrelated event classes vs scene only, scene accuracy", get(uncorrelated), get("alpha=0"),
+                     "asc_macro_accuracy", "uncorrelated", "scene only"),
         paired_claim(world, "balanced alpha (eq. 3) vs scene only, scene accuracy", get("balanced"), get("alpha=0"),
                      "asc_macro_accuracy", "balanced alpha", "scene only"),
         paired_claim(world, f"joint at alpha = {JOINT_ALPHA:g} vs scene only, scene accuracy", get(joint), get("alpha=0"),
@@ -92,8 +96,8 @@ def world_claims(world: str, groups: dict[str, list[Run]], scale: Scale) -> list
     claims.append(correlation_claim(world, "scene accuracy against alpha (0 <= alpha < 1)",
                                     _points(groups, [n for n in weighted if n != "alpha=1"], lambda run: run.alpha,
                                             "asc_macro_accuracy")))
-    hours_names = [Subset(40, hours, "random").folder for hours in scale.hours_grid]
-    k_names = [Subset(k, scale.subset_hours, strategy).folder for k, strategy in scale.k_grid]
+    hours_names = [Subset(40, hours, "random").label for hours in scale.hours_grid]
+    k_names = [Subset(k, scale.subset_hours, strategy).label for k, strategy in scale.k_grid]
     if any(get(name) for name in hours_names):
         claims.append(correlation_claim(world, f"scene accuracy against T (k = 40, random classes, alpha = {JOINT_ALPHA:g})",
                                         _points(groups, hours_names, lambda run: run.hours, "asc_macro_accuracy")))
@@ -145,13 +149,23 @@ def instrument_check(claims: list[Claim]) -> dict:
                         "p": claim.comparison.t_test_p, "difference": claim.comparison.difference.mean} for claim in checked]}
 
 
-def to_markdown(claims: list[Claim], groups: dict[str, dict[str, list[Run]]], scale: Scale, wall_minutes: float | None) -> str:
+def wall_time_text(invocations: list[dict]) -> str:
+    if not invocations:
+        return "Wall time: not recorded."
+    total = sum(item["minutes"] for item in invocations)
+    if len(invocations) == 1:
+        return f"Wall time: {total:.1f} min."
+    parts = ", ".join(f"{item['minutes']:.1f} min" + (f" ({item['runs']} runs)" if item.get("runs") else "") for item in invocations)
+    return f"Wall time: {total:.1f} min in {len(invocations)} invocations: {parts}."
+
+
+def to_markdown(claims: list[Claim], groups: dict[str, dict[str, list[Run]]], scale: Scale, invocations: list[dict]) -> str:
     check = instrument_check(claims)
     lines = [
         "# Mini reproduction: verdicts",
         "",
         f"Scale: {scale.description}. Worlds: " + ", ".join(f"{w} (event_informativeness {v:g})" for w, v in WORLDS.items())
-        + (f". Wall time: {wall_minutes:.1f} min." if wall_minutes is not None else "."),
+        + ". " + wall_time_text(invocations),
         "",
         "## Instrument check",
         "",
@@ -172,8 +186,11 @@ def to_markdown(claims: list[Claim], groups: dict[str, dict[str, list[Run]]], sc
         "",
         "## Settings (test metrics, mean [95 % CI], n)",
         "",
-        "| world | setting | scene macro accuracy | event lwlrap |",
-        "| --- | --- | --- | --- |",
+        "The selected epoch (argmax of the validation metric) of every run, as median (range) over seeds: well before "
+        "the last epoch means the run had stopped improving.",
+        "",
+        "| world | setting | scene macro accuracy | event lwlrap | selected epoch |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for world, world_groups in groups.items():
         for name, runs in world_groups.items():
@@ -182,7 +199,11 @@ def to_markdown(claims: list[Claim], groups: dict[str, dict[str, list[Run]]], sc
                 s = describe(getattr(run, metric) for run in runs)
                 cells.append("–" if s.mean is None else f"{s.mean:.3f}" + (f" [{s.ci_low:.3f}, {s.ci_high:.3f}]" if s.ci_low is not None else "")
                              + f" ({s.n})")
-            lines.append(f"| {world} | {name} | {cells[0]} | {cells[1]} |")
+            epochs = [run.best_epoch for run in runs if run.best_epoch is not None]
+            cells.append(f"{np.median(epochs):g} ({min(epochs)}–{max(epochs)})" if epochs else "–")
+            alphas = sorted({run.alpha for run in runs if run.alpha is not None})
+            shown = f"{name} (alpha = {', '.join(f'{a:.4f}' for a in alphas)})" if name == "balanced" else name
+            lines.append(f"| {world} | {shown} | {cells[0]} | {cells[1]} | {cells[2]} |")
     return "\n".join(lines) + "\n"
 
 
@@ -195,15 +216,15 @@ def plot_claims(claims: list[Claim], path: Path) -> None:
 
     paired = [claim for claim in claims if claim.comparison is not None and claim.comparison.difference.mean is not None]
     colours = {"planted": "tab:red", "unplanted": "tab:blue"}
-    figure, axis = plt.subplots(figsize=(9, 0.55 * len(paired) + 1.5))
+    figure, axis = plt.subplots(figsize=(12, 0.5 * len(paired) + 1.5))
     for row, claim in enumerate(reversed(paired)):
         d = claim.comparison.difference
         low, high = (d.ci_low, d.ci_high) if d.ci_low is not None else (d.mean, d.mean)
         axis.errorbar(d.mean, row, xerr=[[d.mean - low], [high - d.mean]], fmt="o", capsize=4, color=colours.get(claim.world, "k"))
     axis.set_yticks(range(len(paired)), [f"{c.world}: {c.question}" for c in reversed(paired)], fontsize=7)
     axis.axvline(0, color="gray", linewidth=1)
-    axis.set_xlabel("paired difference (setting − reference), mean and 95 % CI over seeds")
-    axis.set_title("Mini reproduction: planted (red) vs unplanted (blue) scene–event link", fontsize=10)
+    axis.set_xlabel("setting − reference, mean and 95 % CI over seeds")
+    axis.set_title("Paired differences: planted (red), unplanted (blue)", fontsize=10)
     axis.grid(axis="x", alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -211,13 +232,17 @@ def plot_claims(claims: list[Claim], path: Path) -> None:
 
 
 def write_verdicts(claims: list[Claim], groups: dict[str, dict[str, list[Run]]], scale: Scale, output_dir: Path,
-                   wall_minutes: float | None = None) -> dict:
-    """summary.md, verdicts.json and verdicts.png in `output_dir`; returns the JSON payload."""
+                   invocations: list[dict] | None = None, output_root: Path | None = None) -> dict:
+    """summary.md, verdicts.json and verdicts.png in `output_dir`; returns the JSON payload.
+
+    `invocations` ([{"minutes", "runs"}]) are the calls that ran the study's runs; their sum is its wall time."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    payload = {"scale": scale.description, "worlds": WORLDS, "wall_minutes": wall_minutes,
-               "instrument_check": instrument_check(claims), "claims": to_plain(claims),
+    invocations = list(invocations or [])
+    payload = {"scale": scale.description, "worlds": WORLDS, "output_root": str(output_root) if output_root else None,
+               "wall_minutes": sum(item["minutes"] for item in invocations) if invocations else None,
+               "invocations": invocations, "instrument_check": instrument_check(claims), "claims": to_plain(claims),
                "runs": {world: {name: [run.source for run in runs] for name, runs in g.items()} for world, g in groups.items()}}
-    atomic_write_text(output_dir / "summary.md", to_markdown(claims, groups, scale, wall_minutes))
+    atomic_write_text(output_dir / "summary.md", to_markdown(claims, groups, scale, invocations))
     atomic_write_json(output_dir / "verdicts.json", payload)
     plot_claims(claims, output_dir / "verdicts.png")
     return payload

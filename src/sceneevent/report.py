@@ -109,6 +109,7 @@ class Run:
     aet_lwlrap: float | None
     task_gradients: list[dict] = field(default_factory=list)
     identity: str = ""  # the configuration (less OUTPUT_FIELDS) and seed: equal for copies of one run
+    best_epoch: int | None = None  # the epoch selected on validation
 
     def factor(self, name: str) -> Any:
         value = getattr(self, name)
@@ -148,6 +149,7 @@ def run_from_results(results: dict, source: str) -> Run:
         source=source, seed=seed, alpha=alpha, mode=mode, k=k, hours=hours, strategy=strategy,
         asc_macro_accuracy=_number(final.get("asc_macro_accuracy")), aet_lwlrap=_number(final.get("aet_lwlrap")),
         task_gradients=gradients, identity=run_identity(config, seed, alpha),
+        best_epoch=final.get("best_epoch") if _is_number(final.get("best_epoch")) else None,
     )
 
 
