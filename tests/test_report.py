@@ -404,3 +404,24 @@ def report_script():
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     return script
+
+
+def test_a_comparison_whose_seeds_share_one_subset_draw_says_so():
+    def read(seed, alpha, asc, folder=None, strategy=None, subset_seed=0):
+        data = {"aet_subset": {"k": 10, "hours": 1.0, "strategy": strategy, "seed": subset_seed}} if strategy else {}
+        results = {"schema_version": 2, "alpha": alpha, "seed": seed, "data": data,
+                   "config": {"alpha": alpha, "seed": seed, "aet_dataset": folder or "synthetic"},
+                   "final": {"asc_macro_accuracy": asc, "aet_lwlrap": None if alpha == 0 else 0.5}}
+        return report.run_from_results(results, f"run-{seed}-{folder}")
+
+    seeds = range(3)
+    scene_only = [read(seed, 0.0, 0.70 + 0.01 * seed) for seed in seeds]
+    fixed = [read(seed, 0.9, 0.75 + 0.02 * seed, "/d/correlated", "correlated") for seed in seeds]  # one folder for all seeds
+    per_seed = [read(seed, 0.9, 0.74 + 0.02 * seed, f"/d/uncorrelated_draw={seed}", "uncorrelated", seed) for seed in seeds]
+    assert report.shares_one_draw(fixed) and not report.shares_one_draw(per_seed)
+    assert not report.shares_one_draw(fixed[:1])  # one seed shares nothing
+    assert scene_only[0].event_draw is None  # no event data, no draw
+    comparisons = report.factor_comparisons(fixed + per_seed, "strategy", scene_only + fixed + per_seed)
+    notes = {comparison.setting: " ".join(comparison.notes) for comparison in comparisons}
+    assert "one draw of its event subset" in notes["strategy=correlated"] and "strategy=correlated" in notes["strategy=correlated"]
+    assert "one draw" not in notes["strategy=uncorrelated"]

@@ -110,6 +110,7 @@ class Run:
     task_gradients: list[dict] = field(default_factory=list)
     identity: str = ""  # the configuration (less OUTPUT_FIELDS) and seed: equal for copies of one run
     best_epoch: int | None = None  # the epoch selected on validation
+    event_draw: str | None = None  # the event subset's folder: runs that share it trained on one draw of the data
 
     def factor(self, name: str) -> Any:
         value = getattr(self, name)
@@ -150,7 +151,15 @@ def run_from_results(results: dict, source: str) -> Run:
         asc_macro_accuracy=_number(final.get("asc_macro_accuracy")), aet_lwlrap=_number(final.get("aet_lwlrap")),
         task_gradients=gradients, identity=run_identity(config, seed, alpha),
         best_epoch=final.get("best_epoch") if _is_number(final.get("best_epoch")) else None,
+        event_draw=_event_draw(event_source) if strategy not in (None, FULL_EVENT_SET) else None,
     )
+
+
+def _event_draw(results: dict) -> str | None:
+    """Which drawn event subset a run trained on: its folder and subset seed."""
+    folder = (results.get("config") or {}).get("aet_dataset")
+    seed = ((results.get("data") or {}).get("aet_subset") or {}).get("seed")
+    return None if folder is None else f"{str(folder).rstrip('/')}#seed={seed}"
 
 
 def run_identity(config: dict, seed: Any, alpha: float | None) -> str:
@@ -425,7 +434,21 @@ def factor_comparisons(members: list[Run], factor: str, everything: list[Run]) -
 
 def _comparison_if_measured(group: list[Run], base: list[Run], metric: str, setting: str, name: str) -> list[PairedComparison]:
     measured = all(any(getattr(run, metric) is not None for run in runs) for runs in (group, base))
-    return [compare_paired(group, base, metric, setting, name)] if measured else []
+    if not measured:
+        return []
+    comparison = compare_paired(group, base, metric, setting, name)
+    for side, runs in ((setting, group), (name, base)):
+        if shares_one_draw(runs):
+            comparison.notes.append(f"every seed of {side} trained on one draw of its event subset: the test holds that "
+                                    "draw fixed, so it speaks of this draw, not of any draw (draw a subset per seed)")
+    return [comparison]
+
+
+def shares_one_draw(runs: list[Run]) -> bool:
+    """Whether several seeds of a group trained on the same drawn event subset (its seed-paired test then cannot
+    tell the setting from the particular draw; reports/mini/README.md shows a 0.04 'effect' made that way)."""
+    drawn = [run for run in runs if run.event_draw is not None]
+    return len({run.event_draw for run in drawn}) == 1 and len({run.seed for run in drawn}) > 1
 
 
 # --- slicing and grouping -----------------------------------------------------------------------------
