@@ -290,7 +290,4 @@ def previous_invocations(report_dir: Path, root: Path) -> list[dict]:
     previous = json.loads(path.read_text()) if path.is_file() else {}
     if previous.get("output_root") not in (None, str(root)):
         return []  # another study's report: its time is not this one's
-    if "invocations" in previous:
-        return list(previous["invocations"])
-    # A report written before invocations were recorded holds only its total.
-    return [{"minutes": previous["wall_minutes"], "runs": None}] if previous.get("wall_minutes") else []
+    return list(previous.get("invocations", []))

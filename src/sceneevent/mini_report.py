@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from .io_utils import atomic_write_json, atomic_write_text
 from .mini import ALPHAS, JOINT_ALPHA, WORLDS, Scale, Subset
-from .report import PairedComparison, Run, compare_paired, describe, to_plain
+from .report import PairedComparison, Run, compare_paired, describe, pearson, to_plain
 
 SIGNIFICANCE = 0.05
 
@@ -44,24 +43,16 @@ def paired_claim(world: str, question: str, setting: list[Run], reference: list[
     return claim
 
 
-def correlation_claim(world: str, question: str, points: list[tuple[float, float]]) -> Claim:
-    """Pearson r of the runs' (x, metric) points (scipy.stats.pearsonr)."""
-    claim = Claim(world=world, question=question)
-    x, y = [point[0] for point in points], [point[1] for point in points]
-    if len(points) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
-        claim.correlation = {"r": None, "p": None, "n": len(points)}
-        claim.verdict = "not measured (needs 3+ runs with varying values)"
-        return claim
-    result = stats.pearsonr(x, y)
-    r, p = float(result.statistic), float(result.pvalue)
-    claim.correlation = {"r": r, "p": p, "n": len(points)}
-    claim.verdict = ("rises" if r > 0 else "falls") if p < SIGNIFICANCE else "no significant trend"
+def correlation_claim(world: str, question: str, runs: list[Run], factor: str, metric: str) -> Claim:
+    """Pearson r of `metric` with `factor` over the runs (`report.pearson`)."""
+    correlation = pearson(runs, factor, metric)
+    claim = Claim(world=world, question=question, correlation=correlation)
+    r, p = correlation["r"], correlation["p"]
+    if r is None:
+        claim.verdict = f"not measured ({correlation['note']})"
+    else:
+        claim.verdict = ("rises" if r > 0 else "falls") if p < SIGNIFICANCE else "no significant trend"
     return claim
-
-
-def _points(groups: dict[str, list[Run]], names, x_of, metric: str) -> list[tuple[float, float]]:
-    return [(float(x_of(run)), getattr(run, metric)) for name in names for run in groups.get(name, [])
-            if getattr(run, metric) is not None]
 
 
 def world_claims(world: str, groups: dict[str, list[Run]], scale: Scale) -> list[Claim]:
@@ -90,20 +81,22 @@ def world_claims(world: str, groups: dict[str, list[Run]], scale: Scale) -> list
         paired_claim(world, "balanced alpha vs events only, event lwlrap", get("balanced"), get("alpha=1"),
                      "aet_lwlrap", "balanced alpha", "events only"),
     ]
+    def runs_of(names) -> list[Run]:
+        return [run for name in names for run in get(name)]
+
     weighted = [f"alpha={alpha:g}" for alpha in ALPHAS] + ["balanced"]
     claims.append(correlation_claim(world, "event lwlrap against alpha (0 < alpha <= 1)",
-                                    _points(groups, [n for n in weighted if n != "alpha=0"], lambda run: run.alpha, "aet_lwlrap")))
+                                    runs_of(n for n in weighted if n != "alpha=0"), "alpha", "aet_lwlrap"))
     claims.append(correlation_claim(world, "scene accuracy against alpha (0 <= alpha < 1)",
-                                    _points(groups, [n for n in weighted if n != "alpha=1"], lambda run: run.alpha,
-                                            "asc_macro_accuracy")))
-    hours_names = [Subset(40, hours, "random").label for hours in scale.hours_grid]
-    k_names = [Subset(k, scale.subset_hours, strategy).label for k, strategy in scale.k_grid]
-    if any(get(name) for name in hours_names):
+                                    runs_of(n for n in weighted if n != "alpha=1"), "alpha", "asc_macro_accuracy"))
+    hours_runs = runs_of(Subset(40, hours, "random").label for hours in scale.hours_grid)
+    k_runs = runs_of(Subset(k, scale.subset_hours, strategy).label for k, strategy in scale.k_grid)
+    if hours_runs:
         claims.append(correlation_claim(world, f"scene accuracy against T (k = 40, random classes, alpha = {JOINT_ALPHA:g})",
-                                        _points(groups, hours_names, lambda run: run.hours, "asc_macro_accuracy")))
-    if any(get(name) for name in k_names):
+                                        hours_runs, "hours", "asc_macro_accuracy"))
+    if k_runs:
         claims.append(correlation_claim(world, f"scene accuracy against k (T = {scale.subset_hours:g} h, alpha = {JOINT_ALPHA:g})",
-                                        _points(groups, k_names, lambda run: run.k, "asc_macro_accuracy")))
+                                        k_runs, "k", "asc_macro_accuracy"))
     if WORLDS[world] > 0:  # the planted link must be found
         expect(claims[0], "correlated higher, p < 0.05", lambda p, mean: p < SIGNIFICANCE and mean > 0)
     expect(claims[1], "no significant difference", lambda p, mean: p >= SIGNIFICANCE)  # and nothing invented

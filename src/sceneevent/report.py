@@ -156,10 +156,9 @@ def run_from_results(results: dict, source: str) -> Run:
 
 
 def _event_draw(results: dict) -> str | None:
-    """Which drawn event subset a run trained on: its folder and subset seed."""
+    """Which drawn event subset a run trained on: its folder (one folder holds one draw)."""
     folder = (results.get("config") or {}).get("aet_dataset")
-    seed = ((results.get("data") or {}).get("aet_subset") or {}).get("seed")
-    return None if folder is None else f"{str(folder).rstrip('/')}#seed={seed}"
+    return None if folder is None else str(folder).rstrip("/")
 
 
 def run_identity(config: dict, seed: Any, alpha: float | None) -> str:
@@ -522,10 +521,10 @@ def group_table(runs: list[Run], factor: str) -> list[GroupRow]:
     return rows
 
 
-def pearson(runs: list[Run], factor: str) -> dict:
-    """Pearson r of scene accuracy with `factor` over the individual runs (scipy.stats.pearsonr)."""
-    pairs = [(float(run.factor(factor)), run.asc_macro_accuracy) for run in runs
-             if run.factor(factor) is not None and run.asc_macro_accuracy is not None]
+def pearson(runs: list[Run], factor: str, metric: str = "asc_macro_accuracy") -> dict:
+    """Pearson r of `metric` (default: scene accuracy) with `factor` over the individual runs (scipy.stats.pearsonr)."""
+    pairs = [(float(run.factor(factor)), getattr(run, metric)) for run in runs
+             if run.factor(factor) is not None and getattr(run, metric) is not None]
     x, y = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
     if len(pairs) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return {"r": None, "p": None, "n": len(pairs), "note": "needs 3+ runs with varying values"}
