@@ -74,8 +74,8 @@ def test_some_event_classes_occur_in_no_scene():
     in_scenes = {name for events in SCENE_EVENTS.values() for name in events}
     assert in_scenes <= set(EVENT_NAMES)
     assert len(set(EVENT_NAMES) - in_scenes) >= 5
-    assert set(synthetic.CORRELATED_EVENTS) == in_scenes and len(synthetic.CORRELATED_EVENTS) == 28
-    assert set(synthetic.UNCORRELATED_EVENTS) == set(EVENT_NAMES) - in_scenes and len(synthetic.UNCORRELATED_EVENTS) == 12
+    assert set(synthetic.CORRELATED_EVENTS) == in_scenes and len(synthetic.CORRELATED_EVENTS) == 20
+    assert set(synthetic.UNCORRELATED_EVENTS) == set(EVENT_NAMES) - in_scenes and len(synthetic.UNCORRELATED_EVENTS) == 20
     for informativeness in (0.0, 0.5, 1.0):  # an uncorrelated class is never planted, whatever the knob
         for scene in SCENES:
             assert set(synthetic.planted_event_probabilities(scene, informativeness)) == set(synthetic.CORRELATED_EVENTS)
@@ -127,7 +127,7 @@ def test_the_size_flags_reach_the_scene_set():
 
 
 
-# --- world v2: the planted scene-event link ---------------------------------------------------------
+# --- the planted scene-event link (world v2, v3) ---------------------------------------------------------
 
 CLIPS_PER_SCENE = 1000  # event draws only, no audio: about 1 s per 10,000 clips
 
@@ -176,7 +176,7 @@ def test_planted_event_table_is_the_documented_mixture():
 
 @pytest.mark.parametrize("informativeness", [0.5, 1.0])
 def test_planted_events_occur_at_the_documented_rates(informativeness):
-    """Count, over 1,000 clips per scene, the clips that hold each class and the events per clip.
+    """Count, over 1,000 clips per scene, the clips that hold each class; every clip holds one planted event.
 
     Tolerance: 4.5 binomial standard errors (sqrt(p (1 - p) / n), at most 0.016 here) per (scene, class)
     cell, plus 0.005 for the rarest cells. With 400 cells the chance that a correct generator fails one is
@@ -184,12 +184,9 @@ def test_planted_events_occur_at_the_documented_rates(informativeness):
     or swapping two scenes' tables) misses by 0.1-0.5, i.e. 6-30 standard errors at this n.
     """
     planted = _planted(informativeness)
-    counts = [len(events) for clips in planted.values() for events in clips]
-    mean, n_all = np.mean(counts), len(counts)
-    assert abs(mean - synthetic.mean_events_per_clip(0.6)) < 4.5 * np.std(counts) / np.sqrt(n_all)
-    assert min(counts) >= 1
+    assert all(len(events) == 1 for clips in planted.values() for events in clips)
     for scene, clips in planted.items():
-        expected = synthetic.expected_presence(scene, informativeness, difficulty=0.6)
+        expected = synthetic.planted_event_probabilities(scene, informativeness)
         n = len(clips)
         for name in EVENT_NAMES:
             observed = sum(name in events for events in clips) / n
@@ -204,15 +201,12 @@ def test_at_informativeness_zero_no_event_class_carries_scene_information():
     tables = [synthetic.planted_event_probabilities(scene, 0.0) for scene in SCENES]
     assert all(table == tables[0] for table in tables)
     # ... and the planted events of generated clips are independent of the scene (chi-square over the
-    # scene x class contingency table of 1,000 clips per scene, ~2,600 events each; every expected cell >= 25).
+    # scene x class contingency table of 1,000 clips per scene, one event each; every expected cell >= 25).
     planted = _planted(0.0)
     classes = synthetic.CORRELATED_EVENTS
     table = np.array([[sum(events.count(name) for events in planted[scene]) for name in classes] for scene in SCENES])
     assert table.sum(axis=0).min() / len(SCENES) >= 25
     assert chi2_contingency(table).pvalue > 0.01
-    # So is the number of events per clip.
-    counts = np.array([[sum(len(events) == k for events in planted[scene]) for k in range(1, 6)] for scene in SCENES])
-    assert chi2_contingency(counts).pvalue > 0.01
 
 
 def test_at_high_informativeness_events_tell_apart_scenes_whose_backgrounds_are_alike():
