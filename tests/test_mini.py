@@ -92,8 +92,9 @@ def write_fixture(folder: Path, seed: int, alpha, asc, lwlrap, subset: mini.Subs
     (folder / "results.json").write_text(json.dumps(results))
 
 
-def write_study(root: Path, link_effect: float, rng: np.random.Generator) -> dict:
-    """Fixture results for every planned run: correlated beats uncorrelated by `link_effect` in the planted world."""
+def write_study(root: Path, link_effect: float, rng: np.random.Generator, unplanted_effect: float = 0.0) -> dict:
+    """Fixture results for every planned run: correlated beats uncorrelated by `link_effect` in the planted world
+    and by `unplanted_effect` in the unplanted one."""
     truth = {}
     for run in mini.stage_one(root, SCALE) + mini.stage_two(root, SCALE):
         parameters, seed = run.parameters, run.parameters["seed"]
@@ -101,8 +102,8 @@ def write_study(root: Path, link_effect: float, rng: np.random.Generator) -> dic
         subset = next((s for s in SCALE.subsets() if parameters.get("aet_dataset", "").endswith("/" + s.folder)), None)
         alpha = {"auto": 0.93}.get(parameters.get("alpha"), parameters.get("alpha"))
         asc = 0.6 + 0.02 * seed + float(rng.normal(0, 0.01))
-        if subset is not None and subset.strategy == "correlated" and world == "planted":
-            asc += link_effect
+        if subset is not None and subset.strategy == "correlated":
+            asc += link_effect if world == "planted" else unplanted_effect
         if subset is not None and subset.strategy == "random":
             asc += 0.001 * subset.k + 0.01 * subset.hours
         lwlrap = None if alpha == 0.0 else 0.5 + 0.3 * float(alpha or 1.0) + float(rng.normal(0, 0.01))
@@ -115,9 +116,9 @@ def write_study(root: Path, link_effect: float, rng: np.random.Generator) -> dic
 
 
 def test_the_verdicts_find_a_planted_difference_with_scipys_numbers(tmp_path):
-    # The fixture's noise is independent per run, so an A/A row falls below p = 0.05 in 5 % of draws; this
-    # draw is fixed (its A/A p-values: 0.46 planted, 0.51 unplanted).
-    truth = write_study(tmp_path, link_effect=0.05, rng=np.random.default_rng(1))
+    # The fixture's noise is independent per run, so a null row falls below p = 0.05 in 5 % of draws; this
+    # draw is fixed (its A/A p-values: 0.51 planted, 0.11 unplanted; unplanted correlated vs uncorrelated 0.99).
+    truth = write_study(tmp_path, link_effect=0.05, rng=np.random.default_rng(2))
     groups = mini.world_groups(tmp_path, SCALE, "planted")
     claims = mini_report.world_claims("planted", groups, SCALE)
     link = claims[0]
@@ -169,6 +170,17 @@ def test_the_check_fails_when_the_planted_link_does_not_come_out(tmp_path):
     assert [(item["world"], item["expected"], item["verdict"]) for item in failed] == [
         ("planted", "correlated higher, p < 0.05", "no significant difference")]
     assert failed[0]["p"] == pytest.approx(0.7705, abs=1e-4)
+
+
+def test_the_check_fails_when_a_difference_comes_out_where_nothing_is_planted(tmp_path):
+    write_study(tmp_path, link_effect=0.05, rng=np.random.default_rng(2), unplanted_effect=-0.03)
+    claims = [claim for world in mini.WORLDS
+              for claim in mini_report.world_claims(world, mini.world_groups(tmp_path, SCALE, world), SCALE)]
+    check = mini_report.instrument_check(claims)
+    failed = [item for item in check["checks"] if not item["as_expected"]]
+    assert not check["passed"]
+    assert [(item["world"], item["expected"], item["verdict"]) for item in failed] == [
+        ("unplanted", "no significant difference", "correlated lower")]
 
 
 def test_missing_runs_read_as_not_measured(tmp_path):

@@ -170,8 +170,9 @@ def test_planted_event_table_is_the_documented_mixture():
             for name in synthetic.CORRELATED_EVENTS:
                 expected = informativeness * own.get(name, 0.0) + (1 - informativeness) * pooled[name]
                 assert p[name] == pytest.approx(expected)
-    assert synthetic.planted_event_probabilities("park", 1.0)["Bird"] == pytest.approx(0.5)
-    assert synthetic.planted_event_probabilities("park", 1.0)["Engine"] == 0.0
+    # The data card's example: park's main class, and street_traffic's, at informativeness 0, 0.5 and 1.
+    assert [synthetic.planted_event_probabilities("park", x)["Bird"] for x in (0.0, 0.5, 1.0)] == pytest.approx([1 / 15, 11 / 30, 2 / 3])
+    assert [synthetic.planted_event_probabilities("park", x)["Siren"] for x in (0.0, 0.5, 1.0)] == pytest.approx([1 / 15, 1 / 30, 0.0])
 
 
 @pytest.mark.parametrize("informativeness", [0.5, 1.0])
