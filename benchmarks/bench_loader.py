@@ -4,10 +4,11 @@
     python benchmarks/bench_loader.py --num_mel_bins 128 --frames 1001 --asc_batch_size 64 --aet_batch_size 128
 
 The cache is written with `datasets` (`save_to_disk`) and loaded back, as the training loop loads a
-real log-mel cache; no audio is involved. Features are read from the cache file with `preadv`, as
-in training; with `--compare_arrow` (default) 0 workers are also measured reading through Arrow's
-gather on the memory map (the reader's fallback), side by side in the same run. One epoch is one pass over the scene rows; the
-event stream cycles alongside, as in training. The figure per worker count is the median epoch.
+real log-mel cache, with its features array beside it; no audio is involved. Features are read from
+that array with one `pread` per row, as in training; with `--compare_arrow` (default) 0 workers are
+also measured reading through Arrow's gather (the reader's fallback), in the same run.
+One epoch is one pass over the scene rows; the event stream cycles alongside, as in training. The
+figure per worker count is the median epoch.
 
 If `benchmarks/results/bench_step.json` exists, the CPU training step's samples/s from it is
 reported next to the loader's, with the ratio loader/step (target >= 10: the loader is never the
@@ -28,8 +29,7 @@ from transformers import HfArgumentParser
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
-from sceneevent.collator import join_task_batches
-from sceneevent.loader import MultiTaskLoader
+from sceneevent.loader import MultiTaskLoader, join_task_batches
 
 NAME = "bench_loader"
 

@@ -24,6 +24,7 @@ import torch
 import sceneevent
 from sceneevent import SceneEventConfig, SceneEventModel
 from sceneevent.arguments import JointTrainingArguments
+from sceneevent.feature_cache import features_path, write_features
 from sceneevent.io_utils import atomic_write_json
 from sceneevent.loader import BatchReader, DeviceBatchReader, MultiTaskLoader
 from sceneevent.training import build_augmenters, prepare_batch
@@ -168,8 +169,9 @@ def build_synthetic_cache(
 ) -> datasets.Dataset:
     """Write `num_rows` random fp16 log-mel clips with labels to `folder` (save_to_disk) and load them back.
 
-    Loading back with `load_from_disk` gives the memory-mapped data set the training loop reads; no
-    audio is involved. Rows are written in chunks so that generating 100k clips stays small in RAM.
+    Loading back with `load_from_disk` gives the memory-mapped data set the training loop reads, and its
+    features array is written beside it as `build_feature_cache` writes a cache's; no audio is involved.
+    Rows are written in chunks so that generating 100k clips stays small in RAM.
     """
     features = cache_features(num_mel_bins, frames)
     rng = np.random.default_rng(seed)
@@ -188,6 +190,9 @@ def build_synthetic_cache(
     table = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     table.save_to_disk(str(folder))
     del parts, table
+    written = datasets.load_from_disk(str(folder))
+    write_features(written, features_path(written))
+    del written  # its map holds every page the write read: the caller gets a fresh one
     return datasets.load_from_disk(str(folder))
 
 

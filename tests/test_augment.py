@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from sceneevent.augment import MixUp, SpecAugment
-from sceneevent.collator import join_task_batches
+from sceneevent.loader import join_task_batches
 from sceneevent.losses import IGNORE_INDEX
 
 

@@ -16,8 +16,8 @@ import soundfile as sf
 
 from sceneevent import LogMelFeatureExtractor
 from sceneevent.audio import AUDIO_FEATURE
-from sceneevent.feature_cache import CHECKSUMS_SUFFIX, build_feature_cache
-from sceneevent.file_rows import FileRows
+from sceneevent.feature_cache import CHECKSUMS_SUFFIX, FEATURES_SUFFIX, build_feature_cache
+from sceneevent.loader import BatchReader
 
 EXTRACTOR = LogMelFeatureExtractor(num_mel_bins=16, sampling_rate=16000, clip_seconds=0.5, hop_length=160, n_fft=400)
 
@@ -69,9 +69,9 @@ def test_a_truncated_cache_file_is_named_and_rebuilt(tmp_path, caplog):
     assert str(victim) in caplog.text and "truncated" in caplog.text
     np.testing.assert_array_equal(features_of(again), expected)
     assert victim.stat().st_size == size
-    rows = FileRows.locate(again, "input_features")  # the trainer's pread reader, on the rebuilt file
-    assert rows is not None and rows.paths == [str(victim)]
-    np.testing.assert_array_equal(rows.read(np.arange(64)), expected)
+    reader = BatchReader(again, "scene", 2)  # the trainer's reader, on the rebuilt cache's features array
+    assert reader.features_path == victim.with_suffix(FEATURES_SUFFIX)
+    np.testing.assert_array_equal(reader[list(range(64))]["input_features"].numpy(), expected)
     # a third build trusts the rebuilt cache: no warning, the same files
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="sceneevent.feature_cache"):
@@ -95,7 +95,33 @@ def test_a_zero_filled_block_is_detected_and_rebuilt(tmp_path, caplog):
     assert str(victim) in caplog.text and "differs" in caplog.text
     np.testing.assert_array_equal(features_of(again), expected)
     record = json.loads(victim.with_name(victim.stem + CHECKSUMS_SUFFIX).read_text())
-    assert [entry["name"] for entry in record["files"]] == [victim.name]
+    assert [entry["name"] for entry in record["files"]] == [victim.name, victim.stem + FEATURES_SUFFIX]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "zero-filled"])
+def test_a_damaged_features_array_is_detected_and_rebuilt(tmp_path, caplog, damage):
+    source = saved_source(tmp_path, 64)
+    cached, _ = build_feature_cache(source, EXTRACTOR, split_name="scene_train", batch_size=8)
+    expected = features_of(cached)
+    (arrow,) = cache_files(source)
+    victim = arrow.with_suffix(FEATURES_SUFFIX)
+    size = victim.stat().st_size
+    del cached
+    with open(victim, "r+b") as handle:
+        if damage == "truncated":
+            handle.truncate(size - 1000)
+        else:
+            handle.seek(size // 2)
+            handle.write(bytes(1000))
+
+    with caplog.at_level(logging.WARNING, logger="sceneevent.feature_cache"):
+        again, _ = build_feature_cache(source, EXTRACTOR, split_name="scene_train", batch_size=8)
+
+    assert str(victim) in caplog.text and ("truncated" if damage == "truncated" else "differs") in caplog.text
+    assert victim.stat().st_size == size
+    reader = BatchReader(again, "scene", 2)
+    assert reader.features_path == victim
+    np.testing.assert_array_equal(reader[list(range(64))]["input_features"].numpy(), expected)
 
 
 BUILD_IN_CHILD = """
@@ -130,4 +156,4 @@ def test_an_interrupted_build_leaves_nothing_in_the_cache_folder(tmp_path, stop)
     cached, _ = build_feature_cache(source.select(range(16)), EXTRACTOR, split_name="scene_train", batch_size=8)
     assert len(cached) == 16
     (built,) = cache_files(source)
-    assert folder_entries(source) == sorted(before + [built.name, built.stem + CHECKSUMS_SUFFIX])
+    assert folder_entries(source) == sorted(before + [built.name, built.stem + FEATURES_SUFFIX, built.stem + CHECKSUMS_SUFFIX])

@@ -2,11 +2,12 @@
 
 The cache of a split is `cache-<key>.arrow` (or its `_0000i_of_0000n` shards) beside the source's Arrow
 files, the key hashing the source's fingerprint and the extractor's settings, so a second run reuses it.
-The training loop then only slices those files (`file_rows` reads them with `preadv`), so a cache is
-trusted only when it is what was built: each build records every file's size and xxh3-128 hash in
-`cache-<key>.checksums.json`, and a reuse checks both first; a file that differs (truncated, zero-filled,
-rewritten) is named in a warning and the cache is rebuilt. A build writes into a private staging folder
-that is removed when it ends, however it ends; one left by a killed build is removed by the next build.
+Beside them, `cache-<key>.npy` holds the same features as one plain `(rows, num_mel_bins, frames)` array:
+the training loop reads its batches from there (`loader.BatchReader`). A cache is trusted only when it is
+what was built: each build records every file's size and xxh3-128 hash in `cache-<key>.checksums.json`,
+and a reuse checks both first; a file that differs (truncated, zero-filled, rewritten) is named in a
+warning and the cache is rebuilt. A build writes into a private staging folder that is removed when it
+ends, however it ends; one left by a killed build is removed by the next build.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 import datasets
 from datasets.fingerprint import Hasher
 import numpy as np
+import pyarrow as pa
 import xxhash
 
 from .audio import AudioDecodeError, load_audio
@@ -35,8 +37,9 @@ from .io_utils import atomic_write_json
 logger = logging.getLogger(__name__)
 
 BAD_AUDIO_COLUMN = "bad_audio"
-CACHE_FORMAT = 2  # 2: checksummed, built in a staging folder (part of the cache key)
+CACHE_FORMAT = 3  # 2: checksummed, built in a staging folder; 3: with the features array (part of the cache key)
 CHECKSUMS_SUFFIX = ".checksums.json"
+FEATURES_SUFFIX = ".npy"
 STAGING_PREFIX = ".sceneevent-build-"
 STAGING_LOCK = ".lock"
 ORPHAN_STAGING_SECONDS = 3600  # a staging folder without a lock is an old build's only after this long
@@ -129,7 +132,9 @@ def build_feature_cache(
                                keep_in_memory=True)
     if len(cached) == 0:
         raise ValueError(f"{split_name}: no clip is left after dropping bad audio")
-    return cached.remove_columns(BAD_AUDIO_COLUMN), problems
+    # Fingerprinted with the key, so that `features_path` finds its array file; any later change to the
+    # data set (select, map, cast, a column replaced) gives a new fingerprint, and no array file.
+    return cached.remove_columns(BAD_AUDIO_COLUMN, new_fingerprint=key), problems
 
 
 def cache_folder(dataset: datasets.Dataset) -> Path:
@@ -140,6 +145,31 @@ def cache_folder(dataset: datasets.Dataset) -> Path:
     folder = Path(datasets.config.HF_DATASETS_CACHE) / "sceneevent_features"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def features_path(dataset: datasets.Dataset) -> Path | None:
+    """Where the array file of `dataset`'s `input_features` is when it has one: `cache-<fingerprint>.npy` beside
+    its Arrow files. The file holds the rows of the Arrow table in order; a select/filter view maps onto them."""
+    if not dataset.cache_files:
+        return None
+    return Path(dataset.cache_files[0]["filename"]).parent / f"cache-{dataset._fingerprint}{FEATURES_SUFFIX}"
+
+
+def write_features(dataset: datasets.Dataset, path: Path, chunk_rows: int = 1024) -> None:
+    """Write the `input_features` of every row of `dataset`'s Arrow table to `path` as one `.npy` array."""
+    table, feature = dataset.data, dataset.features["input_features"]
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(feature.dtype)), "fortran_order": False,
+              "shape": (len(table), *feature.shape)}
+    with open(path, "wb") as file:
+        np.lib.format.write_array_header_1_0(file, header)
+        for start in range(0, len(table), chunk_rows):  # chunks: a cache can be larger than memory
+            file.write(table_features(table.slice(start, chunk_rows), feature.shape).tobytes())
+
+
+def table_features(table: datasets.table.Table | pa.Table, shape: tuple[int, ...]) -> np.ndarray:
+    """The `input_features` of an Arrow table as one `(rows, *shape)` array in the column's dtype (read-only)."""
+    column = table.column("input_features").combine_chunks()
+    return column.storage.flatten().flatten().to_numpy(zero_copy_only=False).reshape(len(table), *shape)
 
 
 def checksums_path(cache_file: Path) -> Path:
@@ -200,10 +230,11 @@ def file_checksum(path: Path) -> str:
 
 
 def _built_files(cache_file: Path) -> list[Path]:
-    """The cache file, or its shards `<stem>_0000i_of_0000n.arrow`, as `datasets.map` names them."""
+    """The cache file, or its shards `<stem>_0000i_of_0000n.arrow` as `datasets.map` names them, and its features array."""
     shard = re.compile(re.escape(cache_file.stem) + r"_\d{5}_of_\d{5}" + re.escape(cache_file.suffix))
-    return [path for path in cache_file.parent.glob(cache_file.stem + "*" + cache_file.suffix)
-            if path == cache_file or shard.fullmatch(path.name)]
+    arrays = [path for path in [cache_file.with_suffix(FEATURES_SUFFIX)] if path.exists()]
+    return arrays + [path for path in cache_file.parent.glob(cache_file.stem + "*" + cache_file.suffix)
+                     if path == cache_file or shard.fullmatch(path.name)]
 
 
 def _remove_cache(cache_file: Path) -> None:
@@ -215,7 +246,8 @@ def _remove_cache(cache_file: Path) -> None:
 def _load(folder: Path, names: list[str], dataset: datasets.Dataset, features: datasets.Features) -> datasets.Dataset:
     info = dataset.info.copy()
     info.features = features
-    shards = [datasets.Dataset.from_file(str(folder / name), info=info, split=dataset.split) for name in names]
+    shards = [datasets.Dataset.from_file(str(folder / name), info=info, split=dataset.split)
+              for name in names if not name.endswith(FEATURES_SUFFIX)]
     return shards[0] if len(shards) == 1 else datasets.concatenate_datasets(shards)
 
 
@@ -228,7 +260,8 @@ def _build(dataset: datasets.Dataset, featurizer: _Featurizer, features: dataset
             featurizer, cache_file_name=str(staging / cache_file.name), new_fingerprint=key, batched=True,
             input_columns=["audio"], remove_columns=["audio"], features=features, **map_options,
         )
-        names = [Path(entry["filename"]).name for entry in built.cache_files]
+        write_features(built, features_path(built))  # its fingerprint is the key: cache-<key>.npy
+        names = [Path(entry["filename"]).name for entry in built.cache_files] + [features_path(built).name]
         del built  # its memory maps point into the staging folder
         files = [{"name": name, "size": (staging / name).stat().st_size, "xxh3_128": file_checksum(staging / name)}
                  for name in names]

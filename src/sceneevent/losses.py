@@ -1,6 +1,6 @@
 """The two task losses and their alpha-weighted sum.
 
-Label conventions (shared by the collator and the model):
+Label conventions (shared by `loader.join_task_batches` and the model):
 - scene labels are class indices `(B,)` or soft targets `(B, num_scenes)` (MixUp);
 - event labels are multi-hot or mixed targets `(B, num_events)`;
 - a row that carries no label for a task is filled with `IGNORE_INDEX` and does not count in that

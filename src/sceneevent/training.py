@@ -41,12 +41,11 @@ from .checkpointing import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from .collator import join_task_batches
 from .configuration_sceneevent import SceneEventConfig
 from .evaluation import evaluate_tasks
 from .feature_extraction_sceneevent import LogMelFeatureExtractor
 from .io_utils import atomic_write_json, replace_files_from, scrub_secrets
-from .loader import BatchReader, DeviceBatchReader, MultiTaskLoader
+from .loader import BatchReader, DeviceBatchReader, MultiTaskLoader, join_task_batches
 from .losses import balanced_alpha
 from .metrics import load_metric
 from .modeling_sceneevent import SceneEventModel

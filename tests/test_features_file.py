@@ -1,4 +1,4 @@
-"""Batches read from the cache files with pread equal Arrow's, and do not map the file into the process."""
+"""Batches read from a cache's features array equal Arrow's, and the array is not left mapped in the process."""
 
 import pickle
 from pathlib import Path
@@ -6,15 +6,19 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
-from sceneevent.file_rows import FileRows
+from sceneevent import LogMelFeatureExtractor
+from sceneevent.audio import AUDIO_FEATURE
+from sceneevent.feature_cache import build_feature_cache, features_path, write_features
 from sceneevent.loader import BatchReader, batch_loader
 
 SHAPE = (8, 12)
 
 
 def saved_split(folder: Path, rows: int, *, num_shards: int = 1, num_classes: int = 9, seed: int = 0) -> datasets.Dataset:
+    """A split saved with `datasets` and loaded back, with its features array written beside it."""
     rng = np.random.default_rng(seed)
     features = rng.standard_normal((rows, *SHAPE)).astype(np.float16)
     features[:, 0, 0] = np.arange(rows)  # the row id travels in the first cell
@@ -27,8 +31,9 @@ def saved_split(folder: Path, rows: int, *, num_shards: int = 1, num_classes: in
             "events": datasets.Sequence(datasets.ClassLabel(num_classes=num_classes)),
         }),
     )
-    # small record batches, so that batches cross record batches (and, with shards, files)
     dataset.save_to_disk(str(folder), num_shards=num_shards, max_shard_size=None)
+    written = datasets.load_from_disk(str(folder))
+    write_features(written, features_path(written))
     return datasets.load_from_disk(str(folder))
 
 
@@ -43,7 +48,7 @@ def test_file_reads_equal_arrow_reads_across_record_batches_and_files(tmp_path, 
     dataset = saved_split(tmp_path / "cache", 4000, num_shards=num_shards)
     assert len(dataset.cache_files) == num_shards
     reader = BatchReader(dataset, "events", 9)
-    assert reader.file_rows is not None and len(reader.file_rows.first_rows) > num_shards  # several record batches
+    assert reader.features_path == features_path(dataset) and reader.features_path.exists()
     rng = np.random.default_rng(1)
     for rows in ([0], [3999], list(range(990, 1010)), list(range(1320, 1350)), rng.choice(4000, 64, replace=False).tolist()):
         batch, expected = reader[rows], arrow_batch(dataset, rows)
@@ -59,50 +64,76 @@ def test_file_reads_equal_arrow_reads_across_record_batches_and_files(tmp_path, 
 
 def test_select_views_and_changed_columns_still_read_the_right_rows(tmp_path):
     dataset = saved_split(tmp_path / "cache", 300)
-    view = dataset.select([250, 4, 120, 77])
-    reader = BatchReader(view, "scene", 5)
-    assert reader.file_rows is not None  # flattened into its own cache file
-    assert reader[[0, 1, 2, 3]]["input_features"][:, 0, 0].tolist() == [250, 4, 120, 77]
-    # a cast is written to a new file: read from there, in its new dtype
+    # every change makes a new fingerprint, so no array file: Arrow's rows, in the changed form
+    view = BatchReader(dataset.select([250, 4, 120, 77]), "events", 9)
+    assert view.features_path is None
+    assert view[[0, 1, 2, 3]]["input_features"][:, 0, 0].tolist() == [250, 4, 120, 77]
+    np.testing.assert_array_equal(view[[1, 3]]["event_labels"].numpy(), BatchReader(dataset, "events", 9)[[4, 77]]["event_labels"])
     cast = BatchReader(dataset.cast_column("input_features", datasets.Array2D(SHAPE, "float32")), "scene", 5)
-    assert cast.file_rows is not None and cast[[8, 9]]["input_features"].dtype == torch.float32
+    assert cast.features_path is None and cast[[8, 9]]["input_features"].dtype == torch.float32
     assert cast[[8, 9]]["input_features"][:, 0, 0].tolist() == [8, 9]
     # columns swapped after loading without a new file: the file's "input_features" is not the table's
     with_copy = dataset.map(lambda row: {"other": np.asarray(row["input_features"]) + 1},
                             features=datasets.Features({**dataset.features, "other": dataset.features["input_features"]}))
     swapped = with_copy.remove_columns("input_features").rename_column("other", "input_features")
     assert swapped.cache_files == with_copy.cache_files
-    assert FileRows.locate(swapped, "input_features") is None
+    assert BatchReader(swapped, "scene", 5).features_path is None
     assert BatchReader(swapped, "scene", 5)[[2, 6]]["input_features"][:, 0, 0].tolist() == [3, 7]
     # a column replaced in memory under the same name, the file still holding the old one
     replaced = dataset.remove_columns("input_features").add_column(
         "input_features", [np.zeros(SHAPE, dtype=np.float16).tolist()] * len(dataset), feature=dataset.features["input_features"])
-    assert FileRows.locate(replaced, "input_features") is None
+    assert BatchReader(replaced, "scene", 5).features_path is None
     assert not BatchReader(replaced, "scene", 5)[[5, 6]]["input_features"].any()
     in_memory = datasets.Dataset.from_dict(dataset[:10], features=dataset.features)
-    assert FileRows.locate(in_memory, "input_features") is None
+    assert features_path(in_memory) is None
     assert BatchReader(in_memory, "scene", 5)[[9, 1]]["input_features"][:, 0, 0].tolist() == [1, 9]
+
+
+def test_a_cache_without_its_bad_clips_reads_the_kept_rows_from_its_file(tmp_path):
+    (tmp_path / "wav").mkdir()
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(12):
+        path = tmp_path / "wav" / f"clip{index}.wav"
+        if index in (0, 5):
+            path.write_bytes(b"not audio")
+        else:
+            sf.write(path, rng.standard_normal(8000).astype(np.float32) * 0.1, 16000)
+        paths.append(str(path))
+    source = datasets.Dataset.from_dict(
+        {"audio": [{"bytes": None, "path": path} for path in paths], "scene": [index % 2 for index in range(12)]},
+        features=datasets.Features({"audio": AUDIO_FEATURE, "scene": datasets.ClassLabel(names=["a", "b"])}))
+    source.save_to_disk(str(tmp_path / "source"))
+    extractor = LogMelFeatureExtractor(num_mel_bins=16, sampling_rate=16000, clip_seconds=0.5, hop_length=160, n_fft=400)
+    cached, dropped = build_feature_cache(datasets.load_from_disk(str(tmp_path / "source")), extractor, skip_bad_audio=True)
+    assert len(dropped) == 2 and len(cached) == 10
+    reader = BatchReader(cached, "scene", 2)
+    assert reader.features_path is not None and reader.table_rows.tolist() == [1, 2, 3, 4, 6, 7, 8, 9, 10, 11]
+    batch = reader[[9, 0, 4]]
+    expected = np.asarray(cached.with_format("numpy")[[0, 4, 9]]["input_features"], dtype=np.float16)
+    np.testing.assert_array_equal(batch["input_features"].numpy(), expected)
+    assert batch["scene_labels"].tolist() == [1, 0, 1]  # rows 1, 6 and 11 of the source
 
 
 def test_workers_and_pickled_readers_open_their_own_files(tmp_path):
     dataset = saved_split(tmp_path / "cache", 400)
     reader = BatchReader(dataset, "scene", 5)
-    reader[[1, 2]]  # opens the files in this process
+    reader[[1, 2]]
     copy = pickle.loads(pickle.dumps(reader))
-    assert copy.file_rows._fds == {}
+    assert copy.features_path == reader.features_path
     assert copy[[5, 300]]["input_features"][:, 0, 0].tolist() == [5, 300]
     batches = [[3, 1], [399, 200], [10, 11, 12]]
     loaded = list(batch_loader(reader, batches, num_workers=2))
     assert [sorted(batch["input_features"][:, 0, 0].long().tolist()) for batch in loaded] == [sorted(b) for b in batches]
 
 
-def test_a_truncated_cache_file_is_a_clear_error(tmp_path):
+def test_a_truncated_features_file_is_a_clear_error(tmp_path):
     dataset = saved_split(tmp_path / "cache", 500)
     reader = BatchReader(dataset, "scene", 5)
-    path = dataset.cache_files[0]["filename"]
+    path = reader.features_path
     with open(path, "r+b") as file:
-        file.truncate(Path(path).stat().st_size // 2)
-    with pytest.raises(OSError, match="shorter than its Arrow metadata"):
+        file.truncate(path.stat().st_size // 2)
+    with pytest.raises(OSError, match="ends before row 499"):
         reader[[499]]
 
 
@@ -119,17 +150,6 @@ def test_bad_labels_and_rows_are_clear_errors(tmp_path):
     for rows in ([49, 50], [-1, 3]):
         with pytest.raises(IndexError, match="split of 50 clips"):
             reader[rows]
-    with pytest.raises(IndexError, match="cache of 50 rows"):
-        reader.file_rows.read(np.asarray([50]))
-
-
-def test_bit_packed_and_non_numeric_features_are_read_through_arrow(tmp_path):
-    for dtype in ("bool", "string"):
-        values = np.zeros((4, *SHAPE), dtype=bool).tolist() if dtype == "bool" else [[["a"] * SHAPE[1]] * SHAPE[0]] * 4
-        split = datasets.Dataset.from_dict({"input_features": values},
-                                           features=datasets.Features({"input_features": datasets.Array2D(SHAPE, dtype)}))
-        split.save_to_disk(str(tmp_path / dtype))
-        assert FileRows.locate(datasets.load_from_disk(str(tmp_path / dtype)), "input_features") is None
 
 
 def resident_file_kib() -> int:
@@ -142,8 +162,8 @@ def resident_file_kib() -> int:
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 def test_reading_every_row_does_not_map_the_cache_into_the_process(tmp_path):
     dataset = saved_split(tmp_path / "cache", 20000)  # 3.7 MiB of features
-    size_kib = Path(dataset.cache_files[0]["filename"]).stat().st_size // 1024
     reader = BatchReader(dataset, "scene", 5)
+    size_kib = reader.features_path.stat().st_size // 1024
     before = resident_file_kib()
     order = np.random.default_rng(0).permutation(len(dataset))
     for start in range(0, len(order), 256):
@@ -161,7 +181,7 @@ def test_the_training_caches_are_read_from_their_files():
     for split, column, labels in ((data.scene_train, "scene", data.scene_labels), (data.event_train, "events", data.event_labels),
                                   (data.scene_test, "scene", data.scene_labels)):
         reader = BatchReader(split, column, len(labels))
-        assert reader.file_rows is not None, f"{column} cache is not read from its file"
+        assert reader.features_path is not None, f"{column} cache is not read from its file"
         rows = list(range(0, len(reader), 5))
         expected = np.asarray(reader.dataset.with_format("numpy")[rows]["input_features"], dtype=np.float16)
         np.testing.assert_array_equal(reader[rows]["input_features"].numpy(), expected)
