@@ -232,9 +232,10 @@ def file_checksum(path: Path) -> str:
 def _built_files(cache_file: Path) -> list[Path]:
     """The cache file, or its shards `<stem>_0000i_of_0000n.arrow` as `datasets.map` names them, and its features array."""
     shard = re.compile(re.escape(cache_file.stem) + r"_\d{5}_of_\d{5}" + re.escape(cache_file.suffix))
-    arrays = [path for path in [cache_file.with_suffix(FEATURES_SUFFIX)] if path.exists()]
-    return arrays + [path for path in cache_file.parent.glob(cache_file.stem + "*" + cache_file.suffix)
-                     if path == cache_file or shard.fullmatch(path.name)]
+    arrow_files = [path for path in cache_file.parent.glob(cache_file.stem + "*" + cache_file.suffix)
+                   if path == cache_file or shard.fullmatch(path.name)]
+    array = cache_file.with_suffix(FEATURES_SUFFIX)
+    return ([array] if array.exists() else []) + arrow_files
 
 
 def _remove_cache(cache_file: Path) -> None:
@@ -260,8 +261,9 @@ def _build(dataset: datasets.Dataset, featurizer: _Featurizer, features: dataset
             featurizer, cache_file_name=str(staging / cache_file.name), new_fingerprint=key, batched=True,
             input_columns=["audio"], remove_columns=["audio"], features=features, **map_options,
         )
-        write_features(built, features_path(built))  # its fingerprint is the key: cache-<key>.npy
-        names = [Path(entry["filename"]).name for entry in built.cache_files] + [features_path(built).name]
+        array = features_path(built)  # its fingerprint is the key: cache-<key>.npy
+        write_features(built, array)
+        names = [Path(entry["filename"]).name for entry in built.cache_files] + [array.name]
         del built  # its memory maps point into the staging folder
         files = [{"name": name, "size": (staging / name).stat().st_size, "xxh3_128": file_checksum(staging / name)}
                  for name in names]
