@@ -41,12 +41,16 @@ class RankingArguments:
         default=0.5, metadata={"help": "With --asc_dataset synthetic: the world's event informativeness (as train_joint.py's "
                                "flag). Its ground-truth ranking needs no tagger: sceneevent.data.synthetic.ground_truth_ranking()."}
     )
+    synthetic_swap_event_roles: bool = field(
+        default=False, metadata={"help": "With --asc_dataset synthetic: the world with event roles swapped (as train_joint.py's flag)."}
+    )
 
 
 def main(args: list[str] | None = None) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     arguments = parse_args((RankingArguments,), args)
-    world = ({"difficulty": arguments.synthetic_difficulty, "event_informativeness": arguments.synthetic_event_informativeness}
+    world = ({"difficulty": arguments.synthetic_difficulty, "event_informativeness": arguments.synthetic_event_informativeness,
+              "swap_event_roles": arguments.synthetic_swap_event_roles}
              if arguments.asc_dataset == "synthetic" else {})  # the world the tagger's runs trained on, not the default one
     scenes = load_scene_source(arguments.asc_dataset, label_column=arguments.asc_label_column, seed=arguments.seed, **world)
     if arguments.split not in scenes:

@@ -28,11 +28,17 @@ def test_the_ground_truth_ranking_orders_classes_by_how_often_scenes_plant_them(
     # The top ten are the scenes' main events, one per scene: a correlated subset at k = 10 covers every scene.
     assert set(ranking[:10]) == {max(table, key=table.get) for table in synthetic.SCENE_EVENTS.values()}
     assert set(ranking[-20:]) == set(synthetic.UNCORRELATED_EVENTS)  # the never-planted classes come last
-    # The mean planted share over scenes is the same at every informativeness: the ranking does not depend on it.
+    # The bottom ten are the top ten's counterparts, the most planted class's last; swapping the roles swaps the ends.
+    assert ranking[-10:] == [synthetic.COUNTERPARTS[name] for name in reversed(ranking[:10])]
+    swapped = synthetic.ground_truth_ranking(swap_event_roles=True)
+    assert set(swapped[:10]) == set(ranking[-10:]) and set(swapped[-10:]) == set(ranking[:10])
+    # The mean planted share over scenes is the tables' share plus one uniform rate: below informativeness 1 every
+    # class also occurs, alike, so the ranking (by the tables) does not depend on the knob.
     for informativeness in (0.0, 0.5, 1.0):
-        mean = {name: np.mean([synthetic.planted_event_probabilities(scene, informativeness).get(name, 0.0)
+        mean = {name: np.mean([synthetic.planted_event_probabilities(scene, informativeness)[name]
                                for scene in synthetic.SCENES]) for name in synthetic.EVENT_NAMES}
-        assert [mean[name] for name in ranking] == pytest.approx([share[name] for name in ranking], abs=1e-12)
+        assert [mean[name] for name in ranking] == pytest.approx(
+            [informativeness * share[name] + (1 - informativeness) / 40 for name in ranking], abs=1e-12)
 
 
 def test_the_plan_runs_every_setting_with_the_same_seeds_in_both_worlds(tmp_path):
@@ -62,6 +68,13 @@ def test_the_plan_runs_every_setting_with_the_same_seeds_in_both_worlds(tmp_path
         for setting, found in by_setting.items():  # every comparison is paired
             assert found == set(SCALE.link_seeds if setting[0] == "link" else SCALE.seeds), setting
         assert sum(setting[0] == "link" for setting in by_setting) == 3
+    # Odd seeds of the link arms run in the world with event roles swapped, on subsets ranked in that world; the
+    # other experiments all run in the default world.
+    for run in first:
+        seed, link = run.parameters["seed"], run.output_dir.parent.name == "link"
+        assert ("--synthetic_swap_event_roles=true" in run.command) == (link and seed % 2 == 1), run.output_dir
+        if link:
+            assert run.parameters["aet_dataset"].endswith("_roles=swapped") == (seed % 2 == 1)
     # The arms' draws: correlated and uncorrelated share each seed's generated event set; the A/A arm does not.
     draws = {arm: {SCALE.link_subset(arm, seed).seed for seed in SCALE.link_seeds} for arm in mini.LINK_ARMS}
     assert draws["correlated"] == draws["uncorrelated"] == set(SCALE.link_seeds)
@@ -74,8 +87,8 @@ def test_the_plan_runs_every_setting_with_the_same_seeds_in_both_worlds(tmp_path
             assert run.parameters[key] in planned
             assert Path(run.parameters[key]).parent.parent == run.output_dir.parent.parent
     # Every run trains for the same number of epochs; pre-training + fine-tuning adds up to it.
-    assert all("--num_train_epochs=48" in run.command for run in first + second)
-    assert SCALE.pretrain_epochs + SCALE.finetune_epochs == 48
+    epochs = SCALE.pretrain_epochs + SCALE.finetune_epochs
+    assert all(f"--num_train_epochs={epochs}" in run.command for run in first + second)
 
 
 def write_fixture(folder: Path, seed: int, alpha, asc, lwlrap, subset: mini.Subset | None = None, mode=None) -> None:

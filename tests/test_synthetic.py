@@ -56,7 +56,7 @@ def test_scene_generation_is_deterministic_per_seed_and_renderer():
     assert a["audio"] == b["audio"] and a["identifier"] == b["identifier"]
     assert all(x["bytes"] != y["bytes"] for x, y in zip(a["audio"], c["audio"]))
     fresh = list(synthetic._scene_rows(seed=5, split="train", count=1, difficulty=0.6, clip_seconds=2.0,
-                                       event_informativeness=0.5, world_version=synthetic.WORLD_VERSION))
+                                       event_informativeness=0.5, swap_event_roles=False, world_version=synthetic.WORLD_VERSION))
     assert [row["audio"]["bytes"] for row in fresh] == [row["bytes"] for row in a["audio"]]
 
 
@@ -76,9 +76,39 @@ def test_some_event_classes_occur_in_no_scene():
     assert len(set(EVENT_NAMES) - in_scenes) >= 5
     assert set(synthetic.CORRELATED_EVENTS) == in_scenes and len(synthetic.CORRELATED_EVENTS) == 20
     assert set(synthetic.UNCORRELATED_EVENTS) == set(EVENT_NAMES) - in_scenes and len(synthetic.UNCORRELATED_EVENTS) == 20
-    for informativeness in (0.0, 0.5, 1.0):  # an uncorrelated class is never planted, whatever the knob
-        for scene in SCENES:
-            assert set(synthetic.planted_event_probabilities(scene, informativeness)) == set(synthetic.CORRELATED_EVENTS)
+    for scene in SCENES:  # at informativeness 1 an uncorrelated class is never planted; below, at the uniform rate only
+        at_one = synthetic.planted_event_probabilities(scene, 1.0)
+        assert {name for name, p in at_one.items() if p > 0} <= set(synthetic.CORRELATED_EVENTS)
+        half = synthetic.planted_event_probabilities(scene, 0.5)
+        assert all(half[name] == pytest.approx(0.5 / 40) for name in synthetic.UNCORRELATED_EVENTS)
+
+
+def band_profile(names, bands=8, draws=10):
+    """Mean share of each class's power in `bands` log-spaced bands from 60 Hz to 8 kHz (by FFT, by hand)."""
+    rng = np.random.default_rng(0)
+    edges = np.geomspace(60, 8000, bands + 1)
+    shares = []
+    for name in names:
+        for _ in range(draws):
+            event = synthetic.render_event(rng, name)
+            power = np.abs(np.fft.rfft(event)) ** 2
+            band = np.digitize(np.fft.rfftfreq(event.size, 1 / synthetic.SAMPLING_RATE), edges) - 1
+            shares.append([power[band == b].sum() / power.sum() for b in range(bands)])
+    return np.mean(shares, axis=0)
+
+
+def test_the_planted_and_never_planted_sets_cover_the_same_bands():
+    # The k = 10 sets the mini reproduction compares: the ten main classes and their ten counterparts. Where one set
+    # has a tenth of its power or more, the other has within a factor of two of it, so neither set alone teaches a band.
+    ranking = synthetic.ground_truth_ranking()
+    planted, never = band_profile(ranking[:10]), band_profile(ranking[-10:])
+    assert set(ranking[-10:]) <= set(synthetic.UNCORRELATED_EVENTS)
+    for b in np.flatnonzero(np.maximum(planted, never) >= 0.1):
+        assert 0.5 <= never[b] / planted[b] <= 2.0, (b, planted.round(3), never.round(3))
+    # The check can fail: the never-planted pure tones alone (no harmonic stacks) leave the low bands to the planted set.
+    kinds = {name: kind for name, kind, _ in synthetic.EVENTS}
+    pure = band_profile([name for name in synthetic.UNCORRELATED_EVENTS if not kinds[name].endswith("+harmonics")])
+    assert any(not 0.5 <= pure[b] / planted[b] <= 2.0 for b in np.flatnonzero(np.maximum(planted, pure) >= 0.1))
 
 
 def test_the_identifier_gives_each_scene_several_locations():
@@ -93,7 +123,7 @@ def test_the_identifier_gives_each_scene_several_locations():
 def test_events_are_distinct_patterns():
     rng = np.random.default_rng(0)
     spectra = {}
-    for name in ("Speech", "Music", "Siren", "Footsteps", "Rain", "Bell"):
+    for name in ("Speech", "Music", "Siren", "Doorbell", "Xylophone", "Bell"):
         event = synthetic.render_event(rng, name)
         spectrum = np.abs(np.fft.rfft(event, n=8192))
         spectra[name] = spectrum / np.linalg.norm(spectrum)
@@ -141,7 +171,8 @@ def _planted(informativeness: float, clips_per_scene: int = CLIPS_PER_SCENE, see
     return planted
 
 
-def test_the_generator_plants_exactly_the_events_scene_clip_events_reports(monkeypatch):
+@pytest.mark.parametrize("swap", [False, True])
+def test_the_generator_plants_exactly_the_events_scene_clip_events_reports(monkeypatch, swap):
     """`scene_clip_events` is the ground truth of the rendered clips: the generator renders those events."""
     rendered = []
     original = synthetic.render_scene_clip
@@ -152,27 +183,64 @@ def test_the_generator_plants_exactly_the_events_scene_clip_events_reports(monke
 
     monkeypatch.setattr(synthetic, "render_scene_clip", spy)
     rows = list(synthetic._scene_rows(seed=4, split="test", count=2, difficulty=0.6, clip_seconds=2.0,
-                                      event_informativeness=0.7, world_version=synthetic.WORLD_VERSION))
+                                      event_informativeness=0.7, swap_event_roles=swap, world_version=synthetic.WORLD_VERSION))
     assert len(rows) == 20
-    assert rendered == [synthetic.scene_clip_events(4, "test", i, 0.6, 0.7) for i in range(20)]
+    assert rendered == [synthetic.scene_clip_events(4, "test", i, 0.6, 0.7, swap_event_roles=swap) for i in range(20)]
+
+
+def test_swapped_roles_plant_each_class_counterpart_in_the_same_clips():
+    counterparts = synthetic.COUNTERPARTS
+    assert len(counterparts) == 20 and set(counterparts) == set(synthetic.CORRELATED_EVENTS)
+    assert set(counterparts.values()) == set(synthetic.UNCORRELATED_EVENTS)
+    # The roles trade places: the default world's never-planted classes are the swapped world's planted ones.
+    assert set(synthetic.correlated_events(True)) == set(synthetic.UNCORRELATED_EVENTS)
+    assert set(synthetic.uncorrelated_events(True)) == set(synthetic.CORRELATED_EVENTS)
+    # The same clip draws the partner of the default world's event, at the same rates.
+    partner = {**counterparts, **{counterpart: name for name, counterpart in counterparts.items()}}
+    for index in range(60):
+        default = synthetic.scene_clip_events(2, "train", index, event_informativeness=0.6)
+        swapped = synthetic.scene_clip_events(2, "train", index, event_informativeness=0.6, swap_event_roles=True)
+        assert swapped == [partner[name] for name in default]
+    partner = {**counterparts, **{counterpart: name for name, counterpart in counterparts.items()}}
+    for scene in SCENES:
+        default = synthetic.planted_event_probabilities(scene, 0.4)
+        swapped = synthetic.planted_event_probabilities(scene, 0.4, swap_event_roles=True)
+        assert swapped == {partner[name]: p for name, p in default.items()}
+    # Each counterpart sounds at its planted class's frequency with the same harmonics, in another pattern.
+    table = {name: (kind, freq) for name, kind, freq in synthetic.EVENTS}
+    for name, counterpart in counterparts.items():
+        assert table[counterpart][1] == table[name][1]
+        assert table[counterpart][0].split("+")[0] in synthetic.PITCHED_FAMILIES
+    # Within a background group the main classes' counterparts share a family, as the main classes do.
+    for group in synthetic.BACKGROUND_GROUPS:
+        mains = [max(SCENE_EVENTS[scene], key=SCENE_EVENTS[scene].get) for scene in group]
+        assert len({table[name][0] for name in mains}) == 1
+        assert len({table[counterparts[name]][0] for name in mains}) == 1
+
+
+def test_swapped_roles_give_another_scene_set_with_the_same_backgrounds():
+    kwargs = dict(seed=1, train_clips_per_scene=1, test_clips_per_scene=1, clip_seconds=0.5, event_informativeness=1.0)
+    default = load_synthetic_scenes(**kwargs)["train"]
+    swapped = load_synthetic_scenes(swap_event_roles=True, **kwargs)["train"]
+    assert default._fingerprint != swapped._fingerprint  # its own cache
+    assert default["scene"] == swapped["scene"] and default["identifier"] == swapped["identifier"]
+    assert all(x["bytes"] != y["bytes"] for x, y in zip(default["audio"], swapped["audio"]))
 
 
 def test_planted_event_table_is_the_documented_mixture():
-    pooled = {name: 0.0 for name in synthetic.CORRELATED_EVENTS}
-    for table in SCENE_EVENTS.values():
-        for name, weight in table.items():
-            pooled[name] += weight / sum(table.values()) / len(SCENES)
-    for scene in SCENES:
-        own = {name: weight / sum(SCENE_EVENTS[scene].values()) for name, weight in SCENE_EVENTS[scene].items()}
-        for informativeness in (0.0, 0.3, 1.0):
-            p = synthetic.planted_event_probabilities(scene, informativeness)
-            assert sum(p.values()) == pytest.approx(1.0)
-            for name in synthetic.CORRELATED_EVENTS:
-                expected = informativeness * own.get(name, 0.0) + (1 - informativeness) * pooled[name]
-                assert p[name] == pytest.approx(expected)
-    # The data card's example: park's main class, and street_traffic's, at informativeness 0, 0.5 and 1.
-    assert [synthetic.planted_event_probabilities("park", x)["Bird"] for x in (0.0, 0.5, 1.0)] == pytest.approx([1 / 15, 11 / 30, 2 / 3])
-    assert [synthetic.planted_event_probabilities("park", x)["Siren"] for x in (0.0, 0.5, 1.0)] == pytest.approx([1 / 15, 1 / 30, 0.0])
+    for swap in (False, True):
+        tables = synthetic.scene_events(swap)
+        for scene in SCENES:
+            own = {name: weight / sum(tables[scene].values()) for name, weight in tables[scene].items()}
+            for informativeness in (0.0, 0.3, 1.0):
+                p = synthetic.planted_event_probabilities(scene, informativeness, swap_event_roles=swap)
+                assert set(p) == set(EVENT_NAMES) and sum(p.values()) == pytest.approx(1.0)
+                for name in EVENT_NAMES:
+                    assert p[name] == pytest.approx(informativeness * own.get(name, 0.0) + (1 - informativeness) / 40)
+    # The data card's example: park's main class, street_traffic's, and a counterpart, at informativeness 0, 0.5 and 1.
+    rates = {name: [synthetic.planted_event_probabilities("park", x)[name] for x in (0.0, 0.5, 1.0)] for name in ("Bird", "Siren", "Sonar ping")}
+    assert rates["Bird"] == pytest.approx([1 / 40, 1 / 3 + 1 / 80, 2 / 3])
+    assert rates["Siren"] == rates["Sonar ping"] == pytest.approx([1 / 40, 1 / 80, 0.0])
 
 
 @pytest.mark.parametrize("informativeness", [0.5, 1.0])
@@ -202,11 +270,11 @@ def test_at_informativeness_zero_no_event_class_carries_scene_information():
     tables = [synthetic.planted_event_probabilities(scene, 0.0) for scene in SCENES]
     assert all(table == tables[0] for table in tables)
     # ... and the planted events of generated clips are independent of the scene (chi-square over the
-    # scene x class contingency table of 1,000 clips per scene, one event each; every expected cell >= 25).
+    # scene x class contingency table of 1,000 clips per scene, one event each; every expected cell >= 15).
     planted = _planted(0.0)
-    classes = synthetic.CORRELATED_EVENTS
+    classes = EVENT_NAMES
     table = np.array([[sum(events.count(name) for events in planted[scene]) for name in classes] for scene in SCENES])
-    assert table.sum(axis=0).min() / len(SCENES) >= 25
+    assert table.sum(axis=0).min() / len(SCENES) >= 15
     assert chi2_contingency(table).pvalue > 0.01
 
 

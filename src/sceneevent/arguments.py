@@ -51,8 +51,15 @@ class DataArguments:
     synthetic_event_informativeness: float = field(
         default=0.5,
         metadata={"help": "How much of a synthetic scene's identity its events carry, in [0, 1]: at 1 the scenes of a "
-                  "background group sound alike and only their typical events tell them apart; at 0 every scene draws "
-                  "its events from one shared table and only the backgrounds tell them apart. See data_cards/synthetic.md."},
+                  "background group sound alike and only their typical events tell them apart; at 0 every clip holds any "
+                  "of the 40 event classes with the same probability and only the backgrounds tell them apart. "
+                  "See data_cards/synthetic.md."},
+    )
+    synthetic_swap_event_roles: bool = field(
+        default=False,
+        metadata={"help": "Plant each synthetic scene event's counterpart instead (same frequency and harmonics, another "
+                  "temporal pattern), so the correlated and uncorrelated classes trade places: a study that runs half its "
+                  "seeds this way counterbalances how the two class sets sound. See data_cards/synthetic.md."},
     )
     synthetic_seed: int = field(default=0, metadata={"help": "Seed that generates the synthetic data (not the training seed)."})
     synthetic_train_clips_per_scene: int = field(

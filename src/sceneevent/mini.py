@@ -5,8 +5,9 @@ The two worlds differ only in `synthetic_event_informativeness` (`WORLDS`: plant
 - the alpha sweep: 0 (scene only), 0.5, 0.9, the balanced alpha of eq. 3 (`--alpha auto` from the first
   seed's two single-task runs) and 1 (events only), on the whole synthetic event set;
 - correlated vs uncorrelated event sets at equal k and hours, chosen by the world's ground truth (classes
-  ranked by how often scenes plant them: `synthetic.ground_truth_ranking`), at alpha `JOINT_ALPHA`, with an
-  A/A control (correlated vs correlated drawn again); each seed trains on its own draw (`LINK_ARMS`);
+  ranked by how strongly scenes favour them: `synthetic.ground_truth_ranking`), at alpha `JOINT_ALPHA`, with an
+  A/A control (correlated vs correlated drawn again); each seed trains on its own draw, and odd seeds run in
+  the world with event roles swapped, so that the two class sets' sounds are counterbalanced (`LINK_ARMS`);
 - pre-training on events then fine-tuning on scenes vs joint training at `JOINT_ALPHA`, same total epochs.
 The planted world also runs the T and k grids of Figures 3b and 4 (random classes). Every run of a scale has
 the same epochs and every experiment the same seeds (the correlated-vs-uncorrelated comparison and its A/A
@@ -46,10 +47,12 @@ class Subset:
     hours: float
     strategy: str
     seed: int = 0  # of the generated event set and of the drawn clips: another seed is another, exchangeable draw
+    swapped: bool = False  # ranked in the world with event roles swapped (its correlated classes are the counterparts)
 
     @property
     def folder(self) -> str:
-        return f"k={self.k}_hours={self.hours:g}_strategy_{self.strategy}" + (f"_draw={self.seed}" if self.seed else "")
+        return (f"k={self.k}_hours={self.hours:g}_strategy_{self.strategy}" + (f"_draw={self.seed}" if self.seed else "")
+                + ("_roles=swapped" if self.swapped else ""))
 
     @property
     def label(self) -> str:
@@ -60,7 +63,9 @@ class Subset:
 # The arms of the comparison the study must settle: name -> (strategy, offset of the subset seed). Run `s` of an
 # arm trains on its own draw, subset seed `s + offset`, so the seed-paired tests cover the draw of the event data
 # too, not only the training randomness; "correlated, redrawn" is the A/A control, equal in expectation to
-# "correlated" by construction.
+# "correlated" by construction. Odd seeds run in the world with event roles swapped (`swapped_roles`): the
+# correlated and uncorrelated classes trade places, so how the two class sets sound is counterbalanced and only
+# the link is left to tell them apart.
 LINK_ARMS = {"correlated": ("correlated", 0), "uncorrelated": ("uncorrelated", 0), "correlated, redrawn": ("correlated", 1000)}
 
 
@@ -89,7 +94,7 @@ class Scale:
     def link_subset(self, arm: str, seed: int) -> Subset:
         """The event set of run `seed` of a `LINK_ARMS` arm."""
         strategy, offset = LINK_ARMS[arm]
-        return Subset(self.strategy_k, self.subset_hours, strategy, seed=seed + offset)
+        return Subset(self.strategy_k, self.subset_hours, strategy, seed=seed + offset, swapped=swapped_roles(seed))
 
     def arm_label(self, arm: str) -> str:
         return f"{arm}, k = {self.strategy_k}, T = {self.subset_hours:g} h (a draw per seed)"
@@ -106,32 +111,32 @@ class Scale:
         return list(dict.fromkeys(self.link_subsets() + self.grid_subsets()))
 
 
-_COMMON = ("--asc_batch_size=16", "--aet_batch_size=32", "--num_train_epochs=48", "--eval_batch_size=64",
+_COMMON = ("--asc_batch_size=16", "--aet_batch_size=32", "--num_train_epochs=40", "--eval_batch_size=64",
            "--synthetic_train_clips_per_scene=40", "--asc_validation_split=0.5", "--synthetic_test_clips_per_scene=100",
            "--checkpointing_steps=150", "--save_total_limit=1")
 SCALES = {
     # Sized for <= 60 minutes on 2 CPU cores (two runs at a time, one thread each): timm's 0.37 M-parameter
-    # `test_resnet` on 40 x 51 log-mels (2 s at 16 kHz, 40 ms hop), 576 steps of 16 + 32 clips per run
-    # (200 scene training clips, 12 steps an epoch, 48 epochs).
+    # `test_resnet` on 40 x 51 log-mels (2 s at 16 kHz, 40 ms hop), 480 steps of 16 + 32 clips per run
+    # (200 scene training clips, 12 steps an epoch, 40 epochs).
     "cpu": Scale(
-        description="2 CPU cores: test_resnet, 40 mel bins x 51 frames, 16 + 32 clips, 48 epochs, 4 seeds "
+        description="2 CPU cores: test_resnet, 40 mel bins x 51 frames, 16 + 32 clips, 40 epochs, 4 seeds "
                     "(8 for correlated vs uncorrelated and the A/A control)",
         seeds=(0, 1, 2, 3),
         # Four seeds could not settle it (in the study's first run the smallest detectable difference was 0.062);
         # see reports/mini/README.md for every reading.
         link_seeds=tuple(range(8)),
         run_flags=("--encoder=test_resnet", "--num_mel_bins=40", "--hop_length=640", "--learning_rate=0.01", *_COMMON),
-        pretrain_epochs=24, finetune_epochs=24, parallel=2, threads_per_run=1,
+        pretrain_epochs=20, finetune_epochs=20, parallel=2, threads_per_run=1,
     ),
     # The same study with the paper's encoder at the demo's feature resolution and twice the seeds, four runs
     # sharing one GPU.
     "gpu": Scale(
-        description="1 GPU: resnet18, 64 mel bins x 101 frames, 16 + 32 clips, 48 epochs, 8 seeds "
+        description="1 GPU: resnet18, 64 mel bins x 101 frames, 16 + 32 clips, 40 epochs, 8 seeds "
                     "(16 for correlated vs uncorrelated and the A/A control)",
         seeds=tuple(range(8)),
         link_seeds=tuple(range(16)),
         run_flags=("--encoder=resnet18", "--num_mel_bins=64", "--hop_length=320", "--learning_rate=0.002", *_COMMON),
-        pretrain_epochs=24, finetune_epochs=24, parallel=4, threads_per_run=4,
+        pretrain_epochs=20, finetune_epochs=20, parallel=4, threads_per_run=4,
     ),
 }
 
@@ -139,24 +144,40 @@ SCALES = {
 # --- the plan -----------------------------------------------------------------------------------------
 
 
+def swapped_roles(seed: int) -> bool:
+    """Whether run `seed` of the correlated-vs-uncorrelated comparison runs in the world with event roles swapped."""
+    return seed % 2 == 1
+
+
+def role_flags(swapped: bool) -> list[str]:
+    return ["--synthetic_swap_event_roles=true"] if swapped else []
+
+
 def subset_dir(root: Path, subset: Subset) -> Path:
     return root / "aet_subsets" / subset.folder
 
 
-def prepare_subsets(root: Path, scale: Scale) -> Path:
-    """Write the ground-truth ranking and build every event subset the study uses (kept when present)."""
-    ranking = root / "ranking.json"
-    if not ranking.is_file():
-        write_ranking(ranking, [{"name": name, "rank": rank} for rank, name in enumerate(ground_truth_ranking(), 1)],
-                      tagger="ground truth of the synthetic world (synthetic.ground_truth_ranking)", asc_dataset="synthetic")
+def ranking_path(root: Path, swapped: bool) -> Path:
+    return root / ("ranking_roles=swapped.json" if swapped else "ranking.json")
+
+
+def prepare_subsets(root: Path, scale: Scale) -> None:
+    """Write the ground-truth rankings (of both role assignments) and build every event subset the study uses
+    (kept when present)."""
+    for swapped in (False, True):
+        ranking = ranking_path(root, swapped)
+        if not ranking.is_file():
+            write_ranking(ranking, [{"name": name, "rank": rank} for rank, name in enumerate(ground_truth_ranking(swapped), 1)],
+                          tagger=f"ground truth of the synthetic world (synthetic.ground_truth_ranking(swap_event_roles={swapped}))",
+                          asc_dataset="synthetic")
     for subset in scale.subsets():
         folder = subset_dir(root, subset)
         if (folder / "subset_info.json").is_file():
             continue
         data, info = build_aet_subset("synthetic", k=subset.k, hours=subset.hours, strategy=subset.strategy,
-                                      ranking=str(ranking), seed=subset.seed, difficulty=scale.difficulty, return_info=True)
+                                      ranking=str(ranking_path(root, subset.swapped)), seed=subset.seed,
+                                      difficulty=scale.difficulty, return_info=True)
         save_aet_subset(data, folder, info)
-    return ranking
 
 
 def _sweep(parameters: dict, seeds: tuple[int, ...], program: str = "scripts/train_joint.py") -> dict:
@@ -173,17 +194,17 @@ def stage_one(root: Path, scale: Scale) -> list[SweepRun]:
     for world, informativeness in WORLDS.items():
         flags, out = scale.world_flags(informativeness), root / world
         sweeps = [
-            ("alpha", _sweep({"alpha": list(ALPHAS)}, scale.seeds)),
+            ("alpha", _sweep({"alpha": list(ALPHAS)}, scale.seeds), []),
             *(("link", _sweep({"aet_dataset": [str(subset_dir(root, scale.link_subset(arm, seed))) for arm in LINK_ARMS],
-                               "alpha": JOINT_ALPHA}, (seed,))) for seed in scale.link_seeds),
+                               "alpha": JOINT_ALPHA}, (seed,)), role_flags(swapped_roles(seed))) for seed in scale.link_seeds),
             ("pretrain", _sweep({"mode": "pretrain_finetune", "pretrain_epochs": scale.pretrain_epochs,
-                                 "finetune_epochs": scale.finetune_epochs}, scale.seeds)),
+                                 "finetune_epochs": scale.finetune_epochs}, scale.seeds), []),
         ]
         if world == "planted":
             sweeps.append(("subsets", _sweep({"aet_dataset": [str(subset_dir(root, s)) for s in scale.grid_subsets()],
-                                              "alpha": JOINT_ALPHA}, scale.seeds)))
-        for name, sweep in sweeps:
-            runs += plan_runs(sweep, name, out, launcher="python", extra_args=flags)
+                                              "alpha": JOINT_ALPHA}, scale.seeds), []))
+        for name, sweep, roles in sweeps:  # roles: the link runs' world (swapped on odd seeds)
+            runs += plan_runs(sweep, name, out, launcher="python", extra_args=flags + roles)
     return runs
 
 
@@ -237,11 +258,11 @@ def prepare_caches(root: Path, scale: Scale) -> None:
     from .arguments import DataArguments, JointTrainingArguments, ModelArguments, parse_args
     from .preparation import make_feature_extractor, prepare_data
 
-    sources = ["synthetic"] + [str(subset_dir(root, subset)) for subset in scale.subsets()]
+    sources = [("synthetic", [])] + [(str(subset_dir(root, subset)), role_flags(subset.swapped)) for subset in scale.subsets()]
     for informativeness in WORLDS.values():
-        for source in sources:
+        for source, roles in sources:
             _, data_args, _ = parse_args((ModelArguments, DataArguments, JointTrainingArguments),
-                                         [*scale.world_flags(informativeness), f"--aet_dataset={source}"])
+                                         [*scale.world_flags(informativeness), *roles, f"--aet_dataset={source}"])
             prepare_data(data_args, make_feature_extractor(data_args), need_events=True)
 
 

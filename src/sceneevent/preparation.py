@@ -107,6 +107,7 @@ def _synthetic_kwargs(data_args: DataArguments, source: str, scenes: bool = Fals
     kwargs = {"difficulty": data_args.synthetic_difficulty, "clip_seconds": features["clip_seconds"]}
     if scenes:  # the event set does not depend on these
         kwargs.update(event_informativeness=data_args.synthetic_event_informativeness,
+                      swap_event_roles=data_args.synthetic_swap_event_roles,
                       train_clips_per_scene=data_args.synthetic_train_clips_per_scene,
                       test_clips_per_scene=data_args.synthetic_test_clips_per_scene)
     return kwargs
