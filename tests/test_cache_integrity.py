@@ -135,7 +135,7 @@ build_feature_cache(datasets.load_from_disk(sys.argv[1]), extractor, split_name=
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL])
 def test_an_interrupted_build_leaves_nothing_in_the_cache_folder(tmp_path, stop):
-    source = saved_source(tmp_path, 2000)  # seconds of building
+    source = saved_source(tmp_path, 20000)  # ~10 s of building (2,000 rows took under 1 s: the build could end before the signal)
     before = folder_entries(source)
     child = subprocess.Popen([sys.executable, "-c", BUILD_IN_CHILD, str(tmp_path / "source")],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
