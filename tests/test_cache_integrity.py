@@ -125,7 +125,8 @@ def test_a_damaged_features_array_is_detected_and_rebuilt(tmp_path, caplog, dama
 
 
 BUILD_IN_CHILD = """
-import sys, datasets
+import signal, sys, datasets
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C raises, even if the test runner was started with SIGINT ignored
 from sceneevent import LogMelFeatureExtractor
 from sceneevent.feature_cache import build_feature_cache
 extractor = LogMelFeatureExtractor(num_mel_bins=16, sampling_rate=16000, clip_seconds=0.5, hop_length=160, n_fft=400)
@@ -135,7 +136,7 @@ build_feature_cache(datasets.load_from_disk(sys.argv[1]), extractor, split_name=
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL])
 def test_an_interrupted_build_leaves_nothing_in_the_cache_folder(tmp_path, stop):
-    source = saved_source(tmp_path, 20000)  # ~10 s of building (2,000 rows took under 1 s: the build could end before the signal)
+    source = saved_source(tmp_path, 4000)  # about 2 s of building: the signal lands mid-build
     before = folder_entries(source)
     child = subprocess.Popen([sys.executable, "-c", BUILD_IN_CHILD, str(tmp_path / "source")],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

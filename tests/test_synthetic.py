@@ -201,7 +201,6 @@ def test_swapped_roles_plant_each_class_counterpart_in_the_same_clips():
         default = synthetic.scene_clip_events(2, "train", index, event_informativeness=0.6)
         swapped = synthetic.scene_clip_events(2, "train", index, event_informativeness=0.6, swap_event_roles=True)
         assert swapped == [partner[name] for name in default]
-    partner = {**counterparts, **{counterpart: name for name, counterpart in counterparts.items()}}
     for scene in SCENES:
         default = synthetic.planted_event_probabilities(scene, 0.4)
         swapped = synthetic.planted_event_probabilities(scene, 0.4, swap_event_roles=True)

@@ -141,8 +141,10 @@ SCENE_EVENTS = {
     "street_traffic": {"Siren": 2, "Motorcycle": 1},
     "tram": {"Car horn": 2, "Bell": 1},
 }
-# Each planted class's counterpart (the event table's second half, in the same order).
+# Each planted class's counterpart (the event table's second half, in the same order), and each class's partner
+# either way.
 COUNTERPARTS = dict(zip(EVENT_NAMES[:20], EVENT_NAMES[20:]))
+PARTNERS = {**COUNTERPARTS, **{counterpart: name for name, counterpart in COUNTERPARTS.items()}}
 PITCHED_FAMILIES = ("chirp_down", "trill", "tone_pips", "dual_tone", "arpeggio")  # the counterparts' families
 
 
@@ -202,8 +204,7 @@ def ground_truth_ranking(swap_event_roles: bool = False) -> list[str]:
     the same classes whether or not they tell the scenes apart. A ranking for `build_aet_subset(strategy=...)`."""
     mean = _mean_table(swap_event_roles)
     planted = sorted(mean, key=lambda name: (-mean[name], name))
-    partner = {**COUNTERPARTS, **{counterpart: name for name, counterpart in COUNTERPARTS.items()}}
-    return planted + [partner[name] for name in reversed(planted)]
+    return planted + [PARTNERS[name] for name in reversed(planted)]
 
 
 def scene_clip_events(seed: int, split: str, index: int, difficulty: float = DEFAULT_DIFFICULTY,
@@ -226,10 +227,7 @@ def draw_scene_events(rng: np.random.Generator, scene: str, event_informativenes
 def _draw_order(swap_event_roles: bool) -> list[str]:
     """The classes in the order a draw indexes them: the swapped world's class `i` is the counterpart of the
     default world's, so the same random number plants a class in one world and its counterpart in the other."""
-    if not swap_event_roles:
-        return EVENT_NAMES
-    partner = {**COUNTERPARTS, **{counterpart: name for name, counterpart in COUNTERPARTS.items()}}
-    return [partner[name] for name in EVENT_NAMES]
+    return [PARTNERS[name] for name in EVENT_NAMES] if swap_event_roles else EVENT_NAMES
 
 
 @functools.lru_cache(maxsize=256)
