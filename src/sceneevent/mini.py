@@ -113,7 +113,8 @@ class Scale:
 
 _COMMON = ("--asc_batch_size=16", "--aet_batch_size=32", "--num_train_epochs=40", "--eval_batch_size=64",
            "--synthetic_train_clips_per_scene=40", "--asc_validation_split=0.5", "--synthetic_test_clips_per_scene=100",
-           "--checkpointing_steps=150", "--save_total_limit=1")
+           "--checkpointing_steps=150", "--save_total_limit=1",
+           "--channels_last=false")  # the memory format reports/mini was measured in (the default is now channels_last)
 SCALES = {
     # Sized for <= 60 minutes on 2 CPU cores (two runs at a time, one thread each): timm's 0.37 M-parameter
     # `test_resnet` on 40 x 51 log-mels (2 s at 16 kHz, 40 ms hop), 480 steps of 16 + 32 clips per run
