@@ -35,7 +35,7 @@ NAME = "bench_epoch_scaling"
 class ScalingArguments(common.SmallModelArguments):
     base_rows: int = field(default=512, metadata={"help": "Scene (and event) clips at 1x."})
     factors: str = field(default="1,2,4", metadata={"help": "Comma-separated size multiples."})
-    num_workers: int = field(default=0, metadata={"help": "Loader workers per stream."})
+    num_workers: int = field(default=0, metadata={"help": "Reader threads per stream."})
     rounds: int = field(default=3, metadata={"help": "Rounds (one epoch per size each); the median is reported."})
     output: str | None = field(default=None, metadata={"help": "JSON path. Default: benchmarks/results/bench_epoch_scaling.json."})
 

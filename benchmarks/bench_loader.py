@@ -1,6 +1,6 @@
 """Loader throughput alone (no model): generated fp16 cache → BatchReader/MultiTaskLoader → join_task_batches.
 
-    python benchmarks/bench_loader.py                          # 4096 clips of 64 x 101, batch 16 + 32, 0/2/4 workers
+    python benchmarks/bench_loader.py                          # 4096 clips of 64 x 101, batch 16 + 32, 0/1/2 reader threads
     python benchmarks/bench_loader.py --num_mel_bins 128 --frames 1001 --asc_batch_size 64 --aet_batch_size 128
 
 The cache is written with `datasets` (`save_to_disk`) and loaded back, as the training loop loads a
@@ -8,7 +8,9 @@ real log-mel cache, with its features array beside it; no audio is involved. Fea
 that array with one `pread` per row, as in training; with `--compare_arrow` (default) 0 workers are
 also measured reading through Arrow's gather (the reader's fallback), in the same run.
 One epoch is one pass over the scene rows; the event stream cycles alongside, as in training. The
-figure per worker count is the median epoch.
+figure per reader-thread count (`--dataloader_num_workers` in training) is the median epoch.
+`--step_ms` sleeps after each batch as a GPU step would leave the host free, to show whether the reads
+hide behind the step.
 
 If `benchmarks/results/bench_step.json` exists, the CPU training step's samples/s from it is
 reported next to the loader's, with the ratio loader/step (target >= 10: the loader is never the
@@ -41,7 +43,13 @@ class LoaderArguments:
     frames: int = field(default=101, metadata={"help": "Frames of the generated clips."})
     asc_batch_size: int = field(default=16, metadata={"help": "Scene clips per step."})
     aet_batch_size: int = field(default=32, metadata={"help": "Event clips per step."})
-    workers: str = field(default="0,2,4", metadata={"help": "Comma-separated loader worker counts to measure."})
+    workers: str = field(default="0,1,2", metadata={"help": "Comma-separated reader-thread counts to measure."})
+    step_ms: float = field(
+        default=0.0,
+        metadata={"help": "A stand-in for an accelerator's training step: after each batch the loop sleeps this long, "
+                  "leaving the host free as a GPU step does (no host sync). 0: read only. With e.g. 30, the figure shows "
+                  "whether reads are hidden behind the step (reader threads) or added to it (0 threads)."},
+    )
     on_device: str | None = field(
         default="cpu",
         metadata={"help": "Also measure --cache_on_device: both caches held on this device (cpu, cuda) and indexed "
@@ -56,12 +64,13 @@ class LoaderArguments:
     output: str | None = field(default=None, metadata={"help": "JSON path. Default: benchmarks/results/bench_loader.json."})
 
 
-def read_epoch(loader: MultiTaskLoader, epoch: int) -> int:
-    """Read and join one epoch of batches; returns the samples read."""
+def read_epoch(loader: MultiTaskLoader, epoch: int, step_seconds: float = 0.0) -> int:
+    """Read and join one epoch of batches, sleeping `step_seconds` after each; returns the samples read."""
     samples = 0
     for batch in loader.epoch(epoch):
         joined = join_task_batches(batch["asc"], batch["aet"], common.NUM_SCENES, common.NUM_EVENTS)
         samples += joined["input_features"].shape[0]
+        time.sleep(step_seconds)
     if torch.cuda.is_available():
         torch.cuda.synchronize()  # device batches are asynchronous: time their completion
     return samples
@@ -71,13 +80,13 @@ def measure_workers(dataset, args: LoaderArguments, num_workers: int, device: st
                     read_from_files: bool = True) -> dict:
     loader = common.cache_loader(dataset, args.asc_batch_size, args.aet_batch_size, num_workers=num_workers, device=device,
                                  read_from_files=read_from_files)
-    read_epoch(loader, 0)  # warm-up: page cache, worker start-up paths
+    read_epoch(loader, 0)  # warm-up: page cache, thread start-up
     seconds, samples = [], 0
     for epoch in range(1, args.repeats + 1):
         started = time.perf_counter()
-        samples = read_epoch(loader, epoch)
+        samples = read_epoch(loader, epoch, args.step_ms / 1e3)
         seconds.append(time.perf_counter() - started)
-    loader.close()  # its workers exit before the next worker count forks new ones
+    loader.close()  # its reader threads exit before the next count starts new ones
     return {"seconds_per_epoch": common.spread(seconds), "samples_per_epoch": samples,
             "steps_per_epoch": loader.steps_per_epoch, "samples_per_second": samples / common.median(seconds)}
 
@@ -95,14 +104,15 @@ def main(argv: list[str] | None = None) -> dict:
     common.disable_progress_bars()
     worker_counts = [int(value) for value in args.workers.split(",") if value.strip()]
     print(f"loader benchmark: {args.num_rows} clips of {args.num_mel_bins} x {args.frames} fp16, batch "
-          f"{args.asc_batch_size} ASC + {args.aet_batch_size} AET, workers {worker_counts}, median of {args.repeats} epochs",
+          f"{args.asc_batch_size} ASC + {args.aet_batch_size} AET, reader threads {worker_counts}, "
+          f"{args.step_ms:g} ms simulated step, median of {args.repeats} epochs",
           flush=True)
     figures = {}
     with tempfile.TemporaryDirectory(prefix="bench_loader_") as folder:
         dataset = common.build_synthetic_cache(Path(folder) / "cache", args.num_rows, args.num_mel_bins, args.frames)
         for workers in worker_counts:
             figures[str(workers)] = result = measure_workers(dataset, args, workers)
-            print(f"  {workers} workers: {result['samples_per_second']:.0f} samples/s "
+            print(f"  {workers} reader threads: {result['samples_per_second']:.0f} samples/s "
                   f"({result['seconds_per_epoch']['median'] * 1e3:.0f} ms per epoch of {result['steps_per_epoch']} steps)", flush=True)
         if args.compare_arrow:
             figures["0_arrow_gather"] = result = measure_workers(dataset, args, 0, read_from_files=False)
@@ -117,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     best = max(figures[str(workers)]["samples_per_second"] for workers in worker_counts)
     payload = {"settings": {"num_rows": args.num_rows, "num_mel_bins": args.num_mel_bins, "frames": args.frames,
                             "asc_batch_size": args.asc_batch_size, "aet_batch_size": args.aet_batch_size,
-                            "repeats": args.repeats, "torch_threads": torch.get_num_threads()},
+                            "repeats": args.repeats, "step_ms": args.step_ms, "torch_threads": torch.get_num_threads()},
                "workers": figures, "best_samples_per_second": best}
     step = step_reference()
     if step:

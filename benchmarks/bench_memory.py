@@ -38,7 +38,7 @@ NAME = "bench_memory"
 class MemoryArguments(common.SmallModelArguments):
     sizes: str = field(default="10000,100000", metadata={"help": "Comma-separated cache sizes (clips); the first is the reference."})
     steps: int = field(default=60, metadata={"help": "Training steps per size (the same for every size); 0: a whole epoch."})
-    num_workers: int = field(default=0, metadata={"help": "Loader workers (their peak is reported separately)."})
+    num_workers: int = field(default=0, metadata={"help": "Reader threads per stream (inside the measured process)."})
     output: str | None = field(default=None, metadata={"help": "JSON path. Default: benchmarks/results/bench_memory.json."})
     # Internal: run one size in this process and print its figures as JSON.
     child_cache: str | None = field(default=None, metadata={"help": "(internal) cache folder to train on in this process."})
@@ -62,7 +62,6 @@ def train_steps(args: MemoryArguments) -> dict:
     return {"rows": len(dataset), "steps": steps, "seconds": time.perf_counter() - started,
             "peak_rss_mib": common.rss_breakdown_mib().get("VmHWM", common.peak_rss_mib()), "import_rss_mib": baseline,
             "peak_anon_rss_mib": peak_anon, "ru_maxrss_mib": common.peak_rss_mib(),
-            "workers_peak_rss_mib": common.peak_rss_mib(children=True) if args.num_workers else None,
             "final_rss_mib": common.rss_breakdown_mib()}
 
 
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     sizes = [int(value) for value in args.sizes.split(",") if value.strip()]
     print(f"memory benchmark: caches of {sizes} clips of {args.num_mel_bins} x {args.frames} fp16, {args.encoder}, "
-          f"{args.steps or 'a whole epoch of'} steps of {args.asc_batch_size} + {args.aet_batch_size}, {args.num_workers} workers, "
+          f"{args.steps or 'a whole epoch of'} steps of {args.asc_batch_size} + {args.aet_batch_size}, {args.num_workers} reader threads, "
           "one fresh process per size", flush=True)
     runs = {}
     with tempfile.TemporaryDirectory(prefix="bench_memory_") as folder:

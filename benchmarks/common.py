@@ -124,10 +124,9 @@ def read_results(name: str) -> dict | None:
 # --- memory ----------------------------------------------------------------------------------------
 
 
-def peak_rss_mib(children: bool = False) -> float:
-    """Peak resident set size of this process (or the largest waited-for child), in MiB (Linux: KiB units)."""
-    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
-    return resource.getrusage(who).ru_maxrss / 1024
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process, in MiB (Linux: KiB units)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def rss_breakdown_mib() -> dict[str, float]:

@@ -115,7 +115,7 @@ def test_a_cache_without_its_bad_clips_reads_the_kept_rows_from_its_file(tmp_pat
     assert batch["scene_labels"].tolist() == [1, 0, 1]  # rows 1, 6 and 11 of the source
 
 
-def test_workers_and_pickled_readers_open_their_own_files(tmp_path):
+def test_reader_threads_and_pickled_readers_read_the_right_rows(tmp_path):
     dataset = saved_split(tmp_path / "cache", 400)
     reader = BatchReader(dataset, "scene", 5)
     reader[[1, 2]]

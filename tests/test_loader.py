@@ -1,4 +1,4 @@
-import os
+import threading
 import time
 
 import datasets
@@ -131,39 +131,64 @@ def test_device_reader_gives_the_same_batches_as_the_arrow_reader():
         assert row_ids(a["asc"]) == row_ids(b["asc"]) and row_ids(a["aet"]) == row_ids(b["aet"])
 
 
-class PidReader(torch.utils.data.Dataset):
-    """Scene batches that also say which process read them."""
+class ThreadRecordingReader:
+    """Scene batches of 64 rows that record which thread read each one; `read_seconds` of sleep per batch stands
+    for a read that releases the GIL (as `preadv` does)."""
+
+    def __init__(self, read_seconds: float = 0.0):
+        self.read_seconds, self.threads = read_seconds, []
 
     def __len__(self):
         return 64
 
     def __getitem__(self, indices):
+        self.threads.append(threading.current_thread())  # the object, not its ident: idents are reused
+        time.sleep(self.read_seconds)
         return {"input_features": torch.tensor(sorted(indices), dtype=torch.float16)[:, None, None],
-                "scene_labels": torch.zeros(len(indices), dtype=torch.long), "pid": torch.tensor(os.getpid())}
+                "scene_labels": torch.zeros(len(indices), dtype=torch.long)}
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def scene_loader(reader, workers: int) -> MultiTaskLoader:
+    return MultiTaskLoader(epoch_rows=64, asc=reader, aet=None, asc_batch_size=8, aet_batch_size=8, seed=4, num_workers=workers)
 
 
-def test_workers_start_once_and_serve_every_epoch_until_closed():
-    make = lambda workers: MultiTaskLoader(  # noqa: E731
-        epoch_rows=64, asc=PidReader(), aet=None, asc_batch_size=8, aet_batch_size=8, seed=4, num_workers=workers)
-    loader, reference = make(2), make(0)
+def test_reader_threads_start_once_and_serve_every_epoch_until_closed():
+    reader = ThreadRecordingReader()
+    loader, reference = scene_loader(reader, 2), scene_loader(ThreadRecordingReader(), 0)
     epochs = [list(loader.epoch(epoch)) for epoch in range(3)]
     expected = [list(reference.epoch(epoch)) for epoch in range(3)]
-    pids = {int(batch["asc"]["pid"]) for epoch in epochs for batch in epoch}
-    assert len(pids) == 2 and os.getpid() not in pids  # 2 workers for 3 epochs, not 2 per epoch
-    for got, want in zip(epochs, expected, strict=True):  # the same batches as without workers
+    threads = set(reader.threads)
+    assert len(threads) == 2 and threading.current_thread() not in threads  # 2 threads for 3 epochs, not 2 per epoch
+    for got, want in zip(epochs, expected, strict=True):  # the same batches, in the same order, as without threads
         assert [row_ids(b["asc"]) for b in got] == [row_ids(b["asc"]) for b in want]
     # a resumed position (not the stream's next one) starts a new stream at that position
     assert [row_ids(b["asc"]) for b in loader.epoch(1, start_step=5)] == [row_ids(b["asc"]) for b in expected[1][5:]]
     loader.close()
-    deadline = time.monotonic() + 20
-    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(alive(pid) for pid in pids), "workers still running after close()"
+    assert not any(thread.is_alive() for thread in reader.threads), "reader threads still running after close()"
+
+
+def test_reader_threads_hide_reads_behind_a_step_that_leaves_the_host_free():
+    # 20 ms reads and 20 ms steps (sleeps, as a GPU step leaves the host idle): read in the loop, 8 steps
+    # take 8 x 40 ms; read ahead by a thread, about 8 x 20 ms plus the first read.
+    def seconds_for_one_epoch(workers: int) -> float:
+        loader = scene_loader(ThreadRecordingReader(read_seconds=0.02), workers)
+        started = time.perf_counter()
+        for _ in loader.epoch(0):
+            time.sleep(0.02)
+        loader.close()
+        return time.perf_counter() - started
+
+    inline, threaded = seconds_for_one_epoch(0), seconds_for_one_epoch(1)
+    assert inline >= 8 * 0.04
+    assert threaded < 0.75 * inline, (threaded, inline)
+
+
+def test_a_reader_threads_error_reaches_the_training_loop():
+    class FailingReader(ThreadRecordingReader):
+        def __getitem__(self, indices):
+            if 7 in indices:
+                raise OSError("row 7 is unreadable")
+            return super().__getitem__(indices)
+
+    with pytest.raises(OSError, match="row 7 is unreadable"):
+        list(scene_loader(FailingReader(), 2).epoch(0))

@@ -89,7 +89,11 @@ class DataArguments:
     skip_bad_audio: bool = field(
         default=False, metadata={"help": "Drop undecodable audio files (listed and counted) instead of stopping."}
     )
-    dataloader_num_workers: int = field(default=0, metadata={"help": "Loader worker processes per stream (0: read in the main process)."})
+    dataloader_num_workers: int | None = field(
+        default=None, metadata={"help": "Reader threads per stream that read batches ahead (0: read in the training loop). "
+                                "Threads, not processes: no batch is copied between processes. Default: 1 on a GPU, "
+                                "0 on a CPU (whose step uses every core)."}
+    )
     asc_validation_split: float = field(
         default=0.1,
         metadata={"help": "Fraction of the scene training clips held out as the validation split (grouped by recording "
