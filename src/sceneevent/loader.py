@@ -166,7 +166,7 @@ def batch_loader(reader, batches: Iterable[list[int]], *, num_workers: int = 0, 
 
     Threads, not DataLoader worker processes: `preadv` releases the GIL, and a batch read in this process
     needs no trip through shared memory (worker processes read 8-12x slower than none on 2 cores, threads
-    1.2-1.7x; behind a step that leaves the host free, threads hide the reads). `close()` on the returned
+    1.1-1.9x; behind a step that leaves the host free, threads hide the reads). `close()` on the returned
     generator stops its threads. With `pin_memory` (CUDA) the batch is pinned where it is read, so the copy
     to the device can be asynchronous."""
     if isinstance(reader, DeviceBatchReader):

@@ -165,7 +165,8 @@ def correlated_events(swap_event_roles: bool = False) -> list[str]:
 def uncorrelated_events(swap_event_roles: bool = False) -> list[str]:
     """The 20 classes in no scene's table ("uncorrelated"): they occur in scenes only at the uniform rate of
     informativeness below 1, never at 1. In table order."""
-    return [name for name in EVENT_NAMES if name not in correlated_events(swap_event_roles)]
+    planted = set(correlated_events(swap_event_roles))
+    return [name for name in EVENT_NAMES if name not in planted]
 
 
 CORRELATED_EVENTS = correlated_events()  # of the default world
@@ -224,10 +225,11 @@ def draw_scene_events(rng: np.random.Generator, scene: str, event_informativenes
     return [order[min(int(pick), len(order) - 1)]]
 
 
-def _draw_order(swap_event_roles: bool) -> list[str]:
+@functools.cache
+def _draw_order(swap_event_roles: bool) -> tuple[str, ...]:
     """The classes in the order a draw indexes them: the swapped world's class `i` is the counterpart of the
     default world's, so the same random number plants a class in one world and its counterpart in the other."""
-    return [PARTNERS[name] for name in EVENT_NAMES] if swap_event_roles else EVENT_NAMES
+    return tuple(PARTNERS[name] for name in EVENT_NAMES) if swap_event_roles else tuple(EVENT_NAMES)
 
 
 @functools.lru_cache(maxsize=256)
