@@ -171,10 +171,14 @@ def batch_loader(reader, batches: Iterable[list[int]], *, num_workers: int = 0, 
     to the device can be asynchronous."""
     if isinstance(reader, DeviceBatchReader):
         return (reader[indices] for indices in batches)
+    gpu = torch.cuda.current_device() if pin_memory else None  # this process's GPU (Accelerate set it)
 
     def read(indices: list[int]) -> Batch:
         batch = reader[indices]
-        return {key: value.pin_memory() for key, value in batch.items()} if pin_memory else batch
+        if not pin_memory:
+            return batch
+        torch.cuda.set_device(gpu)  # a new thread starts on GPU 0, where pinning would open a second context
+        return {key: value.pin_memory() for key, value in batch.items()}
 
     if num_workers == 0:
         return (read(indices) for indices in batches)
