@@ -5,7 +5,7 @@
 
 The cache is written with `datasets` (`save_to_disk`) and loaded back, as the training loop loads a
 real log-mel cache, with its features array beside it; no audio is involved. Features are read from
-that array with one `pread` per row, as in training; with `--compare_arrow` (default) 0 workers are
+that array with one `pread` per row, as in training; with `--compare_arrow` (default) 0 reader threads are
 also measured reading through Arrow's gather (the reader's fallback), in the same run.
 One epoch is one pass over the scene rows; the event stream cycles alongside, as in training. The
 figure per reader-thread count (`--dataloader_num_workers` in training) is the median epoch.
@@ -57,7 +57,7 @@ class LoaderArguments:
     )
     compare_arrow: bool = field(
         default=True,
-        metadata={"help": "Also measure 0 workers reading features through Arrow's gather instead of the cache "
+        metadata={"help": "Also measure 0 reader threads reading features through Arrow's gather instead of the cache "
                   "files (the reader's fallback), for the ratio between the two."},
     )
     repeats: int = field(default=3, metadata={"help": "Timed epochs per worker count (after one warm-up epoch)."})
@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
         if args.compare_arrow:
             figures["0_arrow_gather"] = result = measure_workers(dataset, args, 0, read_from_files=False)
             ratio = figures[str(worker_counts[0])]["samples_per_second"] / result["samples_per_second"] if worker_counts else None
-            print(f"  0 workers, features through Arrow's gather: {result['samples_per_second']:.0f} samples/s"
-                  + (f" (file reads with {worker_counts[0]} workers: {ratio:.2f}x)" if ratio else ""), flush=True)
+            print(f"  0 reader threads, features through Arrow's gather: {result['samples_per_second']:.0f} samples/s"
+                  + (f" (file reads with {worker_counts[0]} reader threads: {ratio:.2f}x)" if ratio else ""), flush=True)
         if args.on_device:
             figures[f"on_device_{args.on_device}"] = result = measure_workers(dataset, args, 0, args.on_device)
             print(f"  cache on {args.on_device}, no loader: {result['samples_per_second']:.0f} samples/s", flush=True)

@@ -85,10 +85,12 @@ def test_epochs_are_reshuffled_and_repeatable():
     assert list(plan.epoch_batches(0)) != list(plan.epoch_batches(1))
 
 
-def test_resumed_loader_reads_the_same_batches():
+@pytest.mark.parametrize("resumed_threads", [0, 2])
+def test_resumed_loader_reads_the_same_batches(resumed_threads):
     scenes = BatchReader(cached_split(96, "scene", 4), "scene", 4)
     events = BatchReader(cached_split(40, "events", 5), "events", 5)
-    make = lambda: MultiTaskLoader(epoch_rows=96, asc=scenes, aet=events, asc_batch_size=8, aet_batch_size=16, seed=5)  # noqa: E731
+    make = lambda threads=0: MultiTaskLoader(  # noqa: E731
+        epoch_rows=96, asc=scenes, aet=events, asc_batch_size=8, aet_batch_size=16, seed=5, num_workers=threads)
     straight = make()
     reference = [list(straight.epoch(0)), list(straight.epoch(1))]
     interrupted = make()
@@ -97,7 +99,7 @@ def test_resumed_loader_reads_the_same_batches():
         first_part.append(batch)
         if i == 6:
             break
-    resumed = make()
+    resumed = make(resumed_threads)  # reader threads are a speed setting: a resume may change them
     resumed.load_state_dict(interrupted.state_dict())
     rest = list(resumed.epoch(0, start_step=7)) + list(resumed.epoch(1))
     for expected, got in zip(reference[0] + reference[1], first_part + rest, strict=True):
@@ -158,7 +160,8 @@ def test_reader_threads_start_once_and_serve_every_epoch_until_closed():
     epochs = [list(loader.epoch(epoch)) for epoch in range(3)]
     expected = [list(reference.epoch(epoch)) for epoch in range(3)]
     threads = set(reader.threads)
-    assert len(threads) == 2 and threading.current_thread() not in threads  # 2 threads for 3 epochs, not 2 per epoch
+    # at most 2 threads for 3 epochs, not 2 per epoch (the pool starts its second only if the first is busy)
+    assert 1 <= len(threads) <= 2 and threading.current_thread() not in threads
     for got, want in zip(epochs, expected, strict=True):  # the same batches, in the same order, as without threads
         assert [row_ids(b["asc"]) for b in got] == [row_ids(b["asc"]) for b in want]
     # a resumed position (not the stream's next one) starts a new stream at that position
@@ -179,8 +182,14 @@ def test_reader_threads_hide_reads_behind_a_step_that_leaves_the_host_free():
         return time.perf_counter() - started
 
     inline, threaded = seconds_for_one_epoch(0), seconds_for_one_epoch(1)
-    assert inline >= 8 * 0.04
     assert threaded < 0.75 * inline, (threaded, inline)
+
+
+def test_reader_threads_default_to_one_on_a_gpu_and_none_on_a_cpu():
+    from sceneevent.training import reader_threads
+
+    assert reader_threads(None, torch.device("cuda", 1)) == 1 and reader_threads(None, torch.device("cpu")) == 0
+    assert reader_threads(3, torch.device("cpu")) == 3 and reader_threads(0, torch.device("cuda")) == 0
 
 
 def test_a_reader_threads_error_reaches_the_training_loop():

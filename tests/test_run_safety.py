@@ -158,3 +158,19 @@ def test_a_checkpoint_from_before_a_setting_existed_resumes_only_at_that_setting
         check_resume_matches(tmp_path, saved, {**saved, "synthetic_test_clips_per_scene": 100}, defaults)
     with pytest.raises(CheckpointError, match="seed: checkpoint 1 vs now 2"):  # recorded settings still decide
         check_resume_matches(tmp_path, saved, {**saved, "seed": 2, "synthetic_test_clips_per_scene": 30}, defaults)
+
+
+def test_a_checkpoint_signed_with_the_raw_feature_flags_resumes_when_the_resolved_features_match(tmp_path):
+    from sceneevent.checkpointing import check_resume_matches
+    from sceneevent.training import run_signature
+
+    real = DataArguments(asc_dataset="/data/tut2018")
+    current = run_signature(ModelArguments(), real, JointTrainingArguments(), 0.95, 1)
+    assert "hop_length" not in current and current["feature_hop_length"] == 320
+    # written when --hop_length defaulted to 320 and the signature held the raw flag beside the resolved one
+    older = {**current, "hop_length": 320, "sampling_rate": None}
+    check_resume_matches(tmp_path, older, current)
+    # the demo's hop did change (320 -> 640): an older synthetic checkpoint is refused, on that setting alone
+    demo = run_signature(ModelArguments(), DataArguments(), JointTrainingArguments(), 0.95, 1)
+    with pytest.raises(CheckpointError, match=r"match this run:\n  feature_hop_length: checkpoint 320 vs now 640$"):
+        check_resume_matches(tmp_path, {**demo, "hop_length": 320, "feature_hop_length": 320}, demo)

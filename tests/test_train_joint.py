@@ -37,6 +37,8 @@ def test_two_step_joint_run_with_offline_wandb_writes_results_and_model(tmp_path
     results = json.loads((out / "results.json").read_text())
     assert results["alpha"] == 0.9 and results["steps"] == 2 and results["seed"] == 42
     assert results["config"]["asc_batch_size"] == 8 and results["config"]["report_to"] == "wandb"
+    assert results["config"]["dataloader_num_workers"] == 0  # the default in use on a CPU, not None
+    assert results["config"]["feature_hop_length"] == 640 and results["config"]["channels_last"] is True
     final = results["final"]
     assert 0.0 <= final["asc_macro_accuracy"] <= 1.0 and 0.0 < final["aet_lwlrap"] <= 1.0
     assert final["loss_asc"] > 0 and final["loss_aet"] > 0

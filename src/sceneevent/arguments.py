@@ -216,7 +216,7 @@ class JointTrainingArguments:
     channels_last: bool = field(
         default=True,
         metadata={"help": "Train in the channels_last memory format: faster convolutions (on 2 CPU cores 12 %% less time per "
-                  "demo step, 22 %% at 64 mels x 101 frames; on GPUs with bf16). --no_channels_last for the contiguous format."},
+                  "demo step, 21 %% at 64 mels x 101 frames; on GPUs with bf16). --no_channels_last for the contiguous format."},
     )
     torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile (inductor)."})
     specaugment: bool = field(default=True, metadata={"help": "SpecAugment on the scene clips."})

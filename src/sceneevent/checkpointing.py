@@ -141,13 +141,14 @@ def check_resume_matches(checkpoint: Path, saved: dict | None, current: dict, de
 
     `saved` / `current` map a setting's name to its value (`training.run_signature`); the settings that may
     change at resume are simply not in it. A setting added after the checkpoint was written is not in `saved`:
-    that run had the setting's value from `defaults`, if given.
+    that run had the setting's value from `defaults`, if given. A setting the signature no longer holds (the
+    raw feature flags, now compared resolved as `feature_*`) is not compared.
     """
     if saved is None:
         raise CheckpointError(f"--resume_from_checkpoint {checkpoint}: it records no run signature (written by an older "
                               "sceneevent); start the run afresh")
     saved = {**{key: value for key, value in (defaults or {}).items() if key in current}, **saved}
-    keys = sorted(set(saved) | set(current))
+    keys = sorted(current)
     differences = [f"{key}: checkpoint {saved.get(key)!r} vs now {current.get(key)!r}" for key in keys if saved.get(key) != current.get(key)]
     if differences:
         raise CheckpointError(f"--resume_from_checkpoint {checkpoint} does not match this run:\n  " + "\n  ".join(differences))

@@ -299,7 +299,7 @@ class _Children:
     """The sweep's running children (each the leader of its own process group) and the stop signal, if any.
 
     Children run in their own session, so a terminal's Ctrl-C reaches only the runner: the runner then
-    forwards the signal to every child's whole group (launcher, trainer, data workers), starts nothing
+    forwards the signal to every child's whole group (launcher, trainer, cache-build workers), starts nothing
     more, and after `stop_timeout` seconds (or a second signal) kills the groups."""
 
     def __init__(self, stop_timeout: float):
@@ -332,7 +332,7 @@ class _Children:
                     _signal_group(child.pid, signal.SIGKILL)
 
     def finish(self, child: subprocess.Popen) -> None:
-        """End whatever the child's group still holds (e.g. a data worker), so no writer outlives its run."""
+        """End whatever the child's group still holds (e.g. a cache-build worker), so no writer outlives its run."""
         try:
             end_process_group(child.pid, grace=min(LEFTOVER_GRACE_SECONDS, self.stop_timeout))
         finally:

@@ -14,7 +14,7 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import datasets
@@ -193,9 +193,11 @@ def check_output_dir(output_dir: Path, overwrite: bool, resuming: bool) -> None:
 
 def run_signature(model_args: ModelArguments, data_args: DataArguments, train_args: JointTrainingArguments,
                   alpha: float, num_processes: int) -> dict:
-    """The settings a checkpoint must be resumed with (all but `RESUMABLE_CHANGES`)."""
-    settings = {k: v for k, v in to_dict(model_args, data_args, train_args).items() if k not in RESUMABLE_CHANGES}
-    settings.update({"alpha": alpha, "num_processes": num_processes, **{f"feature_{k}": v for k, v in data_args.resolved_features().items()}})
+    """The settings a checkpoint must be resumed with (all but `RESUMABLE_CHANGES`). The feature settings are
+    compared as resolved (`feature_hop_length`), not as given: a default that depends on the data is None."""
+    features = data_args.resolved_features()
+    settings = {k: v for k, v in to_dict(model_args, data_args, train_args).items() if k not in RESUMABLE_CHANGES and k not in features}
+    settings.update({"alpha": alpha, "num_processes": num_processes, **{f"feature_{k}": v for k, v in features.items()}})
     return json.loads(json.dumps(settings))  # as it reads back from the checkpoint's JSON
 
 
@@ -312,6 +314,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Join
     resume_from = resolve_checkpoint(output_dir, train_args.resume_from_checkpoint)
     check_output_dir(output_dir, train_args.overwrite_output_dir, resuming=resume_from is not None)
     accelerator = make_accelerator(train_args, output_dir)
+    # the count in use, so that results.json and W&B record it (its default depends on the device)
+    data_args = replace(data_args, dataloader_num_workers=reader_threads(data_args.dataloader_num_workers, accelerator.device))
     lock = claim_output_dir(accelerator, output_dir)  # noqa: F841 - held until this function returns
     signature = run_signature(model_args, data_args, train_args, alpha, accelerator.num_processes)
     restored = None
@@ -343,7 +347,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Join
     try:
         run.fit()
     finally:
-        run.loader.close()  # the loader workers exit now, not at interpreter shutdown
+        run.loader.close()  # its reader threads exit now, not at interpreter shutdown
     results = build_results(run, data, time.time() - started)
     if accelerator.is_main_process:
         atomic_write_json(output_dir / RESULTS_FILE, results)
@@ -388,7 +392,7 @@ class Run:
         loader = MultiTaskLoader(
             epoch_rows=len(data.scene_train), asc=train_readers["asc"], aet=train_readers["aet"],
             asc_batch_size=train_args.asc_batch_size, aet_batch_size=train_args.aet_batch_size, seed=train_args.seed,
-            num_workers=reader_threads(data_args.dataloader_num_workers, accelerator.device), pin_memory=accelerator.device.type == "cuda",
+            num_workers=data_args.dataloader_num_workers, pin_memory=accelerator.device.type == "cuda",
             num_processes=accelerator.num_processes, process_index=accelerator.process_index,
         )
         total_steps = train_args.max_train_steps or loader.steps_per_epoch * train_args.num_train_epochs
