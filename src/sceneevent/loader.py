@@ -166,38 +166,35 @@ def batch_loader(reader, batches: Iterable[list[int]], *, num_workers: int = 0, 
 
     Threads, not DataLoader worker processes: `preadv` releases the GIL, and a batch read in this process
     needs no trip through shared memory (on 2 cores worker processes read at 0.08-0.13x the speed of none,
-    1-2 threads at 0.6-1.2x; behind a step that leaves the host free, threads hide the reads). `close()` on the returned
-    generator stops its threads. With `pin_memory` (CUDA) the batch is pinned where it is read, so the copy
-    to the device can be asynchronous."""
+    1-2 threads at 0.6-1.2x; behind a step that leaves the host free, threads hide the reads). `close()` on
+    the returned generator stops its threads. With `pin_memory` (CUDA) the batch is pinned where it is read,
+    so the copy to the device can be asynchronous."""
     if isinstance(reader, DeviceBatchReader):
         return (reader[indices] for indices in batches)
-    gpu = torch.cuda.current_device() if pin_memory else None  # this process's GPU (Accelerate set it)
 
     def read(indices: list[int]) -> Batch:
         batch = reader[indices]
-        if not pin_memory:
-            return batch
-        torch.cuda.set_device(gpu)  # a new thread starts on GPU 0, where pinning would open a second context
-        return {key: value.pin_memory() for key, value in batch.items()}
+        return {key: value.pin_memory() for key, value in batch.items()} if pin_memory else batch
 
     if num_workers == 0:
         return (read(indices) for indices in batches)
-    return _read_ahead(read, batches, num_workers)
+    # A new thread starts on GPU 0, where pinning would open a second context: each starts on this process's GPU.
+    on_gpu = {"initializer": torch.cuda.set_device, "initargs": (torch.cuda.current_device(),)} if pin_memory else {}
+    return _read_ahead(read, batches, num_workers, **on_gpu)
 
 
-def _read_ahead(read, batches: Iterable[list[int]], num_threads: int) -> Iterator[Batch]:
-    with ThreadPoolExecutor(num_threads, thread_name_prefix="sceneevent-reader") as pool:
-        pending: deque[Future] = deque()
-        try:
-            for indices in batches:
-                pending.append(pool.submit(read, indices))
-                if len(pending) > 2 * num_threads:
-                    yield pending.popleft().result()
-            while pending:
+def _read_ahead(read, batches: Iterable[list[int]], num_threads: int, **pool_options) -> Iterator[Batch]:
+    pool = ThreadPoolExecutor(num_threads, thread_name_prefix="sceneevent-reader", **pool_options)
+    pending: deque[Future] = deque()
+    try:
+        for indices in batches:
+            pending.append(pool.submit(read, indices))
+            if len(pending) > 2 * num_threads:
                 yield pending.popleft().result()
-        finally:  # closed early (an endless stream always is): drop what was read ahead
-            for future in pending:
-                future.cancel()
+        while pending:
+            yield pending.popleft().result()
+    finally:  # closed early (an endless stream always is): drop what was read ahead, finish the read in hand
+        pool.shutdown(cancel_futures=True)
 
 
 class MultiTaskLoader:
