@@ -20,7 +20,7 @@ bare:  the ceiling: the same network and nothing else — per-mel-bin `nn.BatchN
 
 Data placement (`--placement`), the same for every arm: `device` — the batch already sits on the
 training device (as with `--cache_on_device`); `pinned` — a page-locked host batch copied to the
-device every step (as the loader with `pin_memory` gives it); `pageable` — an ordinary host batch
+device every step on the training stream (the loader copies on a side stream instead); `pageable` — an ordinary host batch
 copied every step. The joint arm copies with `prepare_batch`'s own `send_to_device`, the bare arm
 with `.to(device, non_blocking=True)`. On a CPU there is no copy: `.to("cpu")` returns the batch
 itself, so `pageable` is `device` there, and `pinned` is refused (page-locked memory only matters
@@ -45,6 +45,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import timm
 import torch
@@ -78,6 +79,8 @@ class StepArguments:
     precision: str = field(default="fp32", metadata={"help": "fp32 or bf16 (autocast, as accelerate's bf16 does)."})
     channels_last: bool = field(default=False, metadata={"help": "Every model in channels_last memory format."})
     compile: bool = field(default=False, metadata={"help": "torch.compile every model (slow to start on CPU)."})
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = field(
+        default="default", metadata={"help": "torch.compile mode with --compile (reduce-overhead: CUDA graphs)."})
     placement: str = field(default="device", metadata={"help": "Where each step's batch comes from, for every arm: "
                            "device (already there), pinned (page-locked host batch copied each step; CUDA only) or "
                            "pageable (host batch copied each step; on a CPU the same as device)."})
@@ -177,7 +180,7 @@ def prepare(model: nn.Module, args: StepArguments, device: torch.device) -> nn.M
     model = model.to(device).train()
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return torch.compile(model) if args.compile else model
+    return torch.compile(model, mode=args.compile_mode) if args.compile else model
 
 
 def joint_config(args: StepArguments) -> SceneEventConfig:
@@ -352,6 +355,7 @@ def main(argv: list[str] | None = None) -> dict:
     settings = {"encoder": args.encoder, "num_mel_bins": args.num_mel_bins, "frames": args.frames,
                 "asc_batch_size": args.asc_batch_size, "aet_batch_size": args.aet_batch_size, "precision": args.precision,
                 "device": args.device, "channels_last": args.channels_last, "compile": args.compile,
+                "compile_mode": args.compile_mode if args.compile else None,
                 "placement": args.placement, "feature_dtype": args.feature_dtype, "arms": names,
                 "rounds": args.rounds, "steps_per_round": args.steps, "warmup_steps": args.warmup}
     common.write_results(NAME, {"settings": settings, "load_average": {"before": load_before, "after": load_after},

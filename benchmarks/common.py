@@ -204,14 +204,15 @@ def disable_progress_bars() -> None:
 
 
 def cache_loader(dataset: datasets.Dataset, asc_batch_size: int, aet_batch_size: int, *, num_workers: int = 0,
-                 device: str | None = None, read_from_files: bool = True) -> MultiTaskLoader:
-    """Both task streams over one generated cache, as training builds them (the scene stream sets the epoch)."""
+                 device: str | None = None, copy_to: str | None = None, read_from_files: bool = True) -> MultiTaskLoader:
+    """Both task streams over one generated cache, as training builds them (the scene stream sets the epoch):
+    held on `device` (`--cache_on_device`), or read from the files and delivered on `copy_to` (a GPU) or the host."""
     asc = BatchReader(dataset, "scene", NUM_SCENES, read_from_files=read_from_files)
     aet = BatchReader(dataset, "events", NUM_EVENTS, read_from_files=read_from_files)
     if device:
         asc, aet = DeviceBatchReader(asc, device), DeviceBatchReader(aet, device)
     return MultiTaskLoader(epoch_rows=len(dataset), asc=asc, aet=aet, asc_batch_size=asc_batch_size,
-                           aet_batch_size=aet_batch_size, seed=0, num_workers=num_workers)
+                           aet_batch_size=aet_batch_size, seed=0, num_workers=num_workers, device=copy_to)
 
 
 @dataclass

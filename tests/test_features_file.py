@@ -127,6 +127,25 @@ def test_reader_threads_and_pickled_readers_read_the_right_rows(tmp_path):
     assert [sorted(batch["input_features"][:, 0, 0].long().tolist()) for batch in loaded] == [sorted(b) for b in batches]
 
 
+@pytest.mark.parametrize("label_column,num_classes", [("scene", 5), ("events", 9)])
+def test_evaluation_with_reader_threads_predicts_every_clip_once_in_order(tmp_path, label_column, num_classes):
+    from accelerate import Accelerator
+
+    from sceneevent.evaluation import predict_split
+
+    reader = BatchReader(saved_split(tmp_path / "cache", 150), label_column, num_classes)
+    # a stand-in network whose first logit is the clip's row id (the first cell of its features)
+    key = "scene_logits" if label_column == "scene" else "event_logits"
+    network = lambda input_features: {key: input_features[:, 0, :1].float().repeat(1, num_classes)}  # noqa: E731
+    predicted = {threads: predict_split(Accelerator(cpu=True), network, reader, 32, key, num_workers=threads)
+                 for threads in (0, 2)}
+    for logits, labels in predicted.values():
+        assert logits[:, 0].tolist() == list(range(150))  # 5 batches, the last short: all, once, in order
+    np.testing.assert_array_equal(predicted[0][1], predicted[2][1])
+    if label_column == "scene":
+        assert predicted[2][1].tolist() == [row % 5 for row in range(150)]
+
+
 def test_a_truncated_features_file_is_a_clear_error(tmp_path):
     dataset = saved_split(tmp_path / "cache", 500)
     reader = BatchReader(dataset, "scene", 5)

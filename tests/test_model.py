@@ -98,6 +98,27 @@ def test_label_not_in_config_is_a_clear_error():
         tiny_model()(torch.randn(2, 16, 40), event_labels=torch.ones(2, 9))
 
 
+@pytest.mark.parametrize("mode", ["hard scene labels", "soft scene labels", "no labels", "eval"])
+def test_model_traces_as_one_graph_for_torch_compile(mode):
+    """A graph break splits the compiled step and costs speed (issue 13): every way training and evaluation
+    call the model must trace as one graph (dynamo's explain traces only; no compiler runs)."""
+    model = tiny_model().train()
+    scene = torch.tensor([2, 0, IGNORE_INDEX, IGNORE_INDEX])
+    events = torch.tensor([[IGNORE_INDEX] * 4, [IGNORE_INDEX] * 4, [1.0, 0, 0, 1], [0, 1.0, 0, 0]])
+    labels = {
+        "hard scene labels": {"scene_labels": scene, "event_labels": events},
+        "soft scene labels": {"scene_labels": torch.where(scene[:, None] >= 0, F.one_hot(scene.clamp_min(0), 3).float(),
+                                                          float(IGNORE_INDEX)), "event_labels": events},
+        "no labels": {},
+        "eval": {},
+    }[mode]
+    if mode == "eval":
+        model.eval()
+    explained = torch._dynamo.explain(model)(torch.randn(4, 16, 40), **labels)
+    assert explained.graph_break_count == 0, [str(reason.reason)[:300] for reason in explained.break_reasons]
+    assert explained.graph_count == 1
+
+
 def test_save_and_reload_through_auto_classes(tmp_path):
     model = tiny_model(alpha=0.42, dropout=0.1)
     extractor = LogMelFeatureExtractor(num_mel_bins=16, sampling_rate=8000, clip_seconds=0.5)

@@ -95,6 +95,7 @@ def test_config_file_supplies_defaults_and_flags_override(tmp_path):
         (["--synthetic_event_informativeness", "1.5"], "--synthetic_event_informativeness must be in"),
         (["--save_total_limit", "-1"], "--save_total_limit must be at least 1"),
         (["--dataloader_num_workers", "-1"], "--dataloader_num_workers must be 0 or more"),
+        (["--torch_compile_mode", "max-autotune"], "--torch_compile_mode max-autotune needs --torch_compile"),
         (["--save_total_limit", "0"], "--save_total_limit must be at least 1"),
         (["--asc_validation_split", "1.0"], "--asc_validation_split must be in"),
         (["--num_mel_bins", "0"], "--num_mel_bins must be positive"),

@@ -218,7 +218,14 @@ class JointTrainingArguments:
         metadata={"help": "Train in the channels_last memory format: faster convolutions (on 2 CPU cores 12 %% less time per "
                   "demo step, 21 %% at 64 mels x 101 frames; on GPUs with bf16). --no_channels_last for the contiguous format."},
     )
-    torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile (inductor)."})
+    torch_compile: bool = field(
+        default=False,
+        metadata={"help": "Compile the model with torch.compile (inductor). Off by default: it pays only once the steps it "
+                  "saves outweigh the compile, which results.json reports as first_step_runtime (see docs/performance.md)."},
+    )
+    torch_compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = field(
+        default="default", metadata={"help": "torch.compile mode with --torch_compile (reduce-overhead: CUDA graphs)."}
+    )
     specaugment: bool = field(default=True, metadata={"help": "SpecAugment on the scene clips."})
     aet_specaugment: bool | None = field(
         default=None, metadata={"help": "SpecAugment on the event clips. Default: on (the paper), or off for the synthetic data."}

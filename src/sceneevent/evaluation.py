@@ -21,12 +21,13 @@ def gather_rows(accelerator: Accelerator, rows: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_split(accelerator: Accelerator, model, reader: BatchReader, batch_size: int, logits_key: str):
-    """Logits and labels of a whole cached split, gathered from all processes (in data-set order)."""
+def predict_split(accelerator: Accelerator, model, reader: BatchReader, batch_size: int, logits_key: str, num_workers: int = 0):
+    """Logits and labels of a whole cached split, gathered from all processes (in data-set order); `num_workers`
+    reader threads read ahead, as in training."""
     plan = BatchPlan(len(reader), batch_size, seed=0, num_processes=accelerator.num_processes, process_index=accelerator.process_index)
     logits, labels = [], []
     label_key = "scene_labels" if logits_key == "scene_logits" else "event_labels"
-    for batch in batch_loader(reader, list(plan.eval_batches())):
+    for batch in batch_loader(reader, list(plan.eval_batches()), num_workers=num_workers, device=accelerator.device):
         batch = send_to_device(batch, accelerator.device, non_blocking=True)
         logits.append(model(input_features=batch["input_features"])[logits_key].float())
         labels.append(batch[label_key])
@@ -36,17 +37,17 @@ def predict_split(accelerator: Accelerator, model, reader: BatchReader, batch_si
     return gather_rows(accelerator, local_logits).cpu().numpy(), gather_rows(accelerator, local_labels).cpu().numpy()
 
 
-def evaluate_tasks(accelerator, model, scene_reader, event_reader, batch_size, metrics) -> dict[str, float]:
+def evaluate_tasks(accelerator, model, scene_reader, event_reader, batch_size, metrics, num_workers: int = 0) -> dict[str, float]:
     """Scene macro accuracy over every scene class and event lwlrap, for the readers given (either may be None)."""
     model.eval()
     results = {}
     if scene_reader is not None:
-        logits, labels = predict_split(accelerator, model, scene_reader, batch_size, "scene_logits")
+        logits, labels = predict_split(accelerator, model, scene_reader, batch_size, "scene_logits", num_workers)
         results["asc_macro_accuracy"] = metrics["macro_accuracy"].compute(
             predictions=logits.argmax(axis=1), references=labels, labels=list(range(scene_reader.num_classes))
         )["macro_accuracy"]
     if event_reader is not None:
-        scores, truth = predict_split(accelerator, model, event_reader, batch_size, "event_logits")
+        scores, truth = predict_split(accelerator, model, event_reader, batch_size, "event_logits", num_workers)
         results["aet_lwlrap"] = metrics["lwlrap"].compute(predictions=scores, references=truth.astype(np.int8))["lwlrap"]
     model.train()
     return results

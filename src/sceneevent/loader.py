@@ -160,39 +160,61 @@ class BatchPlan:
             yield shard[offset : offset + self.batch_size].tolist()
 
 
-def batch_loader(reader, batches: Iterable[list[int]], *, num_workers: int = 0, pin_memory: bool = False) -> Iterator[Batch]:
+def batch_loader(reader, batches: Iterable[list[int]], *, num_workers: int = 0, device: torch.device | str | None = None) -> Iterator[Batch]:
     """`reader`'s batch for each index batch, in order: indexed in place for a `DeviceBatchReader`; else read
     in this thread (`num_workers=0`) or by `num_workers` threads that keep `2 * num_workers` batches read ahead.
 
     Threads, not DataLoader worker processes: `preadv` releases the GIL, and a batch read in this process
     needs no trip through shared memory (on 2 cores worker processes read at 0.08-0.13x the speed of none,
     1-2 threads at 0.6-1.2x; behind a step that leaves the host free, threads hide the reads). `close()` on
-    the returned generator stops its threads. With `pin_memory` (CUDA) the batch is pinned where it is read,
-    so the copy to the device can be asynchronous."""
+    the returned generator stops its threads. With a CUDA `device` the batches arrive there, copied where they
+    are read (`_SideStreamCopy`); with any other device they stay on the host."""
     if isinstance(reader, DeviceBatchReader):
         return (reader[indices] for indices in batches)
-
-    def read(indices: list[int]) -> Batch:
-        batch = reader[indices]
-        return {key: value.pin_memory() for key, value in batch.items()} if pin_memory else batch
-
+    copy = _SideStreamCopy(torch.device(device)) if device is not None and torch.device(device).type == "cuda" else None
+    read = reader.__getitem__ if copy is None else lambda indices: copy.start(reader[indices])
+    hand_over = (lambda batch: batch) if copy is None else copy.finish
     if num_workers == 0:
-        return (read(indices) for indices in batches)
+        return (hand_over(read(indices)) for indices in batches)
     # A new thread starts on GPU 0, where pinning would open a second context: each starts on this process's GPU.
-    on_gpu = {"initializer": torch.cuda.set_device, "initargs": (torch.cuda.current_device(),)} if pin_memory else {}
-    return _read_ahead(read, batches, num_workers, **on_gpu)
+    on_gpu = {"initializer": torch.cuda.set_device, "initargs": (copy.device,)} if copy is not None else {}
+    return _read_ahead(read, hand_over, batches, num_workers, **on_gpu)
 
 
-def _read_ahead(read, batches: Iterable[list[int]], num_threads: int, **pool_options) -> Iterator[Batch]:
+class _SideStreamCopy:
+    """Host batches to a GPU on a CUDA stream of their own: the copy of the next batch runs while the GPU
+    computes the current step, instead of queueing behind it on the training stream."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.stream = device, torch.cuda.Stream(device)
+        self.consumer = torch.cuda.current_stream(device)  # the training loop's stream (this is its thread)
+
+    def start(self, batch: Batch) -> tuple[Batch, torch.cuda.Event]:
+        """Queue the copy (in a reader thread, or the loop). Pinned first, so that the copy is asynchronous; the
+        pinned block is not reused before the copy ends (PyTorch's host allocator records the stream)."""
+        with torch.cuda.stream(self.stream):
+            copied = {key: value.pin_memory().to(self.device, non_blocking=True) for key, value in batch.items()}
+        for value in copied.values():
+            value.record_stream(self.consumer)  # its memory, once freed, waits for the loop's kernels too
+        return copied, self.stream.record_event()
+
+    def finish(self, started: tuple[Batch, torch.cuda.Event]) -> Batch:
+        """In the loop: its next kernels wait for the copy on the GPU; the host does not wait."""
+        batch, copied = started
+        self.consumer.wait_event(copied)
+        return batch
+
+
+def _read_ahead(read, hand_over, batches: Iterable[list[int]], num_threads: int, **pool_options) -> Iterator[Batch]:
     pool = ThreadPoolExecutor(num_threads, thread_name_prefix="sceneevent-reader", **pool_options)
     pending: deque[Future] = deque()
     try:
         for indices in batches:
             pending.append(pool.submit(read, indices))
             if len(pending) > 2 * num_threads:
-                yield pending.popleft().result()
+                yield hand_over(pending.popleft().result())
         while pending:
-            yield pending.popleft().result()
+            yield hand_over(pending.popleft().result())
     finally:  # closed early (an endless stream always is): drop what was read ahead, finish the read in hand
         pool.shutdown(cancel_futures=True)
 
@@ -206,7 +228,7 @@ class MultiTaskLoader:
 
     def __init__(self, *, epoch_rows: int, asc: BatchReader | DeviceBatchReader | None, aet: BatchReader | DeviceBatchReader | None,
                  asc_batch_size: int, aet_batch_size: int, seed: int, num_processes: int = 1, process_index: int = 0,
-                 num_workers: int = 0, pin_memory: bool = False):
+                 num_workers: int = 0, device: torch.device | str | None = None):
         shard = dict(num_processes=num_processes, process_index=process_index)
         self.asc, self.aet = asc, aet
         self.asc_plan = BatchPlan(epoch_rows, asc_batch_size, seed=seed, **shard)
@@ -216,7 +238,7 @@ class MultiTaskLoader:
             if plan is not None and plan.steps_per_epoch == 0:
                 raise ValueError(f"the {task} training set has {plan.num_rows} clips, fewer than one global batch of "
                                  f"{plan.global_batch_size} ({flag}_batch_size x processes)")
-        self.loader_kwargs = dict(num_workers=num_workers, pin_memory=pin_memory)
+        self.loader_kwargs = dict(num_workers=num_workers, device=device)
         self.aet_consumed = 0
         self._asc_stream = self._aet_stream = None
         self._asc_next: tuple[int, int] | None = None  # the (epoch, step) the scene stream yields next
@@ -238,7 +260,7 @@ class MultiTaskLoader:
         self._asc_next = None
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[dict[str, Batch | None]]:
-        """The batches of `epoch` from `start_step` on (host tensors; the caller moves them)."""
+        """The batches of `epoch` from `start_step` on: on the `device` if it is a GPU, else host tensors."""
         if self.asc is not None and self._asc_next != (epoch, start_step):
             _stopped(self._asc_stream)
             self._asc_stream = batch_loader(self.asc, self.asc_plan.endless_batches(epoch, start_step), **self.loader_kwargs)

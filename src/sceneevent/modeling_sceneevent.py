@@ -170,8 +170,9 @@ class SceneEventModel(SceneEventPreTrainedModel):
             raise ValueError(f"`{name}` must have shape {expected}, got {tuple(labels.shape)}")
         if labels.ndim == 1 and name == "event_labels":
             raise ValueError(f"`event_labels` must be multi-hot ({batch_size}, {num_classes}), got {tuple(labels.shape)}")
-        # Range check of hard labels only where it costs no device sync.
-        if labels.ndim == 1 and labels.device.type == "cpu":
+        # Range check of hard labels only where it costs no device sync, and not while torch.compile traces
+        # (its boolean indexing would split the graph in two).
+        if labels.ndim == 1 and labels.device.type == "cpu" and not torch.compiler.is_compiling():
             bad = labels[(labels != IGNORE_INDEX) & ((labels < 0) | (labels >= num_classes))]
             if bad.numel():
                 raise ValueError(f"`{name}` holds {bad.unique().tolist()}, not a class of the config (0..{num_classes - 1})")

@@ -60,7 +60,7 @@ RESUMABLE_CHANGES = frozenset({
     "logging_steps", "checkpointing_steps", "save_total_limit", "report_to", "wandb_project", "run_name",
     "push_to_hub", "hub_model_id", "hub_private", "hub_revision", "dataloader_num_workers",
     "preprocessing_num_workers", "num_cpu_threads", "eval_batch_size", "cache_on_device", "channels_last",
-    "torch_compile", "log_task_gradients", "asc_baseline", "aet_baseline",
+    "torch_compile", "torch_compile_mode", "log_task_gradients", "asc_baseline", "aet_baseline",
 })  # fmt: skip
 
 
@@ -136,6 +136,8 @@ def check_arguments(data_args: DataArguments, train_args: JointTrainingArguments
     for name in ("synthetic_difficulty", "synthetic_event_informativeness"):
         if not 0.0 <= getattr(data_args, name) <= 1.0:
             raise ValueError(f"--{name} must be in [0, 1], got {getattr(data_args, name)}")
+    if train_args.torch_compile_mode != "default" and not train_args.torch_compile:
+        raise ValueError(f"--torch_compile_mode {train_args.torch_compile_mode} needs --torch_compile")
     if data_args.dataloader_num_workers is not None and data_args.dataloader_num_workers < 0:
         raise ValueError(f"--dataloader_num_workers must be 0 or more reader threads, got {data_args.dataloader_num_workers}")
     if train_args.num_cpu_threads is not None and train_args.num_cpu_threads <= 0:
@@ -377,6 +379,7 @@ class Run:
     resolved: dict
     total_steps: int
     selection: str | None
+    first_step_runtime: float | None = None  # seconds; not in checkpoints: a resumed process compiles anew
 
     @classmethod
     def build(cls, model_args, data_args, train_args, accelerator, data: PreparedData, extractor, alpha, state, output_dir, mode) -> Run:
@@ -392,7 +395,7 @@ class Run:
         loader = MultiTaskLoader(
             epoch_rows=len(data.scene_train), asc=train_readers["asc"], aet=train_readers["aet"],
             asc_batch_size=train_args.asc_batch_size, aet_batch_size=train_args.aet_batch_size, seed=train_args.seed,
-            num_workers=data_args.dataloader_num_workers, pin_memory=accelerator.device.type == "cuda",
+            num_workers=data_args.dataloader_num_workers, device=accelerator.device,
             num_processes=accelerator.num_processes, process_index=accelerator.process_index,
         )
         total_steps = train_args.max_train_steps or loader.steps_per_epoch * train_args.num_train_epochs
@@ -412,7 +415,7 @@ class Run:
         )
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
         if train_args.torch_compile:
-            model = torch.compile(model)
+            model = torch.compile(model, mode=train_args.torch_compile_mode)
         resolved = scrub_secrets({**to_dict(model_args, data_args, train_args), "alpha": alpha, "mode": mode, **{
             f"feature_{k}": v for k, v in data_args.resolved_features().items()}})
         if train_args.report_to == "wandb":
@@ -478,7 +481,10 @@ class Run:
         tick = time.perf_counter()
         for batch in self.loader.epoch(epoch, start_step):
             timing["data_wait"] += time.perf_counter() - tick
+            stepped = time.perf_counter()
             outputs = self.step(batch)
+            if self.first_step_runtime is None:  # this process's first step: with torch.compile, the compile
+                self.first_step_runtime = time.perf_counter() - stepped
             sums.add(outputs)
             state.global_step += 1
             timing["steps"] += 1
@@ -545,7 +551,7 @@ class Run:
         """Both metrics on the `validation` or `test` splits; keys `val_*` for validation, bare for test."""
         started = time.perf_counter()
         scores = evaluate_tasks(self.accelerator, self.model, self.readers.get(f"scene_{role}"), self.readers.get(f"event_{role}"),
-                                self.args.eval_batch_size, self.metrics)
+                                self.args.eval_batch_size, self.metrics, self.loader.loader_kwargs["num_workers"])
         self.state.timing["eval"] += time.perf_counter() - started
         return {f"val_{k}" if role == "validation" else k: v for k, v in scores.items()}
 
@@ -595,7 +601,7 @@ def build_augmenters(train_args: JointTrainingArguments) -> torch.nn.ModuleDict:
 
 def prepare_batch(batch: dict, augment: torch.nn.ModuleDict, device, config: SceneEventConfig) -> dict:
     """Move both sub-batches to the device, augment each within its own task, and join them."""
-    # non_blocking: the loader's batches are pinned on CUDA, so the copies overlap; a no-op on CPU.
+    # The loader's batches are on the GPU already (copied on a side stream); on the CPU this is the tensor itself.
     asc = send_to_device(batch["asc"], device, non_blocking=True) if batch["asc"] is not None else None
     aet = send_to_device(batch["aet"], device, non_blocking=True) if batch["aet"] is not None else None
     if asc is not None:
@@ -715,6 +721,9 @@ def build_results(run: Run, data: PreparedData, wall: float) -> dict:
         "train_samples_per_second": timing["steps"] * samples_per_step / runtime if runtime else None,
         "train_steps_per_second": timing["steps"] / runtime if runtime else None,
         "eval_runtime": timing["eval"],
+        # Part of train_runtime: the first step of this process, which holds the compile with --torch_compile
+        # (evaluation compiles its own graph on its first batch, inside eval_runtime).
+        "first_step_runtime": run.first_step_runtime,
         # Share of the training steps' time spent waiting for the next batch: near 0 when the loader keeps up.
         "data_wait_fraction": timing["data_wait"] / timing["train"] if timing["train"] else None,
     }

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Issue 13's GPU figures in one call. Each part writes its JSON (and log) to OUT_DIR as soon as it ends,
+# under its own time limit, so a part that runs out of time leaves the others' figures.
+#
+#   bash benchmarks/gpu_issue13.sh OUT_DIR            # on the device, after the wheels preamble (DEVELOPERS.md)
+#   PARTS="step train" bash benchmarks/gpu_issue13.sh OUT_DIR                  # some parts only
+#   DEVICE=cpu SMOKE=1 bash benchmarks/gpu_issue13.sh /tmp/out                 # tiny shapes on a CPU: checks the script
+#
+# Parts, in order of priority (about 9 minutes in all on one H100, estimated, not yet run there):
+#   step    bench_step.py at the paper's shape (bf16, channels_last): joint / noaug / bare, eager with the batch on
+#           the device and pinned on the host, and compiled (the compile is in warmup_seconds, not in the figure)
+#   loader  bench_loader.py with batches delivered on the GPU (side-stream copy), 0 and 1 reader threads, the cache
+#           held on the GPU beside them; then behind a sleep as long as the eager step just measured
+#   train   train_joint.py on synthetic 10 s clips at 32 kHz, 128 mels, 64 + 128, 5 epochs: eager with the loader,
+#           eager with --cache_on_device, compiled with the loader; results.json's throughput and compile time
+set -uo pipefail
+OUT=${1:?usage: bash benchmarks/gpu_issue13.sh OUT_DIR}
+DEVICE=${DEVICE:-cuda}
+PARTS=${PARTS:-step loader train}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT"
+cd "$(dirname "$0")/.."
+
+if [ -n "${SMOKE:-}" ]; then
+  SHAPE="--num_mel_bins 16 --frames 21 --asc_batch_size 4 --aet_batch_size 8"
+  ROWS=64
+  STEP="--encoder resnet10t --rounds 2 --steps 1 --warmup 1"
+  COMPILED="--compile --warmup 1"
+  TRAIN="--sampling_rate 16000 --clip_seconds 1 --num_mel_bins 16 --asc_batch_size 4 --aet_batch_size 8
+         --synthetic_train_clips_per_scene 4 --synthetic_test_clips_per_scene 2 --max_train_steps 2 --encoder resnet10t
+         --mixed_precision no"
+  LIMIT=600
+else
+  SHAPE="--num_mel_bins 128 --frames 1001 --asc_batch_size 64 --aet_batch_size 128"
+  ROWS=2048
+  STEP="--precision bf16 --rounds 7 --steps 10"
+  COMPILED="--compile --warmup 5"
+  TRAIN="--sampling_rate 32000 --clip_seconds 10 --num_mel_bins 128 --hop_length 320 --asc_batch_size 64
+         --aet_batch_size 128 --synthetic_train_clips_per_scene 200 --num_train_epochs 5 --mixed_precision bf16"
+  LIMIT=${PART_LIMIT:-240}
+fi
+
+part() {  # part NAME COMMAND...: run under the time limit, log to OUT/NAME.log, print the last lines
+  local name=$1; shift
+  echo "== $name: $*"
+  local started=$SECONDS
+  timeout "$LIMIT" "$@" > "$OUT/$name.log" 2>&1
+  echo "   exit $? after $((SECONDS - started)) s"; tail -n 4 "$OUT/$name.log" | sed 's/^/   /'
+}
+
+if [[ " $PARTS " == *" step "* ]]; then
+  S="--device $DEVICE $SHAPE --channels_last --arms joint,noaug,bare $STEP"
+  part step_eager_device $PY benchmarks/bench_step.py $S --placement device --output "$OUT/step_eager_device.json"
+  [ "$DEVICE" = cuda ] && part step_eager_pinned $PY benchmarks/bench_step.py $S --placement pinned \
+      --output "$OUT/step_eager_pinned.json"
+  part step_compiled_device $PY benchmarks/bench_step.py $S $COMPILED --placement device --output "$OUT/step_compiled_device.json"
+fi
+
+if [[ " $PARTS " == *" loader "* ]]; then
+  L="$SHAPE --num_rows $ROWS --workers 0,1 --copy_to $DEVICE --no_compare_arrow"
+  [ -f "$OUT/step_eager_device.json" ] && L="$L --step_results $OUT/step_eager_device.json"
+  part loader $PY benchmarks/bench_loader.py $L --on_device "$DEVICE" --output "$OUT/loader.json"
+  STEP_MS=$($PY -c "import json, sys; d = json.load(open(sys.argv[1])); print(1000 / d['samples_per_second']['joint'] * sum(
+      d['settings'][k] for k in ('asc_batch_size', 'aet_batch_size')))" "$OUT/step_eager_device.json" 2>/dev/null || echo 30)
+  part loader_behind_step $PY benchmarks/bench_loader.py $L --on_device "" --step_ms "$STEP_MS" \
+      --output "$OUT/loader_behind_step.json"
+fi
+
+if [[ " $PARTS " == *" train "* ]]; then
+  RUNS=$(mktemp -d)  # the models stay here; only results.json comes back
+  for arm in "eager_loader" "eager_on_device --cache_on_device" "compiled_loader --torch_compile"; do
+    name=${arm%% *}; flags=${arm#"$name"}
+    part "train_$name" $PY scripts/train_joint.py --output_dir "$RUNS/$name" $TRAIN $flags
+    cp "$RUNS/$name/results.json" "$OUT/train_$name.json" 2>/dev/null
+  done
+fi
+
+echo "== summary"
+$PY - "$OUT" <<'EOF'
+import json, sys
+from pathlib import Path
+
+out = Path(sys.argv[1])
+for path in sorted(out.glob("step_*.json")):
+    d = json.loads(path.read_text())
+    sps = ", ".join(f"{arm} {value:,.0f}" for arm, value in d["samples_per_second"].items())
+    warm = ", ".join(f"{arm} {value['median'] if isinstance(value, dict) else value:.1f} s"
+                     for arm, value in d.get("warmup_seconds", {}).items())
+    print(f"{path.stem}: samples/s {sps}; joint/bare time {d['ratio_joint_over_bare']['median']:.3f}; warm-up {warm}")
+for path in sorted(out.glob("loader*.json")):
+    d = json.loads(path.read_text())
+    figures = ", ".join(f"{key}: {value['samples_per_second']:,.0f} samples/s, "
+                        f"{value['seconds_per_epoch']['median'] / value['steps_per_epoch'] * 1e3:.1f} ms a step"
+                        for key, value in d["workers"].items())
+    behind = f"behind a {d['settings']['step_ms']:.1f} ms step" if d["settings"]["step_ms"] else \
+        f"loader/step {d.get('ratio_loader_over_step', float('nan')):.1f} ({d.get('ratio_reader_threads')} reader threads)" + \
+        ("" if d.get("step_has_same_shape", True) else " [the step had another shape: no ratio]")
+    print(f"{path.stem}: {figures}; {behind}")
+for path in sorted(out.glob("train_*.json")):
+    d = json.loads(path.read_text())
+    print(f"{path.stem}: train_samples_per_second {d['train_samples_per_second']:,.0f}, first_step_runtime "
+          f"{d['first_step_runtime']:.1f} s, eval_runtime {d['eval_runtime']:.1f} s, data_wait_fraction "
+          f"{d['data_wait_fraction']:.3f}, steps {d['steps']}, device {d['environment']['device']}")
+EOF
