@@ -7,6 +7,7 @@
 #   DEVICE=cpu SMOKE=1 bash benchmarks/gpu_issue13.sh /tmp/out                 # tiny shapes on a CPU: checks the script
 #
 # Parts, in order of priority (about 9 minutes in all on one H100, estimated, not yet run there):
+#   check   check_gpu_batches.py: the batches copied to the GPU on the side stream equal the host's, bit for bit
 #   step    bench_step.py at the paper's shape (bf16, channels_last): joint / noaug / bare, eager with the batch on
 #           the device and pinned on the host, and compiled (the compile is in warmup_seconds, not in the figure)
 #   loader  bench_loader.py with batches delivered on the GPU (side-stream copy), 0 and 1 reader threads, the cache
@@ -16,7 +17,7 @@
 set -uo pipefail
 OUT=${1:?usage: bash benchmarks/gpu_issue13.sh OUT_DIR}
 DEVICE=${DEVICE:-cuda}
-PARTS=${PARTS:-step loader train}
+PARTS=${PARTS:-check step loader train}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
@@ -48,6 +49,11 @@ part() {  # part NAME COMMAND...: run under the time limit, log to OUT/NAME.log,
   echo "   exit $? after $((SECONDS - started)) s"; tail -n 4 "$OUT/$name.log" | sed 's/^/   /'
 }
 
+if [[ " $PARTS " == *" check "* ]]; then
+  if [ -n "${SMOKE:-}" ]; then CHECK="--num_mel_bins 16 --frames 21 --num_rows 128"; else CHECK=""; fi
+  part check_gpu_batches $PY benchmarks/check_gpu_batches.py --device "$DEVICE" $CHECK
+fi
+
 if [[ " $PARTS " == *" step "* ]]; then
   S="--device $DEVICE $SHAPE --channels_last --arms joint,noaug,bare $STEP"
   part step_eager_device $PY benchmarks/bench_step.py $S --placement device --output "$OUT/step_eager_device.json"
@@ -76,6 +82,7 @@ if [[ " $PARTS " == *" train "* ]]; then
 fi
 
 echo "== summary"
+[ -f "$OUT/check_gpu_batches.log" ] && echo "check_gpu_batches: $(tail -n 1 "$OUT/check_gpu_batches.log")"
 $PY - "$OUT" <<'EOF'
 import json, sys
 from pathlib import Path

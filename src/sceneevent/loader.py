@@ -4,6 +4,7 @@ a resumed run reads exactly the batches the interrupted one would have read."""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -186,8 +187,10 @@ class _SideStreamCopy:
     computes the current step, instead of queueing behind it on the training stream."""
 
     def __init__(self, device: torch.device):
-        self.device, self.stream = device, torch.cuda.Stream(device)
-        self.consumer = torch.cuda.current_stream(device)  # the training loop's stream (this is its thread)
+        # Accelerate's single-GPU device is plain "cuda": the reader threads' set_device needs the index.
+        self.device = device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
+        self.stream = _copy_stream(self.device)
+        self.consumer = torch.cuda.current_stream(self.device)  # the training loop's stream (this is its thread)
 
     def start(self, batch: Batch) -> tuple[Batch, torch.cuda.Event]:
         """Queue the copy (in a reader thread, or the loop). Pinned first, so that the copy is asynchronous; the
@@ -203,6 +206,14 @@ class _SideStreamCopy:
         batch, copied = started
         self.consumer.wait_event(copied)
         return batch
+
+
+@functools.cache
+def _copy_stream(device: torch.device) -> torch.cuda.Stream:
+    """One copy stream per GPU for the whole process: a new `torch.cuda.Stream` per loader would cycle through
+    torch's shared pool of 32 and sooner or later share NCCL's; the high-priority pool is one NCCL does not
+    draw from by default."""
+    return torch.cuda.Stream(device, priority=-1)
 
 
 def _read_ahead(read, hand_over, batches: Iterable[list[int]], num_threads: int, **pool_options) -> Iterator[Batch]:
