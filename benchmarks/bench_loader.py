@@ -9,8 +9,9 @@ that array with one `pread` per row, as in training; with `--compare_arrow` (def
 also measured reading through Arrow's gather (the reader's fallback), in the same run.
 One epoch is one pass over the scene rows; the event stream cycles alongside, as in training. The
 figure per reader-thread count (`--dataloader_num_workers` in training) is the median epoch.
-`--step_ms` sleeps after each batch as a GPU step would leave the host free, to show whether the reads
-hide behind the step.
+`--step_ms` stands in for a training step after each batch: a sleep of the host on a CPU (as a GPU step
+leaves the host free), and with `--copy_to cuda` a spin of the GPU on the training stream
+(`torch.cuda._sleep`), so the figure shows whether the reads and the copies hide behind the step.
 
 If `benchmarks/results/bench_step.json` exists, the CPU training step's samples/s from it is
 reported next to the loader's, with the ratio loader/step (target >= 10: the loader is never the
@@ -19,6 +20,7 @@ bottleneck). Compare like with like: run both with the same shape and batch size
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import tempfile
@@ -48,8 +50,9 @@ class LoaderArguments:
     step_ms: float = field(
         default=0.0,
         metadata={"help": "A stand-in for an accelerator's training step: after each batch the loop sleeps this long, "
-                  "leaving the host free as a GPU step does (no host sync). 0: read only. With e.g. 30, the figure shows "
-                  "whether reads are hidden behind the step (reader threads) or added to it (0 threads)."},
+                  "leaving the host free as a GPU step does (no host sync); with --copy_to cuda the GPU spins this long on "
+                  "the training stream instead. 0: read only. With e.g. 30, the figure shows whether reads (and copies) "
+                  "are hidden behind the step or added to it."},
     )
     copy_to: str | None = field(
         default=None,
@@ -79,10 +82,25 @@ def read_epoch(loader: MultiTaskLoader, epoch: int, step_seconds: float = 0.0) -
     for batch in loader.epoch(epoch):
         joined = join_task_batches(batch["asc"], batch["aet"], common.NUM_SCENES, common.NUM_EVENTS)
         samples += joined["input_features"].shape[0]
-        time.sleep(step_seconds)
+        if step_seconds and joined["input_features"].is_cuda:  # a step queued on the GPU: copies may overlap it
+            torch.cuda._sleep(int(step_seconds * gpu_cycles_per_second()))
+        else:
+            time.sleep(step_seconds)
     if torch.cuda.is_available():
         torch.cuda.synchronize()  # device batches are asynchronous: time their completion
     return samples
+
+
+@functools.cache
+def gpu_cycles_per_second() -> float:
+    """How many `torch.cuda._sleep` cycles this GPU spins in a second (timed once with CUDA events)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda._sleep(1_000_000)  # warm-up
+    start.record()
+    torch.cuda._sleep(100_000_000)
+    end.record()
+    end.synchronize()
+    return 100_000_000 / (start.elapsed_time(end) / 1e3)
 
 
 def measure_workers(dataset, args: LoaderArguments, num_workers: int, device: str | None = None,
@@ -112,6 +130,9 @@ def main(argv: list[str] | None = None) -> dict:
     (args,) = HfArgumentParser(LoaderArguments).parse_args_into_dataclasses(args=argv)
     common.disable_progress_bars()
     worker_counts = [int(value) for value in args.workers.split(",") if value.strip()]
+    for flag in ("copy_to", "on_device"):
+        if (getattr(args, flag) or "").startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"--{flag} {getattr(args, flag)}, but torch sees no CUDA device")
     if args.step_results and not Path(args.step_results).is_file():  # before the measuring, not after it
         raise FileNotFoundError(f"--step_results {args.step_results}: no such file (run benchmarks/bench_step.py --output ...)")
     print(f"loader benchmark: {args.num_rows} clips of {args.num_mel_bins} x {args.frames} fp16, batch "
@@ -142,6 +163,11 @@ def main(argv: list[str] | None = None) -> dict:
                             "torch_threads": torch.get_num_threads()},
                "workers": figures, "best_samples_per_second": best}
     step = step_reference(args.step_results) if not args.step_ms else None  # behind a simulated step: read ms per step
+    loader_on_gpu = (args.copy_to or "").startswith("cuda")
+    if step and step["settings"].get("device", "cpu").startswith("cuda") != loader_on_gpu:
+        print(f"the step was measured on {step['settings'].get('device', 'cpu')}, the loader delivered batches on "
+              f"{args.copy_to or 'the host'}: no ratio (pass --step_results of a step on the same device)")
+        step = None
     if step:
         # Issue 13's targets: on a GPU the loader with its default reader thread >= 1.5x the step; on a CPU
         # (0 threads by default) >= 10x. The best count stands in when the default one was not measured.

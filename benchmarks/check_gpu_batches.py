@@ -3,11 +3,15 @@
     python benchmarks/check_gpu_batches.py              # exits 1 on any difference; prints what it compared
 
 The CUDA path of `loader.batch_loader` (pin, copy on a stream of its own, the training stream waits for an
-event) cannot run in the CPU test suite. This check makes a race visible if there is one: before it reads
-each delivered batch, the training stream is kept busy with matrix products, so a batch used before its
-copy ended, or memory reused while still in use, would show as a difference. It reads both task streams,
-then an evaluation pass, with 0, 1 and 2 reader threads. `--device cpu` runs it on the host (trivially equal)
-to check the script.
+event) cannot run in the CPU test suite. This check tries to provoke the two races that path must prevent,
+with 0, 1 and 2 reader threads, for training batches and for an evaluation pass:
+- *late copy*: each batch's copy is held back by a spin queued on the copy stream before it, and the
+  training stream reads the batch at once; without the wait it would read memory not yet copied;
+- *busy training stream*: a spin on the training stream before each read, and the batch dropped by the host
+  at once; without `record_stream` its memory could be refilled by a later copy before the read.
+Every read is a copy queued on the training stream, compared with the host batch only at the end (no sync
+in between). A negative control then drops the wait and requires that the check sees the difference.
+`--device cpu` runs the script on the host (trivially equal; no negative control) to check it.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from transformers import HfArgumentParser
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
+from sceneevent import loader
 from sceneevent.evaluation import predict_split
-from sceneevent.loader import BatchReader
+from sceneevent.loader import BatchReader, MultiTaskLoader
 
 
 @dataclass
@@ -34,46 +39,79 @@ class CheckArguments:
     num_rows: int = field(default=512, metadata={"help": "Clips in the generated cache."})
     num_mel_bins: int = field(default=128, metadata={"help": "Mel bins of the generated clips."})
     frames: int = field(default=1001, metadata={"help": "Frames of the generated clips."})
-    epochs: int = field(default=2, metadata={"help": "Epochs read per reader-thread count."})
-    busy: int = field(default=8, metadata={"help": "4096 x 4096 matrix products queued before each batch is read."})
+    epochs: int = field(default=2, metadata={"help": "Epochs read per reader-thread count and race."})
+    spin_cycles: int = field(default=20_000_000, metadata={"help": "GPU cycles of each spin (about 10 ms)."})
 
 
-def keep_busy(device: torch.device, products: int) -> None:
-    if device.type == "cuda" and products:
-        a = torch.randn(4096, 4096, device=device)
-        for _ in range(products):
-            a = a @ a / 64.0
+def poison_cache(device: torch.device) -> None:
+    """Fill the allocator's free GPU memory with NaN (1 GiB, kept cached for the next allocations): memory read
+    before a copy reached it then holds NaN, not an identical batch left there by an earlier pass."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.full((2**29,), float("nan"), dtype=torch.float16, device=device)
+        torch.cuda.synchronize(device)
 
 
-def compare_training_batches(dataset, args: CheckArguments, threads: int) -> int:
-    host = common.cache_loader(dataset, 16, 32)
-    gpu = common.cache_loader(dataset, 16, 32, num_workers=threads, copy_to=args.device)
-    device, differences = torch.device(args.device), 0
+def spin(stream: torch.cuda.Stream | None, cycles: int) -> None:
+    if stream is not None and cycles:
+        with torch.cuda.stream(stream):
+            torch.cuda._sleep(cycles)
+
+
+class LateCopyReader(BatchReader):
+    """A BatchReader whose batches reach the GPU late: just before the loader queues a batch's copy (in the same
+    thread), a spin is queued on the copy stream."""
+
+    copy_stream: torch.cuda.Stream | None = None
+    spin_cycles = 0
+
+    def __getitem__(self, indices):
+        batch = super().__getitem__(indices)
+        spin(self.copy_stream, self.spin_cycles)
+        return batch
+
+
+def readers(dataset, device: torch.device, late_copy_cycles: int) -> dict[str, LateCopyReader]:
+    made = {"asc": LateCopyReader(dataset, "scene", common.NUM_SCENES), "aet": LateCopyReader(dataset, "events", common.NUM_EVENTS)}
+    for reader in made.values():
+        reader.copy_stream = loader._copy_stream(device) if device.type == "cuda" else None
+        reader.spin_cycles = late_copy_cycles
+    return made
+
+
+def training_differences(dataset, device: torch.device, args: CheckArguments, threads: int, race: str) -> int:
+    poison_cache(device)
+    host = MultiTaskLoader(epoch_rows=len(dataset), **readers(dataset, device, 0), asc_batch_size=16, aet_batch_size=32, seed=0)
+    delivered = MultiTaskLoader(epoch_rows=len(dataset), **readers(dataset, device, args.spin_cycles if race == "late copy" else 0),
+                                asc_batch_size=16, aet_batch_size=32, seed=0, num_workers=threads, device=device)
+    training_stream = torch.cuda.current_stream(device) if device.type == "cuda" else None
+    expected, read = [], []
     for epoch in range(args.epochs):
-        for expected, delivered in zip(host.epoch(epoch), gpu.epoch(epoch), strict=True):
-            keep_busy(device, args.busy)
+        for host_batch, batch in zip(host.epoch(epoch), delivered.epoch(epoch), strict=True):
+            if race == "busy training stream":
+                spin(training_stream, args.spin_cycles)
             for task in ("asc", "aet"):
-                for key, value in expected[task].items():
-                    got = delivered[task][key]
-                    differences += got.device.type != device.type or not torch.equal((got * 1).cpu(), value)
+                for key, value in batch[task].items():
+                    read.append(value.clone())  # queued on the training stream; compared after the epochs
+                    expected.append(host_batch[task][key])
+            del batch  # the host lets go at once: only record_stream keeps the memory from a later copy
     host.close()
-    gpu.close()
-    return differences
+    delivered.close()
+    return sum(got.device.type != device.type or not torch.equal(got.cpu(), value) for got, value in zip(read, expected))
 
 
-def compare_evaluation(dataset, args: CheckArguments, threads: int) -> int:
-    reader = BatchReader(dataset, "scene", common.NUM_SCENES)
-    device = torch.device(args.device)
-    accelerator = Accelerator(cpu=device.type == "cpu")
+def evaluation_differences(dataset, device: torch.device, args: CheckArguments, threads: int) -> int:
+    poison_cache(device)
+    reader = readers(dataset, device, args.spin_cycles)["asc"]
 
-    def summary(features: torch.Tensor) -> torch.Tensor:  # exact, order-free: a stale or torn clip changes it
+    def summary(features: torch.Tensor) -> torch.Tensor:  # exact and order-free: a stale or torn clip changes it
         return torch.stack([features.amax(dim=(1, 2)), features.amin(dim=(1, 2)), features[:, -1, -1]], dim=1).float()
 
     def network(input_features):
-        keep_busy(device, args.busy)
         return {"scene_logits": summary(input_features)}
 
-    expected = summary(reader[list(range(len(reader)))]["input_features"]).numpy()
+    expected = summary(BatchReader(dataset, "scene", common.NUM_SCENES)[list(range(len(reader)))]["input_features"]).numpy()
+    accelerator = Accelerator(cpu=device.type == "cpu")
     logits, labels = predict_split(accelerator, network, reader, 64, "scene_logits", num_workers=threads)
     return int((logits != expected).any(axis=1).sum() + (labels != reader.labels).sum())
 
@@ -81,16 +119,31 @@ def compare_evaluation(dataset, args: CheckArguments, threads: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     (args,) = HfArgumentParser(CheckArguments).parse_args_into_dataclasses(args=argv)
     common.disable_progress_bars()
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {args.device}, but torch sees no CUDA device")
+        device = torch.device("cuda", device.index if device.index is not None else torch.cuda.current_device())
     failures = 0
     with tempfile.TemporaryDirectory(prefix="check_gpu_batches_") as folder:
         dataset = common.build_synthetic_cache(Path(folder) / "cache", args.num_rows, args.num_mel_bins, args.frames)
         for threads in (0, 1, 2):
-            training, evaluation = compare_training_batches(dataset, args, threads), compare_evaluation(dataset, args, threads)
-            print(f"{threads} reader threads on {args.device}: {training} training tensors and {evaluation} evaluation "
-                  f"clips differ from the host's", flush=True)
-            failures += training + evaluation
+            found = {race: training_differences(dataset, device, args, threads, race) for race in ("late copy", "busy training stream")}
+            found["evaluation, late copy"] = evaluation_differences(dataset, device, args, threads)
+            print(f"{threads} reader threads on {device}: batches differing from the host's: "
+                  + ", ".join(f"{race} {count}" for race, count in found.items()), flush=True)
+            failures += sum(found.values())
+        if device.type == "cuda":  # the negative control: without the wait, the late copies must show
+            wait = loader._SideStreamCopy.finish
+            loader._SideStreamCopy.finish = lambda self, started: started[0]
+            try:
+                unguarded = training_differences(dataset, device, args, 0, "late copy")
+            finally:
+                loader._SideStreamCopy.finish = wait
+            print(f"negative control, the wait dropped: {unguarded} differing tensors (the check must see some)")
+            failures += unguarded == 0
         del dataset
-    print("identical" if not failures else "DIFFERENCES FOUND")
+    print("identical" if not failures else "DIFFERENCES FOUND (or a negative control that saw none)")
     return 1 if failures else 0
 
 

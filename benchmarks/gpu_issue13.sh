@@ -1,32 +1,37 @@
 #!/usr/bin/env bash
-# Issue 13's GPU figures in one call. Each part writes its JSON (and log) to OUT_DIR as soon as it ends,
-# under its own time limit, so a part that runs out of time leaves the others' figures.
+# Issue 13's GPU figures in one call. Each part writes its JSON (and log) to OUT_DIR as soon as it ends, under
+# its own time limit and the whole call's deadline, and the summary is printed however the script ends.
 #
 #   bash benchmarks/gpu_issue13.sh OUT_DIR            # on the device, after the wheels preamble (DEVELOPERS.md)
 #   PARTS="step train" bash benchmarks/gpu_issue13.sh OUT_DIR                  # some parts only
 #   DEVICE=cpu SMOKE=1 bash benchmarks/gpu_issue13.sh /tmp/out                 # tiny shapes on a CPU: checks the script
 #
-# Parts, in order of priority (about 9 minutes in all on one H100, estimated, not yet run there):
-#   check   check_gpu_batches.py: the batches copied to the GPU on the side stream equal the host's, bit for bit
-#   step    bench_step.py at the paper's shape (bf16, channels_last): joint / noaug / bare, eager with the batch on
-#           the device and pinned on the host, and compiled (the compile is in warmup_seconds, not in the figure)
-#   loader  bench_loader.py with batches delivered on the GPU (side-stream copy), 0 and 1 reader threads, the cache
-#           held on the GPU beside them; then behind a sleep as long as the eager step just measured
+# Parts, in order (DEADLINE seconds in all, default 520, so that one 600 s device call holds the wheels' install
+# too; not yet run on a GPU, so how long each takes there is an estimate):
+#   check   check_gpu_batches.py: the batches copied to the GPU on the side stream equal the host's, bit for bit,
+#           while the two races it must prevent are provoked
+#   step    bench_step.py at the paper's shape (bf16, channels_last): joint / noaug / bare eager with the batch on
+#           the device; joint / bare compiled (the compile is in warmup_seconds, not in the figure); eager pinned
 #   train   train_joint.py on synthetic 10 s clips at 32 kHz, 128 mels, 64 + 128, 5 epochs: eager with the loader,
-#           eager with --cache_on_device, compiled with the loader; results.json's throughput and compile time
+#           compiled with the loader (caches cold, then warm), eager with --cache_on_device; results.json's
+#           throughput and compile time
+#   loader  bench_loader.py with batches delivered on the GPU (side-stream copy), 0 and 1 reader threads, the cache
+#           held on the GPU beside them; then behind a GPU spin as long as the eager step measured above
 set -uo pipefail
-OUT=${1:?usage: bash benchmarks/gpu_issue13.sh OUT_DIR}
+OUT=$(realpath -m "${1:?usage: bash benchmarks/gpu_issue13.sh OUT_DIR}")
 DEVICE=${DEVICE:-cuda}
-PARTS=${PARTS:-check step loader train}
+PARTS=${PARTS:-check step train loader}
 PY=${PYTHON:-python3}
+DEADLINE=$((SECONDS + ${DEADLINE:-520}))
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
 
 if [ -n "${SMOKE:-}" ]; then
   SHAPE="--num_mel_bins 16 --frames 21 --asc_batch_size 4 --aet_batch_size 8"
   ROWS=64
-  STEP="--encoder resnet10t --rounds 2 --steps 1 --warmup 1"
-  COMPILED="--compile --warmup 1"
+  CHECK="--num_mel_bins 16 --frames 21 --num_rows 128"
+  STEP="--encoder resnet10t --rounds 2 --steps 1"
+  WARMUP=1
   TRAIN="--sampling_rate 16000 --clip_seconds 1 --num_mel_bins 16 --asc_batch_size 4 --aet_batch_size 8
          --synthetic_train_clips_per_scene 4 --synthetic_test_clips_per_scene 2 --max_train_steps 2 --encoder resnet10t
          --mixed_precision no"
@@ -34,32 +39,85 @@ if [ -n "${SMOKE:-}" ]; then
 else
   SHAPE="--num_mel_bins 128 --frames 1001 --asc_batch_size 64 --aet_batch_size 128"
   ROWS=2048
+  CHECK=""
   STEP="--precision bf16 --rounds 7 --steps 10"
-  COMPILED="--compile --warmup 5"
+  WARMUP=5
   TRAIN="--sampling_rate 32000 --clip_seconds 10 --num_mel_bins 128 --hop_length 320 --asc_batch_size 64
          --aet_batch_size 128 --synthetic_train_clips_per_scene 200 --num_train_epochs 5 --mixed_precision bf16"
   LIMIT=${PART_LIMIT:-240}
 fi
 
-part() {  # part NAME COMMAND...: run under the time limit, log to OUT/NAME.log, print the last lines
+part() {  # part NAME COMMAND...: run under min(LIMIT, time left), log to OUT/NAME.log, print the last lines
   local name=$1; shift
+  local left=$((DEADLINE - SECONDS)) started=$SECONDS
+  if [ "$left" -lt 20 ]; then echo "== $name: skipped, the deadline is near"; return; fi
   echo "== $name: $*"
-  local started=$SECONDS
-  timeout "$LIMIT" "$@" > "$OUT/$name.log" 2>&1
-  echo "   exit $? after $((SECONDS - started)) s"; tail -n 4 "$OUT/$name.log" | sed 's/^/   /'
+  timeout "$((left < LIMIT ? left : LIMIT))" "$@" > "$OUT/$name.log" 2>&1
+  echo "   exit $? after $((SECONDS - started)) s"; tail -n 3 "$OUT/$name.log" | sed 's/^/   /'
 }
 
+summary() {
+  echo "== summary ($SECONDS s)"
+  [ -f "$OUT/check_gpu_batches.log" ] && echo "check_gpu_batches: $(tail -n 1 "$OUT/check_gpu_batches.log")"
+  $PY - "$OUT" <<'EOF'
+import json, sys
+from pathlib import Path
+
+def number(value, digits=1):
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+out = Path(sys.argv[1])
+for path in sorted(out.glob("step_*.json")):
+    d = json.loads(path.read_text())
+    sps = ", ".join(f"{arm} {value:,.0f}" for arm, value in d["samples_per_second"].items())
+    warm = ", ".join(f"{arm} {value:.1f} s" for arm, value in d.get("warmup_seconds", {}).items())
+    print(f"{path.stem}: samples/s {sps}; joint/bare time {d['ratio_joint_over_bare']['median']:.3f}; warm-up {warm}")
+for path in sorted(out.glob("train_*.json")):
+    d = json.loads(path.read_text())
+    print(f"{path.stem}: train_samples_per_second {number(d['train_samples_per_second'], 0)} (steady "
+          f"{number(d.get('train_steady_samples_per_second'), 0)}), first_step_runtime {number(d.get('first_step_runtime'))} s, "
+          f"eval_runtime {number(d['eval_runtime'])} s, data_wait_fraction {number(d['data_wait_fraction'], 3)}, "
+          f"steps {d['steps']}, device {d['environment']['device']}, {d['environment']['mixed_precision']}")
+for path in sorted(out.glob("loader*.json")):
+    d = json.loads(path.read_text())
+    figures = ", ".join(f"{key}: {value['samples_per_second']:,.0f} samples/s, "
+                        f"{value['seconds_per_epoch']['median'] / value['steps_per_epoch'] * 1e3:.1f} ms a step"
+                        for key, value in d["workers"].items())
+    if d["settings"]["step_ms"]:
+        verdict = f"behind a {d['settings']['step_ms']:.1f} ms step"
+    elif "ratio_loader_over_step" in d:
+        verdict = (f"loader/step {d['ratio_loader_over_step']:.1f} ({d['ratio_reader_threads']} reader threads)"
+                   + ("" if d.get("step_has_same_shape", True) else " [the step had another shape]"))
+    else:
+        verdict = "no step to compare with"
+    print(f"{path.stem}: {figures}; {verdict}")
+EOF
+}
+trap summary EXIT
+
 if [[ " $PARTS " == *" check "* ]]; then
-  if [ -n "${SMOKE:-}" ]; then CHECK="--num_mel_bins 16 --frames 21 --num_rows 128"; else CHECK=""; fi
   part check_gpu_batches $PY benchmarks/check_gpu_batches.py --device "$DEVICE" $CHECK
 fi
 
 if [[ " $PARTS " == *" step "* ]]; then
-  S="--device $DEVICE $SHAPE --channels_last --arms joint,noaug,bare $STEP"
-  part step_eager_device $PY benchmarks/bench_step.py $S --placement device --output "$OUT/step_eager_device.json"
-  [ "$DEVICE" = cuda ] && part step_eager_pinned $PY benchmarks/bench_step.py $S --placement pinned \
-      --output "$OUT/step_eager_pinned.json"
-  part step_compiled_device $PY benchmarks/bench_step.py $S $COMPILED --placement device --output "$OUT/step_compiled_device.json"
+  S="--device $DEVICE $SHAPE --channels_last $STEP"
+  part step_eager_device $PY benchmarks/bench_step.py $S --arms joint,noaug,bare --warmup 2 --placement device \
+      --output "$OUT/step_eager_device.json"
+  part step_compiled_device $PY benchmarks/bench_step.py $S --arms joint,bare --compile --warmup "$WARMUP" \
+      --placement device --output "$OUT/step_compiled_device.json"
+  [[ "$DEVICE" == cuda* ]] && part step_eager_pinned $PY benchmarks/bench_step.py $S --arms joint,bare --warmup 2 \
+      --placement pinned --output "$OUT/step_eager_pinned.json"
+fi
+
+if [[ " $PARTS " == *" train "* ]]; then
+  RUNS=$(mktemp -d)  # the models stay here; only results.json comes back
+  # The second compiled run finds inductor's caches warm, as every later run of a sweep on one machine does.
+  for arm in "eager_loader" "compiled_loader --torch_compile" "compiled_warm_loader --torch_compile" \
+             "eager_on_device --cache_on_device"; do
+    name=${arm%% *}; flags=${arm#"$name"}
+    part "train_$name" $PY scripts/train_joint.py --output_dir "$RUNS/$name" $TRAIN $flags
+    cp "$RUNS/$name/results.json" "$OUT/train_$name.json" 2>/dev/null
+  done
 fi
 
 if [[ " $PARTS " == *" loader "* ]]; then
@@ -71,41 +129,3 @@ if [[ " $PARTS " == *" loader "* ]]; then
   part loader_behind_step $PY benchmarks/bench_loader.py $L --on_device "" --step_ms "$STEP_MS" \
       --output "$OUT/loader_behind_step.json"
 fi
-
-if [[ " $PARTS " == *" train "* ]]; then
-  RUNS=$(mktemp -d)  # the models stay here; only results.json comes back
-  for arm in "eager_loader" "eager_on_device --cache_on_device" "compiled_loader --torch_compile"; do
-    name=${arm%% *}; flags=${arm#"$name"}
-    part "train_$name" $PY scripts/train_joint.py --output_dir "$RUNS/$name" $TRAIN $flags
-    cp "$RUNS/$name/results.json" "$OUT/train_$name.json" 2>/dev/null
-  done
-fi
-
-echo "== summary"
-[ -f "$OUT/check_gpu_batches.log" ] && echo "check_gpu_batches: $(tail -n 1 "$OUT/check_gpu_batches.log")"
-$PY - "$OUT" <<'EOF'
-import json, sys
-from pathlib import Path
-
-out = Path(sys.argv[1])
-for path in sorted(out.glob("step_*.json")):
-    d = json.loads(path.read_text())
-    sps = ", ".join(f"{arm} {value:,.0f}" for arm, value in d["samples_per_second"].items())
-    warm = ", ".join(f"{arm} {value['median'] if isinstance(value, dict) else value:.1f} s"
-                     for arm, value in d.get("warmup_seconds", {}).items())
-    print(f"{path.stem}: samples/s {sps}; joint/bare time {d['ratio_joint_over_bare']['median']:.3f}; warm-up {warm}")
-for path in sorted(out.glob("loader*.json")):
-    d = json.loads(path.read_text())
-    figures = ", ".join(f"{key}: {value['samples_per_second']:,.0f} samples/s, "
-                        f"{value['seconds_per_epoch']['median'] / value['steps_per_epoch'] * 1e3:.1f} ms a step"
-                        for key, value in d["workers"].items())
-    behind = f"behind a {d['settings']['step_ms']:.1f} ms step" if d["settings"]["step_ms"] else \
-        f"loader/step {d.get('ratio_loader_over_step', float('nan')):.1f} ({d.get('ratio_reader_threads')} reader threads)" + \
-        ("" if d.get("step_has_same_shape", True) else " [the step had another shape: no ratio]")
-    print(f"{path.stem}: {figures}; {behind}")
-for path in sorted(out.glob("train_*.json")):
-    d = json.loads(path.read_text())
-    print(f"{path.stem}: train_samples_per_second {d['train_samples_per_second']:,.0f}, first_step_runtime "
-          f"{d['first_step_runtime']:.1f} s, eval_runtime {d['eval_runtime']:.1f} s, data_wait_fraction "
-          f"{d['data_wait_fraction']:.3f}, steps {d['steps']}, device {d['environment']['device']}")
-EOF

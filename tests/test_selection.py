@@ -138,4 +138,6 @@ def test_results_record_throughput_in_hf_trainer_names(tmp_path):
     assert on_disk["train_samples_per_second"] == pytest.approx(2 * 24 / on_disk["train_runtime"])
     assert 0 <= on_disk["data_wait_fraction"] < 1 and on_disk["eval_runtime"] > 0
     assert 0 < on_disk["first_step_runtime"] < on_disk["train_runtime"]
+    # the second step alone, outside evaluation: faster than the whole loop's figure, which holds both
+    assert on_disk["train_steady_samples_per_second"] > on_disk["train_samples_per_second"]
     assert results["train_runtime"] == on_disk["train_runtime"]

@@ -84,6 +84,9 @@ OUTPUT_FIELDS = frozenset({
     "resume_from_checkpoint", "checkpointing_steps", "save_total_limit",
     "push_to_hub", "hub_model_id", "hub_private", "hub_revision",
 })
+# How a run computed, not what it measured: compared runs should agree on these (compiled and eager, or bf16 and
+# fp32, arithmetic differ, so part of a difference between such runs would be theirs, not the setting's).
+ARITHMETIC_FIELDS = ("torch_compile", "torch_compile_mode", "channels_last", "mixed_precision")
 OLD_RESULTS_WHY = (
     "predate results schema_version 2: their `final` is the epoch with the best *test* score (chosen on test "
     "data, so optimistic). Re-run them"
@@ -111,6 +114,7 @@ class Run:
     identity: str = ""  # the configuration (less OUTPUT_FIELDS) and seed: equal for copies of one run
     best_epoch: int | None = None  # the epoch selected on validation
     event_draw: str | None = None  # the event subset's folder: runs that share it trained on one draw of the data
+    arithmetic: dict = field(default_factory=dict)  # ARITHMETIC_FIELDS as the run used them (None: not recorded)
 
     def factor(self, name: str) -> Any:
         value = getattr(self, name)
@@ -152,7 +156,28 @@ def run_from_results(results: dict, source: str) -> Run:
         task_gradients=gradients, identity=run_identity(config, seed, alpha),
         best_epoch=final.get("best_epoch") if _is_number(final.get("best_epoch")) else None,
         event_draw=_event_draw(event_source) if strategy not in (None, FULL_EVENT_SET) else None,
+        arithmetic=_arithmetic(results),
     )
+
+
+def _arithmetic(results: dict) -> dict:
+    config = results.get("config") or {}
+    used = {name: config.get(name) for name in ARITHMETIC_FIELDS}
+    if not used["torch_compile"]:
+        used["torch_compile_mode"] = None  # no mode without compiling
+    # the precision Accelerate resolved (the flag may be None: then `accelerate config` decided)
+    used["mixed_precision"] = (results.get("environment") or {}).get("mixed_precision", used["mixed_precision"])
+    return used
+
+
+def arithmetic_differences(runs: list[Run]) -> str:
+    """The ARITHMETIC_FIELDS on which `runs` disagree, e.g. "torch_compile: False vs True" ('' if none)."""
+    differing = []
+    for name in ARITHMETIC_FIELDS:
+        values = sorted({str(run.arithmetic.get(name)) for run in runs if run.arithmetic.get(name) is not None})
+        if len(values) > 1:
+            differing.append(f"{name}: {' vs '.join(values)}")
+    return "; ".join(differing)
 
 
 def _event_draw(results: dict) -> str | None:
@@ -436,6 +461,10 @@ def _comparison_if_measured(group: list[Run], base: list[Run], metric: str, sett
     if not measured:
         return []
     comparison = compare_paired(group, base, metric, setting, name)
+    differing = arithmetic_differences(group + base)
+    if differing:
+        comparison.notes.append(f"the runs did not compute alike ({differing}): part of the difference may come from "
+                                "that, not from the setting; run both sides with the same settings")
     for side, runs in ((setting, group), (name, base)):
         if shares_one_draw(runs):
             comparison.notes.append(f"every seed of {side} trained on one draw of its event subset: the test holds that "

@@ -484,6 +484,8 @@ class Run:
             stepped = time.perf_counter()
             outputs = self.step(batch)
             if self.first_step_runtime is None:  # this process's first step: with torch.compile, the compile
+                if accelerator.device.type == "cuda":
+                    torch.cuda.synchronize()  # once: the step's kernels, not only their launch
                 self.first_step_runtime = time.perf_counter() - stepped
             sums.add(outputs)
             state.global_step += 1
@@ -724,6 +726,8 @@ def build_results(run: Run, data: PreparedData, wall: float) -> dict:
         # Part of train_runtime: the first step of this process, which holds the compile with --torch_compile
         # (evaluation compiles its own graph on its first batch, inside eval_runtime).
         "first_step_runtime": run.first_step_runtime,
+        # The steps after it, without evaluation: the speed a long run approaches, with or without compiling.
+        "train_steady_samples_per_second": _steady_throughput(timing, run.first_step_runtime, samples_per_step),
         # Share of the training steps' time spent waiting for the next batch: near 0 when the loader keeps up.
         "data_wait_fraction": timing["data_wait"] / timing["train"] if timing["train"] else None,
     }
@@ -755,6 +759,12 @@ def build_results(run: Run, data: PreparedData, wall: float) -> dict:
             "python": platform.python_version(),
         },
     }
+
+
+def _steady_throughput(timing: dict, first_step: float | None, samples_per_step: int) -> float | None:
+    if first_step is None or timing["steps"] < 2 or timing["train"] <= first_step:
+        return None
+    return (timing["steps"] - 1) * samples_per_step / (timing["train"] - first_step)
 
 
 def _done_line(results: dict, output_dir: Path) -> str:

@@ -1,0 +1,26 @@
+"""The scripts a session with a GPU runs (`benchmarks/gpu_issue13.sh`, `benchmarks/check_gpu_batches.py`) still run:
+device time is scarce, so they must not first fail on a typo. On the CPU the batch check compares the loader's
+host batches (0, 1 and 2 reader threads, training and evaluation) with a plain read; the CUDA races it provokes
+need a GPU."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_gpu_script_parses():
+    done = subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "gpu_issue13.sh")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_gpu_batch_check_runs_on_the_cpu():
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "check_gpu_batches.py"), "--device", "cpu",
+                           "--num_mel_bins", "16", "--frames", "21", "--num_rows", "128"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines[:3]] == [f"{threads} reader threads on cpu" for threads in (0, 1, 2)]
+    assert all(line.endswith("late copy 0, busy training stream 0, evaluation, late copy 0") for line in lines[:3])
+    assert lines[-1] == "identical"
