@@ -139,6 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"{args.asc_batch_size} ASC + {args.aet_batch_size} AET, reader threads {worker_counts}, "
           f"{args.step_ms:g} ms simulated step, batches delivered on {args.copy_to or 'the host'}, median of {args.repeats} epochs",
           flush=True)
+    if args.step_ms and (args.copy_to or "").startswith("cuda"):
+        gpu_cycles_per_second()  # calibrated before any timing
     figures = {}
     with tempfile.TemporaryDirectory(prefix="bench_loader_") as folder:
         dataset = common.build_synthetic_cache(Path(folder) / "cache", args.num_rows, args.num_mel_bins, args.frames)

@@ -7,10 +7,12 @@ event) cannot run in the CPU test suite. This check tries to provoke the two rac
 with 0, 1 and 2 reader threads, for training batches and for an evaluation pass:
 - *late copy*: each batch's copy is held back by a spin queued on the copy stream before it, and the
   training stream reads the batch at once; without the wait it would read memory not yet copied;
-- *busy training stream*: a spin on the training stream before each read, and the batch dropped by the host
-  at once; without `record_stream` its memory could be refilled by a later copy before the read.
+- *busy training stream*: a long spin (150 spins) on the training stream at the start of each epoch, so the
+  host and the copies run far ahead of the reads; without `record_stream` the memory of a batch the host has
+  dropped would be refilled by a later copy before its read.
 Every read is a copy queued on the training stream, compared with the host batch only at the end (no sync
-in between). A negative control then drops the wait and requires that the check sees the difference.
+in between). Two negative controls then drop the wait, and `record_stream`, and require that the check sees
+the difference (if one sees none, the check could not provoke that race: inconclusive, and it fails).
 `--device cpu` runs the script on the host (trivially equal; no negative control) to check it.
 """
 
@@ -40,15 +42,19 @@ class CheckArguments:
     num_mel_bins: int = field(default=128, metadata={"help": "Mel bins of the generated clips."})
     frames: int = field(default=1001, metadata={"help": "Frames of the generated clips."})
     epochs: int = field(default=2, metadata={"help": "Epochs read per reader-thread count and race."})
-    spin_cycles: int = field(default=20_000_000, metadata={"help": "GPU cycles of each spin (about 10 ms)."})
+    spin_cycles: int = field(default=20_000_000, metadata={"help": "GPU cycles of each spin (about 10 ms on an H100)."})
 
 
 def poison_cache(device: torch.device) -> None:
-    """Fill the allocator's free GPU memory with NaN (1 GiB, kept cached for the next allocations): memory read
-    before a copy reached it then holds NaN, not an identical batch left there by an earlier pass."""
+    """Fill the copy stream's cached GPU memory with NaN (the allocator reuses a block on the stream it was made
+    for): 1 GiB of large blocks and 32 MiB of small ones (labels) that the next copies are carved from, so memory
+    read before its copy reached it holds NaN, not an identical batch left there by an earlier pass."""
     if device.type == "cuda":
         torch.cuda.empty_cache()
-        torch.full((2**29,), float("nan"), dtype=torch.float16, device=device)
+        with torch.cuda.stream(loader._copy_stream(device)):
+            large = torch.full((2**29,), float("nan"), dtype=torch.float16, device=device)
+            small = [torch.full((2**18,), float("nan"), dtype=torch.float16, device=device) for _ in range(64)]
+            del large, small
         torch.cuda.synchronize(device)
 
 
@@ -87,14 +93,15 @@ def training_differences(dataset, device: torch.device, args: CheckArguments, th
     training_stream = torch.cuda.current_stream(device) if device.type == "cuda" else None
     expected, read = [], []
     for epoch in range(args.epochs):
+        if race == "busy training stream":
+            spin(training_stream, 150 * args.spin_cycles)
         for host_batch, batch in zip(host.epoch(epoch), delivered.epoch(epoch), strict=True):
-            if race == "busy training stream":
-                spin(training_stream, args.spin_cycles)
             for task in ("asc", "aet"):
                 for key, value in batch[task].items():
                     read.append(value.clone())  # queued on the training stream; compared after the epochs
                     expected.append(host_batch[task][key])
-            del batch  # the host lets go at once: only record_stream keeps the memory from a later copy
+            # The loader drops this batch at its next step; from then on only record_stream keeps its memory from a
+            # later copy until the (far behind) training stream has read it.
     host.close()
     delivered.close()
     return sum(got.device.type != device.type or not torch.equal(got.cpu(), value) for got, value in zip(read, expected))
@@ -116,6 +123,13 @@ def evaluation_differences(dataset, device: torch.device, args: CheckArguments, 
     return int((logits != expected).any(axis=1).sum() + (labels != reader.labels).sum())
 
 
+def start_without_record_stream(self, batch):
+    """`_SideStreamCopy.start` less its `record_stream`: the negative control of the busy-training-stream race."""
+    with torch.cuda.stream(self.stream):
+        copied = {key: value.pin_memory().to(self.device, non_blocking=True) for key, value in batch.items()}
+    return copied, self.stream.record_event()
+
+
 def main(argv: list[str] | None = None) -> int:
     (args,) = HfArgumentParser(CheckArguments).parse_args_into_dataclasses(args=argv)
     common.disable_progress_bars()
@@ -130,18 +144,23 @@ def main(argv: list[str] | None = None) -> int:
         for threads in (0, 1, 2):
             found = {race: training_differences(dataset, device, args, threads, race) for race in ("late copy", "busy training stream")}
             found["evaluation, late copy"] = evaluation_differences(dataset, device, args, threads)
-            print(f"{threads} reader threads on {device}: batches differing from the host's: "
+            print(f"{threads} reader threads on {device}: tensors differing from the host's: "
                   + ", ".join(f"{race} {count}" for race, count in found.items()), flush=True)
             failures += sum(found.values())
-        if device.type == "cuda":  # the negative control: without the wait, the late copies must show
-            wait = loader._SideStreamCopy.finish
-            loader._SideStreamCopy.finish = lambda self, started: started[0]
-            try:
-                unguarded = training_differences(dataset, device, args, 0, "late copy")
-            finally:
-                loader._SideStreamCopy.finish = wait
-            print(f"negative control, the wait dropped: {unguarded} differing tensors (the check must see some)")
-            failures += unguarded == 0
+        if device.type == "cuda":  # the negative controls: without each guard, its race must show
+            for guard, method, unguarded, race in (
+                ("the wait", "finish", lambda self, started: started[0], "late copy"),
+                ("record_stream", "start", start_without_record_stream, "busy training stream"),
+            ):
+                kept = getattr(loader._SideStreamCopy, method)
+                setattr(loader._SideStreamCopy, method, unguarded)
+                try:
+                    seen = training_differences(dataset, device, args, 0, race)
+                finally:
+                    setattr(loader._SideStreamCopy, method, kept)
+                print(f"negative control, {guard} dropped: {seen} differing tensors"
+                      + ("" if seen else " — NONE: this check cannot provoke that race (inconclusive)"), flush=True)
+                failures += seen == 0
         del dataset
     print("identical" if not failures else "DIFFERENCES FOUND (or a negative control that saw none)")
     return 1 if failures else 0

@@ -6,8 +6,9 @@
 #   PARTS="step train" bash benchmarks/gpu_issue13.sh OUT_DIR                  # some parts only
 #   DEVICE=cpu SMOKE=1 bash benchmarks/gpu_issue13.sh /tmp/out                 # tiny shapes on a CPU: checks the script
 #
-# Parts, in order (DEADLINE seconds in all, default 520, so that one 600 s device call holds the wheels' install
-# too; not yet run on a GPU, so how long each takes there is an estimate):
+# Parts, in order, until a deadline: DEADLINE_AT (seconds since the epoch; set it before the wheels' install, e.g.
+# DEADLINE_AT=$(( $(date +%s) + 570 )) for a 600 s device call), else DEADLINE seconds from now (default 520).
+# Not yet run on a GPU, so how long each part takes there is an estimate:
 #   check   check_gpu_batches.py: the batches copied to the GPU on the side stream equal the host's, bit for bit,
 #           while the two races it must prevent are provoked
 #   step    bench_step.py at the paper's shape (bf16, channels_last): joint / noaug / bare eager with the batch on
@@ -22,7 +23,7 @@ OUT=$(realpath -m "${1:?usage: bash benchmarks/gpu_issue13.sh OUT_DIR}")
 DEVICE=${DEVICE:-cuda}
 PARTS=${PARTS:-check step train loader}
 PY=${PYTHON:-python3}
-DEADLINE=$((SECONDS + ${DEADLINE:-520}))
+DEADLINE_AT=${DEADLINE_AT:-$(( $(date +%s) + ${DEADLINE:-520} ))}
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
 
@@ -49,10 +50,10 @@ fi
 
 part() {  # part NAME COMMAND...: run under min(LIMIT, time left), log to OUT/NAME.log, print the last lines
   local name=$1; shift
-  local left=$((DEADLINE - SECONDS)) started=$SECONDS
+  local left=$((DEADLINE_AT - $(date +%s) - 15)) started=$SECONDS  # 15 s kept for the summary
   if [ "$left" -lt 20 ]; then echo "== $name: skipped, the deadline is near"; return; fi
   echo "== $name: $*"
-  timeout "$((left < LIMIT ? left : LIMIT))" "$@" > "$OUT/$name.log" 2>&1
+  timeout -k 5 "$((left < LIMIT ? left : LIMIT))" "$@" > "$OUT/$name.log" 2>&1
   echo "   exit $? after $((SECONDS - started)) s"; tail -n 3 "$OUT/$name.log" | sed 's/^/   /'
 }
 
@@ -66,20 +67,29 @@ from pathlib import Path
 def number(value, digits=1):
     return "n/a" if value is None else f"{value:,.{digits}f}"
 
+def read(path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        print(f"{path.name}: unreadable ({error})")
+
 out = Path(sys.argv[1])
 for path in sorted(out.glob("step_*.json")):
-    d = json.loads(path.read_text())
+    if (d := read(path)) is None:
+        continue
     sps = ", ".join(f"{arm} {value:,.0f}" for arm, value in d["samples_per_second"].items())
     warm = ", ".join(f"{arm} {value:.1f} s" for arm, value in d.get("warmup_seconds", {}).items())
     print(f"{path.stem}: samples/s {sps}; joint/bare time {d['ratio_joint_over_bare']['median']:.3f}; warm-up {warm}")
 for path in sorted(out.glob("train_*.json")):
-    d = json.loads(path.read_text())
+    if (d := read(path)) is None:
+        continue
     print(f"{path.stem}: train_samples_per_second {number(d['train_samples_per_second'], 0)} (steady "
           f"{number(d.get('train_steady_samples_per_second'), 0)}), first_step_runtime {number(d.get('first_step_runtime'))} s, "
           f"eval_runtime {number(d['eval_runtime'])} s, data_wait_fraction {number(d['data_wait_fraction'], 3)}, "
           f"steps {d['steps']}, device {d['environment']['device']}, {d['environment']['mixed_precision']}")
 for path in sorted(out.glob("loader*.json")):
-    d = json.loads(path.read_text())
+    if (d := read(path)) is None:
+        continue
     figures = ", ".join(f"{key}: {value['samples_per_second']:,.0f} samples/s, "
                         f"{value['seconds_per_epoch']['median'] / value['steps_per_epoch'] * 1e3:.1f} ms a step"
                         for key, value in d["workers"].items())

@@ -428,18 +428,23 @@ def test_a_comparison_whose_seeds_share_one_subset_draw_says_so():
 
 
 def test_a_comparison_of_runs_that_computed_differently_says_so():
-    def read(seed, alpha, asc, **config):
-        results = {"schema_version": 2, "alpha": alpha, "seed": seed, "data": {}, "environment": {"mixed_precision": "no"},
+    def read(seed, alpha, asc, device="cpu", **config):
+        results = {"schema_version": 2, "alpha": alpha, "seed": seed, "data": {},
+                   "environment": {"mixed_precision": "no", "device": device},
                    "config": {"alpha": alpha, "seed": seed, "torch_compile": False, "torch_compile_mode": "default",
                               "channels_last": True, **config},
                    "final": {"asc_macro_accuracy": asc, "aet_lwlrap": None if alpha == 0 else 0.5}}
         return report.run_from_results(results, f"run-{seed}-{alpha}")
 
-    scene_only = [read(seed, 0.0, 0.70 + 0.01 * seed) for seed in range(3)]
-    alike = [read(seed, 0.5, 0.72 + 0.01 * seed, torch_compile_mode="max-autotune") for seed in range(3)]  # mode unused
-    compiled = [read(seed, 0.9, 0.75 + 0.01 * seed, torch_compile=True) for seed in range(3)]
-    older = [read(seed, 0.7, 0.71 + 0.01 * seed, channels_last=None) for seed in range(3)]  # not recorded: not a difference
-    comparisons = report.factor_comparisons(alike + compiled + older, "alpha", scene_only + alike + compiled + older)
-    notes = {comparison.setting: " ".join(comparison.notes) for comparison in comparisons}
+    seeds = range(3)
+    # an unpaired scene-only run of another seed, computed otherwise: not part of any pair, so no note
+    scene_only = [read(seed, 0.0, 0.70 + 0.01 * seed) for seed in seeds] + [read(9, 0.0, 0.7, channels_last=False)]
+    alike = [read(seed, 0.5, 0.72 + 0.01 * seed, torch_compile_mode="max-autotune") for seed in seeds]  # mode unused
+    compiled = [read(seed, 0.9, 0.75 + 0.01 * seed, torch_compile=True) for seed in seeds]
+    older = [read(seed, 0.7, 0.71 + 0.01 * seed, channels_last=None) for seed in seeds]  # not recorded: not a difference
+    on_gpu = [read(seed, 0.6, 0.71 + 0.01 * seed, device="cuda:0") for seed in seeds]
+    joint = alike + compiled + older + on_gpu
+    notes = {comparison.setting: " ".join(comparison.notes) for comparison in report.factor_comparisons(joint, "alpha", scene_only + joint)}
     assert "did not compute alike (torch_compile: False vs True)" in notes["alpha=0.9"]
+    assert "did not compute alike (device: cpu vs cuda)" in notes["alpha=0.6"]
     assert "compute alike" not in notes["alpha=0.5"] and "compute alike" not in notes["alpha=0.7"]

@@ -86,7 +86,7 @@ OUTPUT_FIELDS = frozenset({
 })
 # How a run computed, not what it measured: compared runs should agree on these (compiled and eager, or bf16 and
 # fp32, arithmetic differ, so part of a difference between such runs would be theirs, not the setting's).
-ARITHMETIC_FIELDS = ("torch_compile", "torch_compile_mode", "channels_last", "mixed_precision")
+ARITHMETIC_FIELDS = ("device", "torch_compile", "torch_compile_mode", "channels_last", "mixed_precision")
 OLD_RESULTS_WHY = (
     "predate results schema_version 2: their `final` is the epoch with the best *test* score (chosen on test "
     "data, so optimistic). Re-run them"
@@ -165,8 +165,10 @@ def _arithmetic(results: dict) -> dict:
     used = {name: config.get(name) for name in ARITHMETIC_FIELDS}
     if not used["torch_compile"]:
         used["torch_compile_mode"] = None  # no mode without compiling
+    environment = results.get("environment") or {}
     # the precision Accelerate resolved (the flag may be None: then `accelerate config` decided)
-    used["mixed_precision"] = (results.get("environment") or {}).get("mixed_precision", used["mixed_precision"])
+    used["mixed_precision"] = environment.get("mixed_precision", used["mixed_precision"])
+    used["device"] = str(environment["device"]).split(":")[0] if environment.get("device") else None  # cpu, cuda
     return used
 
 
@@ -461,7 +463,7 @@ def _comparison_if_measured(group: list[Run], base: list[Run], metric: str, sett
     if not measured:
         return []
     comparison = compare_paired(group, base, metric, setting, name)
-    differing = arithmetic_differences(group + base)
+    differing = arithmetic_differences([run for run in group + base if run.seed in comparison.seeds])  # the pairs
     if differing:
         comparison.notes.append(f"the runs did not compute alike ({differing}): part of the difference may come from "
                                 "that, not from the setting; run both sides with the same settings")

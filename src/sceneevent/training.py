@@ -487,6 +487,9 @@ class Run:
                 if accelerator.device.type == "cuda":
                     torch.cuda.synchronize()  # once: the step's kernels, not only their launch
                 self.first_step_runtime = time.perf_counter() - stepped
+                # every process's first step, a resumed run's included: none of them is a steady step
+                timing["first_steps"] = timing.get("first_steps", 0.0) + self.first_step_runtime
+                timing["first_step_count"] = timing.get("first_step_count", 0) + 1
             sums.add(outputs)
             state.global_step += 1
             timing["steps"] += 1
@@ -727,7 +730,7 @@ def build_results(run: Run, data: PreparedData, wall: float) -> dict:
         # (evaluation compiles its own graph on its first batch, inside eval_runtime).
         "first_step_runtime": run.first_step_runtime,
         # The steps after it, without evaluation: the speed a long run approaches, with or without compiling.
-        "train_steady_samples_per_second": _steady_throughput(timing, run.first_step_runtime, samples_per_step),
+        "train_steady_samples_per_second": steady_throughput(timing, samples_per_step),
         # Share of the training steps' time spent waiting for the next batch: near 0 when the loader keeps up.
         "data_wait_fraction": timing["data_wait"] / timing["train"] if timing["train"] else None,
     }
@@ -761,10 +764,12 @@ def build_results(run: Run, data: PreparedData, wall: float) -> dict:
     }
 
 
-def _steady_throughput(timing: dict, first_step: float | None, samples_per_step: int) -> float | None:
-    if first_step is None or timing["steps"] < 2 or timing["train"] <= first_step:
+def steady_throughput(timing: dict, samples_per_step: int) -> float | None:
+    """Samples per second of the training steps less each process's first (a resumed run has several)."""
+    first_steps, count = timing.get("first_steps", 0.0), timing.get("first_step_count", 0)
+    if not count or timing["steps"] <= count or timing["train"] <= first_steps:
         return None
-    return (timing["steps"] - 1) * samples_per_step / (timing["train"] - first_step)
+    return (timing["steps"] - count) * samples_per_step / (timing["train"] - first_steps)
 
 
 def _done_line(results: dict, output_dir: Path) -> str:
