@@ -483,13 +483,8 @@ class Run:
             timing["data_wait"] += time.perf_counter() - tick
             stepped = time.perf_counter()
             outputs = self.step(batch)
-            if self.first_step_runtime is None:  # this process's first step: with torch.compile, the compile
-                if accelerator.device.type == "cuda":
-                    torch.cuda.synchronize()  # once: the step's kernels, not only their launch
-                self.first_step_runtime = time.perf_counter() - stepped
-                # every process's first step, a resumed run's included: none of them is a steady step
-                timing["first_steps"] = timing.get("first_steps", 0.0) + self.first_step_runtime
-                timing["first_step_count"] = timing.get("first_step_count", 0) + 1
+            if self.first_step_runtime is None:
+                self.record_first_step(stepped)
             sums.add(outputs)
             state.global_step += 1
             timing["steps"] += 1
@@ -499,11 +494,7 @@ class Run:
                 self.log_step(sums, outputs, step)
             end_of_epoch = step % self.steps_per_epoch == 0 or step == self.total_steps
             if not end_of_epoch and _checkpoint_due(args.checkpointing_steps, step, end_of_epoch=False):
-                state.epoch_sums = sums.to_json(accelerator)
-                if not all(math.isfinite(v) for v in state.epoch_sums.values()):
-                    raise NonFiniteLossError(f"non-finite training loss before step {step}; checkpoint not saved, "
-                                             f"the last good one stays under {self.output_dir / CHECKPOINTS_DIR}")
-                self.checkpoint()
+                self.checkpoint_mid_epoch(sums, step)
             timing["train"] += time.perf_counter() - tick
             tick = time.perf_counter()
             if step >= self.total_steps:
@@ -512,6 +503,22 @@ class Run:
         if not all(math.isfinite(v) for v in epoch_losses.values()):
             raise NonFiniteLossError(f"non-finite training loss in epoch {epoch + 1} (step {state.global_step}): {epoch_losses}")
         return epoch_losses
+
+    def record_first_step(self, started: float) -> None:
+        """This process's first step (with torch.compile: the compile), kept apart from the steady ones."""
+        if self.accelerator.device.type == "cuda":
+            torch.cuda.synchronize()  # once: the step's kernels, not only their launch
+        self.first_step_runtime = time.perf_counter() - started
+        timing = self.state.timing  # every process's first step counts, a resumed run's too
+        timing["first_steps"] = timing.get("first_steps", 0.0) + self.first_step_runtime
+        timing["first_step_count"] = timing.get("first_step_count", 0) + 1
+
+    def checkpoint_mid_epoch(self, sums: EpochLossSums, step: int) -> None:
+        self.state.epoch_sums = sums.to_json(self.accelerator)
+        if not all(math.isfinite(v) for v in self.state.epoch_sums.values()):
+            raise NonFiniteLossError(f"non-finite training loss before step {step}; checkpoint not saved, "
+                                     f"the last good one stays under {self.output_dir / CHECKPOINTS_DIR}")
+        self.checkpoint()
 
     def step(self, batch: dict):
         """Forward, the objective, backward and an optimiser step on one multi-task batch."""
