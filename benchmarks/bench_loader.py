@@ -13,9 +13,11 @@ figure per reader-thread count (`--dataloader_num_workers` in training) is the m
 leaves the host free), and with `--copy_to cuda` a spin of the GPU on the training stream
 (`torch.cuda._sleep`), so the figure shows whether the reads and the copies hide behind the step.
 
-If `benchmarks/results/bench_step.json` exists, the CPU training step's samples/s from it is
-reported next to the loader's, with the ratio loader/step (target >= 10: the loader is never the
-bottleneck). Compare like with like: run both with the same shape and batch sizes.
+If `benchmarks/results/bench_step.json` (or `--step_results`) exists, the training step's samples/s from
+it is reported next to the loader's, with the ratio loader/step at the default reader-thread count (target
+>= 10 on a CPU, >= 1.5 on a GPU: the loader is never the bottleneck); a step measured on another device
+than the one the loader delivers on gives no ratio. Compare like with like: run both with the same shape
+and batch sizes.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ class LoaderArguments:
 
 
 def read_epoch(loader: MultiTaskLoader, epoch: int, step_seconds: float = 0.0) -> int:
-    """Read and join one epoch of batches, sleeping `step_seconds` after each; returns the samples read."""
+    """Read and join one epoch of batches, a stand-in step of `step_seconds` after each; returns the samples read."""
     samples = 0
     for batch in loader.epoch(epoch):
         joined = join_task_batches(batch["asc"], batch["aet"], common.NUM_SCENES, common.NUM_EVENTS)
@@ -130,6 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
     (args,) = HfArgumentParser(LoaderArguments).parse_args_into_dataclasses(args=argv)
     common.disable_progress_bars()
     worker_counts = [int(value) for value in args.workers.split(",") if value.strip()]
+    loader_on_gpu = (args.copy_to or "").startswith("cuda")
     for flag in ("copy_to", "on_device"):
         if (getattr(args, flag) or "").startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"--{flag} {getattr(args, flag)}, but torch sees no CUDA device")
@@ -139,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"{args.asc_batch_size} ASC + {args.aet_batch_size} AET, reader threads {worker_counts}, "
           f"{args.step_ms:g} ms simulated step, batches delivered on {args.copy_to or 'the host'}, median of {args.repeats} epochs",
           flush=True)
-    if args.step_ms and (args.copy_to or "").startswith("cuda"):
+    if args.step_ms and loader_on_gpu:
         gpu_cycles_per_second()  # calibrated before any timing
     figures = {}
     with tempfile.TemporaryDirectory(prefix="bench_loader_") as folder:
@@ -165,7 +168,6 @@ def main(argv: list[str] | None = None) -> dict:
                             "torch_threads": torch.get_num_threads()},
                "workers": figures, "best_samples_per_second": best}
     step = step_reference(args.step_results) if not args.step_ms else None  # behind a simulated step: read ms per step
-    loader_on_gpu = (args.copy_to or "").startswith("cuda")
     if step and step["settings"].get("device", "cpu").startswith("cuda") != loader_on_gpu:
         print(f"the step was measured on {step['settings'].get('device', 'cpu')}, the loader delivered batches on "
               f"{args.copy_to or 'the host'}: no ratio (pass --step_results of a step on the same device)")
@@ -173,10 +175,9 @@ def main(argv: list[str] | None = None) -> dict:
     if step:
         # Issue 13's targets: on a GPU the loader with its default reader thread >= 1.5x the step; on a CPU
         # (0 threads by default) >= 10x. The best count stands in when the default one was not measured.
-        on_gpu = step["settings"].get("device", "cpu").startswith("cuda")
-        default = str(1 if on_gpu else 0)
+        default = str(1 if loader_on_gpu else 0)  # the step's device, checked just above
         loader = figures[default]["samples_per_second"] if default in figures else best
-        target = 1.5 if on_gpu else 10.0
+        target = 1.5 if loader_on_gpu else 10.0
         payload["step"] = step
         payload["ratio_loader_over_step"] = ratio = loader / step["samples_per_second"]
         payload["ratio_reader_threads"] = default if default in figures else "best"

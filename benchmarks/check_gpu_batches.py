@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"--device {args.device}, but torch sees no CUDA device")
-        device = torch.device("cuda", device.index if device.index is not None else torch.cuda.current_device())
+        device = loader.with_index(device)  # the key of the loader's copy stream
     failures = 0
     with tempfile.TemporaryDirectory(prefix="check_gpu_batches_") as folder:
         dataset = common.build_synthetic_cache(Path(folder) / "cache", args.num_rows, args.num_mel_bins, args.frames)

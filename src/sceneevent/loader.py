@@ -187,8 +187,7 @@ class _SideStreamCopy:
     computes the current step, instead of queueing behind it on the training stream."""
 
     def __init__(self, device: torch.device):
-        # Accelerate's single-GPU device is plain "cuda": the reader threads' set_device needs the index.
-        self.device = device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
+        self.device = with_index(device)
         self.stream = _copy_stream(self.device)
         self.consumer = torch.cuda.current_stream(self.device)  # the training loop's stream (this is its thread)
 
@@ -206,6 +205,12 @@ class _SideStreamCopy:
         batch, copied = started
         self.consumer.wait_event(copied)
         return batch
+
+
+def with_index(device: torch.device) -> torch.device:
+    """A CUDA device with its index: Accelerate's single-GPU device is plain "cuda", which the reader threads'
+    `set_device` refuses, and `_copy_stream` keys its streams by the indexed device."""
+    return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
 
 
 @functools.cache

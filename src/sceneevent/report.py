@@ -161,15 +161,17 @@ def run_from_results(results: dict, source: str) -> Run:
 
 
 def _arithmetic(results: dict) -> dict:
-    config = results.get("config") or {}
-    used = {name: config.get(name) for name in ARITHMETIC_FIELDS}
-    if not used["torch_compile"]:
-        used["torch_compile_mode"] = None  # no mode without compiling
-    environment = results.get("environment") or {}
-    # the precision Accelerate resolved (the flag may be None: then `accelerate config` decided)
-    used["mixed_precision"] = environment.get("mixed_precision", used["mixed_precision"])
-    used["device"] = str(environment["device"]).split(":")[0] if environment.get("device") else None  # cpu, cuda
-    return used
+    """ARITHMETIC_FIELDS of one results.json payload (None where it does not record one)."""
+    config, environment = results.get("config") or {}, results.get("environment") or {}
+    device = environment.get("device")
+    return {
+        "device": str(device).split(":")[0] if device else None,  # cpu, cuda
+        "torch_compile": config.get("torch_compile"),
+        "torch_compile_mode": config.get("torch_compile_mode") if config.get("torch_compile") else None,  # unused then
+        "channels_last": config.get("channels_last"),
+        # the precision Accelerate resolved (the flag may be None: then `accelerate config` decided)
+        "mixed_precision": environment.get("mixed_precision", config.get("mixed_precision")),
+    }
 
 
 def arithmetic_differences(runs: list[Run]) -> str:
