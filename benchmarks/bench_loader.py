@@ -59,7 +59,11 @@ class LoaderArguments:
     copy_to: str | None = field(
         default=None,
         metadata={"help": "Deliver the reader threads' batches on this device as training does (cuda: pinned and copied "
-                  "on a side stream, the copy included in the figure). Default: host batches."},
+                  "as --gpu_batch_copy says, the copy included in the figure). Default: host batches."},
+    )
+    gpu_batch_copy: str = field(
+        default="training_stream",
+        metadata={"help": "With --copy_to cuda: training_stream (the default in training) or side_stream."},
     )
     on_device: str | None = field(
         default="cpu",
@@ -108,7 +112,8 @@ def gpu_cycles_per_second() -> float:
 def measure_workers(dataset, args: LoaderArguments, num_workers: int, device: str | None = None,
                     read_from_files: bool = True) -> dict:
     loader = common.cache_loader(dataset, args.asc_batch_size, args.aet_batch_size, num_workers=num_workers, device=device,
-                                 copy_to=None if device else args.copy_to, read_from_files=read_from_files)
+                                 copy_to=None if device else args.copy_to, read_from_files=read_from_files,
+                                 gpu_batch_copy=args.gpu_batch_copy)
     read_epoch(loader, 0)  # warm-up: page cache, thread start-up
     seconds, samples = [], 0
     for epoch in range(1, args.repeats + 1):

@@ -1,15 +1,18 @@
-"""Check, on a GPU, that the loader's batches copied on a side stream equal the host batches bit for bit.
+"""Check, on a GPU, that the loader's batches delivered on the GPU equal the host batches bit for bit.
 
     python benchmarks/check_gpu_batches.py              # exits 1 on any difference; prints what it compared
 
-The CUDA path of `loader.batch_loader` (pin, copy on a stream of its own, the training stream waits for an
-event) cannot run in the CPU test suite. This check tries to provoke the two races that path must prevent,
-with 0, 1 and 2 reader threads, for training batches and for an evaluation pass:
-- *late copy*: each batch's copy is held back by a spin queued on the copy stream before it, and the
-  training stream reads the batch at once; without the wait it would read memory not yet copied;
-- *busy training stream*: a long spin (150 spins) on the training stream at the start of each epoch, so the
-  host and the copies run far ahead of the reads; without `record_stream` the memory of a batch the host has
-  dropped would be refilled by a later copy before its read.
+The CUDA paths of `loader.batch_loader` cannot run in the CPU test suite: the default (`--gpu_batch_copy
+training_stream`: pinned where read, copied `non_blocking` on the training stream) and the side-stream copy
+(`side_stream`: pin, copy on a stream of its own, the training stream waits for an event). For each, with 0, 1
+and 2 reader threads, this check tries to provoke the races the path must prevent, for training batches and
+(default path) for an evaluation pass:
+- *late copy* (side stream): each batch's copy is held back by a spin queued on the copy stream before it,
+  and the training stream reads the batch at once; without the wait it would read memory not yet copied;
+- *busy training stream* (both): a long spin (150 spins) on the training stream at the start of each epoch, so
+  the host runs far ahead of the copies and reads; on the side stream, without `record_stream` the memory of a
+  batch the host has dropped would be refilled by a later copy before its read; on the training stream, a
+  pinned host block freed before its queued copy ran would be refilled by a later batch.
 Every read is a copy queued on the training stream, compared with the host batch only at the end (no sync
 in between). Two negative controls then drop the wait, and `record_stream`, and require that the check sees
 the difference (if one sees none, the check could not provoke that race: inconclusive, and it fails).
@@ -45,13 +48,13 @@ class CheckArguments:
     spin_cycles: int = field(default=20_000_000, metadata={"help": "GPU cycles of each spin (about 10 ms on an H100)."})
 
 
-def poison_cache(device: torch.device) -> None:
-    """Fill the copy stream's cached GPU memory with NaN (the allocator reuses a block on the stream it was made
+def poison_cache(device: torch.device, copy: str) -> None:
+    """Fill the copying stream's cached GPU memory with NaN (the allocator reuses a block on the stream it was made
     for): 1 GiB of large blocks and 32 MiB of small ones (labels) that the next copies are carved from, so memory
     read before its copy reached it holds NaN, not an identical batch left there by an earlier pass."""
     if device.type == "cuda":
         torch.cuda.empty_cache()
-        with torch.cuda.stream(loader._copy_stream(device)):
+        with torch.cuda.stream(loader._copy_stream(device) if copy == "side_stream" else torch.cuda.current_stream(device)):
             large = torch.full((2**29,), float("nan"), dtype=torch.float16, device=device)
             small = [torch.full((2**18,), float("nan"), dtype=torch.float16, device=device) for _ in range(64)]
             del large, small
@@ -78,6 +81,7 @@ class LateCopyReader(BatchReader):
 
 
 def readers(dataset, device: torch.device, late_copy_cycles: int) -> dict[str, LateCopyReader]:
+    """Readers whose batches' side-stream copies start `late_copy_cycles` late (0: on time)."""
     made = {"asc": LateCopyReader(dataset, "scene", common.NUM_SCENES), "aet": LateCopyReader(dataset, "events", common.NUM_EVENTS)}
     for reader in made.values():
         reader.copy_stream = loader._copy_stream(device) if device.type == "cuda" else None
@@ -85,11 +89,12 @@ def readers(dataset, device: torch.device, late_copy_cycles: int) -> dict[str, L
     return made
 
 
-def training_differences(dataset, device: torch.device, args: CheckArguments, threads: int, race: str) -> int:
-    poison_cache(device)
+def training_differences(dataset, device: torch.device, args: CheckArguments, threads: int, race: str, copy: str) -> int:
+    poison_cache(device, copy)
     host = MultiTaskLoader(epoch_rows=len(dataset), **readers(dataset, device, 0), asc_batch_size=16, aet_batch_size=32, seed=0)
     delivered = MultiTaskLoader(epoch_rows=len(dataset), **readers(dataset, device, args.spin_cycles if race == "late copy" else 0),
-                                asc_batch_size=16, aet_batch_size=32, seed=0, num_workers=threads, device=device)
+                                asc_batch_size=16, aet_batch_size=32, seed=0, num_workers=threads, device=device,
+                                gpu_batch_copy=copy)
     training_stream = torch.cuda.current_stream(device) if device.type == "cuda" else None
     expected, read = [], []
     for epoch in range(args.epochs):
@@ -108,8 +113,10 @@ def training_differences(dataset, device: torch.device, args: CheckArguments, th
 
 
 def evaluation_differences(dataset, device: torch.device, args: CheckArguments, threads: int) -> int:
-    poison_cache(device)
-    reader = readers(dataset, device, args.spin_cycles)["asc"]
+    """An evaluation pass (the default copy) behind a busy training stream."""
+    poison_cache(device, "training_stream")
+    reader = readers(dataset, device, 0)["asc"]
+    spin(torch.cuda.current_stream(device) if device.type == "cuda" else None, 150 * args.spin_cycles)
 
     def summary(features: torch.Tensor) -> torch.Tensor:  # exact and order-free: a stale or torn clip changes it
         return torch.stack([features.amax(dim=(1, 2)), features.amin(dim=(1, 2)), features[:, -1, -1]], dim=1).float()
@@ -142,8 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="check_gpu_batches_") as folder:
         dataset = common.build_synthetic_cache(Path(folder) / "cache", args.num_rows, args.num_mel_bins, args.frames)
         for threads in (0, 1, 2):
-            found = {race: training_differences(dataset, device, args, threads, race) for race in ("late copy", "busy training stream")}
-            found["evaluation, late copy"] = evaluation_differences(dataset, device, args, threads)
+            found = {f"{copy}, {race}": training_differences(dataset, device, args, threads, race, copy)
+                     for copy, race in (("training_stream", "busy training stream"), ("side_stream", "late copy"),
+                                        ("side_stream", "busy training stream"))}
+            found["evaluation, busy training stream"] = evaluation_differences(dataset, device, args, threads)
             print(f"{threads} reader threads on {device}: tensors differing from the host's: "
                   + ", ".join(f"{race} {count}" for race, count in found.items()), flush=True)
             failures += sum(found.values())
@@ -155,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                 kept = getattr(loader._SideStreamCopy, method)
                 setattr(loader._SideStreamCopy, method, unguarded)
                 try:
-                    seen = training_differences(dataset, device, args, 0, race)
+                    seen = training_differences(dataset, device, args, 0, race, "side_stream")
                 finally:
                     setattr(loader._SideStreamCopy, method, kept)
                 print(f"negative control, {guard} dropped: {seen} differing tensors"

@@ -204,7 +204,8 @@ def disable_progress_bars() -> None:
 
 
 def cache_loader(dataset: datasets.Dataset, asc_batch_size: int, aet_batch_size: int, *, num_workers: int = 0,
-                 device: str | None = None, copy_to: str | None = None, read_from_files: bool = True) -> MultiTaskLoader:
+                 device: str | None = None, copy_to: str | None = None, read_from_files: bool = True,
+                 gpu_batch_copy: str = "training_stream") -> MultiTaskLoader:
     """Both task streams over one generated cache, as training builds them (the scene stream sets the epoch):
     held on `device` (`--cache_on_device`), or read from the files and delivered on `copy_to` (a GPU) or the host."""
     asc = BatchReader(dataset, "scene", NUM_SCENES, read_from_files=read_from_files)
@@ -212,7 +213,8 @@ def cache_loader(dataset: datasets.Dataset, asc_batch_size: int, aet_batch_size:
     if device:
         asc, aet = DeviceBatchReader(asc, device), DeviceBatchReader(aet, device)
     return MultiTaskLoader(epoch_rows=len(dataset), asc=asc, aet=aet, asc_batch_size=asc_batch_size,
-                           aet_batch_size=aet_batch_size, seed=0, num_workers=num_workers, device=copy_to)
+                           aet_batch_size=aet_batch_size, seed=0, num_workers=num_workers, device=copy_to,
+                           gpu_batch_copy=gpu_batch_copy)
 
 
 @dataclass

@@ -6,22 +6,23 @@
 #   PARTS="step train" bash benchmarks/gpu_issue13.sh OUT_DIR                  # some parts only
 #   DEVICE=cpu SMOKE=1 bash benchmarks/gpu_issue13.sh /tmp/out                 # tiny shapes on a CPU: checks the script
 #
-# Parts, in order, until a deadline: DEADLINE_AT (seconds since the epoch; set it before the wheels' install, e.g.
-# DEADLINE_AT=$(( $(date +%s) + 570 )) for a 600 s device call), else DEADLINE seconds from now (default 520).
-# Not yet run on a GPU, so how long each part takes there is an estimate:
-#   check   check_gpu_batches.py: the batches copied to the GPU on the side stream equal the host's, bit for bit,
-#           while the two races it must prevent are provoked
-#   step    bench_step.py at the paper's shape (bf16, channels_last): joint / noaug / bare eager with the batch on
-#           the device; joint / bare compiled (the compile is in warmup_seconds, not in the figure); eager pinned
-#   train   train_joint.py on synthetic 10 s clips at 32 kHz, 128 mels, 64 + 128, 5 epochs: eager with the loader,
-#           compiled with the loader (caches cold, then warm), eager with --cache_on_device; results.json's
-#           throughput and compile time
-#   loader  bench_loader.py with batches delivered on the GPU (side-stream copy), 0 and 1 reader threads, the cache
-#           held on the GPU beside them; then behind a GPU spin as long as the eager step measured above
+# Parts, in order of need, until a deadline: DEADLINE_AT (seconds since the epoch; set it before the wheels'
+# install, e.g. DEADLINE_AT=$(( $(date +%s) + 570 )) for a 600 s device call), else DEADLINE seconds from now
+# (default 520). Each part is limited to PART_LIMIT seconds (default 240).
+#   check   check_gpu_batches.py: the batches delivered on the GPU equal the host's, bit for bit, for both
+#           --gpu_batch_copy paths (training_stream, the default; side_stream, the flag), races provoked
+#   train   train_joint.py on synthetic 10 s clips at 32 kHz, 128 mels, 64 + 128, 8 epochs, eager: the default copy,
+#           --gpu_batch_copy side_stream, --cache_on_device; results.json's throughput
+#   step    bench_step.py at the paper's shape (bf16, channels_last), eager: joint / noaug / bare with the batch on the
+#           device; joint / bare with a pinned host batch copied each step
+#   loader  bench_loader.py behind a GPU spin as long as the eager step above, batches delivered by each copy path,
+#           0 and 1 reader threads; then without the spin, beside the cache held on the GPU
+#   compile bench_step.py compiled (joint / bare; the compile is in warmup_seconds, not in the figure), and
+#           train_joint.py --torch_compile (first_step_runtime)
 set -uo pipefail
 OUT=$(realpath -m "${1:?usage: bash benchmarks/gpu_issue13.sh OUT_DIR}")
 DEVICE=${DEVICE:-cuda}
-PARTS=${PARTS:-check step train loader}
+PARTS=${PARTS:-check train step loader compile}
 PY=${PYTHON:-python3}
 DEADLINE_AT=${DEADLINE_AT:-$(( $(date +%s) + ${DEADLINE:-520} ))}
 mkdir -p "$OUT"
@@ -39,12 +40,13 @@ if [ -n "${SMOKE:-}" ]; then
   LIMIT=600
 else
   SHAPE="--num_mel_bins 128 --frames 1001 --asc_batch_size 64 --aet_batch_size 128"
-  ROWS=2048
+  ROWS=${ROWS:-2048}
   CHECK=""
   STEP="--precision bf16 --rounds 7 --steps 10"
   WARMUP=5
   TRAIN="--sampling_rate 32000 --clip_seconds 10 --num_mel_bins 128 --hop_length 320 --asc_batch_size 64
-         --aet_batch_size 128 --synthetic_train_clips_per_scene 200 --num_train_epochs 5 --mixed_precision bf16"
+         --aet_batch_size 128 --synthetic_train_clips_per_scene 100 --num_train_epochs 8 --mixed_precision bf16
+         --preprocessing_num_workers 8"
   LIMIT=${PART_LIMIT:-240}
 fi
 
@@ -109,33 +111,39 @@ if [[ " $PARTS " == *" check "* ]]; then
   part check_gpu_batches $PY benchmarks/check_gpu_batches.py --device "$DEVICE" $CHECK
 fi
 
-if [[ " $PARTS " == *" step "* ]]; then
-  S="--device $DEVICE $SHAPE --channels_last $STEP"
-  part step_eager_device $PY benchmarks/bench_step.py $S --arms joint,noaug,bare --warmup 2 --placement device \
-      --output "$OUT/step_eager_device.json"
-  part step_compiled_device $PY benchmarks/bench_step.py $S --arms joint,bare --compile --warmup "$WARMUP" \
-      --placement device --output "$OUT/step_compiled_device.json"
-  [[ "$DEVICE" == cuda* ]] && part step_eager_pinned $PY benchmarks/bench_step.py $S --arms joint,bare --warmup 2 \
-      --placement pinned --output "$OUT/step_eager_pinned.json"
-fi
-
 if [[ " $PARTS " == *" train "* ]]; then
   RUNS=$(mktemp -d)  # the models stay here; only results.json comes back
-  # The second compiled run finds inductor's caches warm, as every later run of a sweep on one machine does.
-  for arm in "eager_loader" "compiled_loader --torch_compile" "compiled_warm_loader --torch_compile" \
-             "eager_on_device --cache_on_device"; do
+  for arm in "eager_loader" "eager_side_stream --gpu_batch_copy side_stream" "eager_on_device --cache_on_device"; do
     name=${arm%% *}; flags=${arm#"$name"}
     part "train_$name" $PY scripts/train_joint.py --output_dir "$RUNS/$name" $TRAIN $flags
     cp "$RUNS/$name/results.json" "$OUT/train_$name.json" 2>/dev/null
   done
 fi
 
+S="--device $DEVICE $SHAPE --channels_last $STEP"
+if [[ " $PARTS " == *" step "* ]]; then
+  part step_eager_device $PY benchmarks/bench_step.py $S --arms joint,noaug,bare --warmup 2 --placement device \
+      --output "$OUT/step_eager_device.json"
+  [[ "$DEVICE" == cuda* ]] && part step_eager_pinned $PY benchmarks/bench_step.py $S --arms joint,bare --warmup 2 \
+      --placement pinned --output "$OUT/step_eager_pinned.json"
+fi
+
 if [[ " $PARTS " == *" loader "* ]]; then
   L="$SHAPE --num_rows $ROWS --workers 0,1 --copy_to $DEVICE --no_compare_arrow"
   [ -f "$OUT/step_eager_device.json" ] && L="$L --step_results $OUT/step_eager_device.json"
-  part loader $PY benchmarks/bench_loader.py $L --on_device "$DEVICE" --output "$OUT/loader.json"
   STEP_MS=$($PY -c "import json, sys; d = json.load(open(sys.argv[1])); print(1000 / d['samples_per_second']['joint'] * sum(
       d['settings'][k] for k in ('asc_batch_size', 'aet_batch_size')))" "$OUT/step_eager_device.json" 2>/dev/null || echo 30)
-  part loader_behind_step $PY benchmarks/bench_loader.py $L --on_device "" --step_ms "$STEP_MS" \
-      --output "$OUT/loader_behind_step.json"
+  for copy in training_stream side_stream; do  # the default, then the flag, behind a GPU spin as long as the step
+    part "loader_behind_step_$copy" $PY benchmarks/bench_loader.py $L --gpu_batch_copy $copy --on_device "" \
+        --step_ms "$STEP_MS" --output "$OUT/loader_behind_step_$copy.json"
+  done
+  part loader $PY benchmarks/bench_loader.py $L --on_device "$DEVICE" --output "$OUT/loader.json"
+fi
+
+if [[ " $PARTS " == *" compile "* ]]; then  # last: the longest and the least needed
+  part step_compiled_device $PY benchmarks/bench_step.py $S --arms joint,bare --compile --warmup "$WARMUP" \
+      --placement device --output "$OUT/step_compiled_device.json"
+  RUNS=${RUNS:-$(mktemp -d)}
+  part train_compiled_loader $PY scripts/train_joint.py --output_dir "$RUNS/compiled" $TRAIN --torch_compile
+  cp "$RUNS/compiled/results.json" "$OUT/train_compiled_loader.json" 2>/dev/null
 fi

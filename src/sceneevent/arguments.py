@@ -94,6 +94,12 @@ class DataArguments:
                                 "Threads, not processes: no batch is copied between processes. Default: 1 on a GPU, "
                                 "0 on a CPU (whose step uses every core)."}
     )
+    gpu_batch_copy: Literal["training_stream", "side_stream"] = field(
+        default="training_stream",
+        metadata={"help": "How training batches reach a GPU: training_stream (pinned where read, copied non_blocking on the "
+                  "training stream, as DataLoader's pin_memory) or side_stream (copied where read on a CUDA stream of "
+                  "their own; experimental until a GPU measurement shows it pays). No effect on a CPU."},
+    )
     asc_validation_split: float = field(
         default=0.1,
         metadata={"help": "Fraction of the scene training clips held out as the validation split (grouped by recording "

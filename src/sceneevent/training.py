@@ -58,7 +58,7 @@ logger = logging.getLogger(__name__)
 RESUMABLE_CHANGES = frozenset({
     "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "num_train_epochs", "max_train_steps",
     "logging_steps", "checkpointing_steps", "save_total_limit", "report_to", "wandb_project", "run_name",
-    "push_to_hub", "hub_model_id", "hub_private", "hub_revision", "dataloader_num_workers",
+    "push_to_hub", "hub_model_id", "hub_private", "hub_revision", "dataloader_num_workers", "gpu_batch_copy",
     "preprocessing_num_workers", "num_cpu_threads", "eval_batch_size", "cache_on_device", "channels_last",
     "torch_compile", "torch_compile_mode", "log_task_gradients", "asc_baseline", "aet_baseline",
 })  # fmt: skip
@@ -395,7 +395,7 @@ class Run:
         loader = MultiTaskLoader(
             epoch_rows=len(data.scene_train), asc=train_readers["asc"], aet=train_readers["aet"],
             asc_batch_size=train_args.asc_batch_size, aet_batch_size=train_args.aet_batch_size, seed=train_args.seed,
-            num_workers=data_args.dataloader_num_workers, device=accelerator.device,
+            num_workers=data_args.dataloader_num_workers, device=accelerator.device, gpu_batch_copy=data_args.gpu_batch_copy,
             num_processes=accelerator.num_processes, process_index=accelerator.process_index,
         )
         total_steps = train_args.max_train_steps or loader.steps_per_epoch * train_args.num_train_epochs
