@@ -26,7 +26,7 @@ from transformers import HfArgumentParser
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
-from sceneevent.loader import MultiTaskLoader
+from sceneevent.data.loader import MultiTaskLoader
 
 NAME = "bench_epoch_scaling"
 

@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
 from sceneevent import LogMelFeatureExtractor
-from sceneevent.audio import AUDIO_FEATURE
-from sceneevent.feature_cache import build_feature_cache
+from sceneevent.data.audio import AUDIO_FEATURE
+from sceneevent.data.feature_cache import build_feature_cache
 
 NAME = "bench_feature_cache"
 SOURCE_RATE, CLIP_SECONDS, CHANNELS = 48000, 10.0, 2

@@ -36,7 +36,7 @@ from transformers import HfArgumentParser
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
-from sceneevent.loader import MultiTaskLoader, join_task_batches
+from sceneevent.data.loader import MultiTaskLoader, join_task_batches
 
 NAME = "bench_loader"
 

@@ -1,4 +1,4 @@
-"""Throughput of `sceneevent.inference.predict` on CPU: clips (windows) per second.
+"""Throughput of `sceneevent.inference.pipeline.predict` on CPU: clips (windows) per second.
 
     python benchmarks/bench_predict.py                    # both shapes, results in benchmarks/results/
     python benchmarks/bench_predict.py --shapes synthetic --repeats 7 --threads 2
@@ -30,7 +30,7 @@ from transformers import HfArgumentParser
 
 import sceneevent
 from sceneevent import LogMelFeatureExtractor, SceneEventConfig, SceneEventModel
-from sceneevent.inference import load_pipeline, predict
+from sceneevent.inference.pipeline import load_pipeline, predict
 from sceneevent.io_utils import atomic_write_json
 
 SHAPES = {

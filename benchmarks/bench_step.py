@@ -60,7 +60,7 @@ import common
 from sceneevent import SceneEventConfig, SceneEventModel
 
 # The training loop's own batch path: the benchmark follows training.py if it changes.
-from sceneevent.training import prepare_batch
+from sceneevent.training.loop import prepare_batch
 
 NAME = "bench_step"
 ARMS = ("joint", "noaug", "bare")

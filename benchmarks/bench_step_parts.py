@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_step
 import common
 
-from sceneevent.augment import MixUp
-from sceneevent.losses import event_loss, joint_loss, scene_loss
-from sceneevent.training import prepare_batch
+from sceneevent.training.augment import MixUp
+from sceneevent.models.losses import event_loss, joint_loss, scene_loss
+from sceneevent.training.loop import prepare_batch
 
 NAME = "bench_step_parts"
 

@@ -22,7 +22,7 @@ import datasets
 import numpy as np
 import pyarrow as pa
 
-from sceneevent.audio import AUDIO_FEATURE
+from sceneevent.data.audio import AUDIO_FEATURE
 from sceneevent.data._columns import dataset_from_arrow
 from sceneevent.data.audioset import ONTOLOGY_DIR, events_feature, mids_to_indices, read_segments_csv
 from sceneevent.data.subsets import build_aet_subset

@@ -33,9 +33,9 @@ from transformers import HfArgumentParser
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
-from sceneevent import loader
-from sceneevent.evaluation import predict_split
-from sceneevent.loader import BatchReader, MultiTaskLoader
+from sceneevent.data import loader
+from sceneevent.training.evaluation import predict_split
+from sceneevent.data.loader import BatchReader, MultiTaskLoader
 
 
 @dataclass

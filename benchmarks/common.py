@@ -23,11 +23,11 @@ import torch
 
 import sceneevent
 from sceneevent import SceneEventConfig, SceneEventModel
-from sceneevent.arguments import JointTrainingArguments
-from sceneevent.feature_cache import features_path, write_features
+from sceneevent.training.arguments import JointTrainingArguments
+from sceneevent.data.feature_cache import features_path, write_features
 from sceneevent.io_utils import atomic_write_json
-from sceneevent.loader import BatchReader, DeviceBatchReader, MultiTaskLoader
-from sceneevent.training import build_augmenters, prepare_batch
+from sceneevent.data.loader import BatchReader, DeviceBatchReader, MultiTaskLoader
+from sceneevent.training.loop import build_augmenters, prepare_batch
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # The label sets of the paper's setting: 10 TUT scenes, up to 115 AudioSet events.

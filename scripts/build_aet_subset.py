@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import datasets
 
-from sceneevent.arguments import parse_args
+from sceneevent.training.arguments import parse_args
 from sceneevent.data.subsets import STRATEGIES, build_aet_subset, save_aet_subset
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
-from sceneevent.export_onnx import DEFAULT_OPSET, export_onnx
+from sceneevent.inference.export_onnx import DEFAULT_OPSET, export_onnx
 
 
 @dataclass

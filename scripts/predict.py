@@ -23,9 +23,9 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from sceneevent.inference import EVENT_POOLING, expand_inputs, format_table, load_pipeline, plot_prediction, predict_files, to_csv, to_json_dict
+from sceneevent.inference.pipeline import EVENT_POOLING, expand_inputs, format_table, load_pipeline, plot_prediction, predict_files, to_csv, to_json_dict
 from sceneevent.io_utils import atomic_write_json, atomic_write_text
-from sceneevent.modeling_sceneevent import WeightsMismatchError
+from sceneevent.models.modeling_sceneevent import WeightsMismatchError
 
 OUTPUT_FORMATS = ("table", "csv", "json")
 

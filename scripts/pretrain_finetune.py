@@ -6,8 +6,8 @@ Takes every flag of train_joint.py (--alpha is ignored: the stages fix it) and w
 results.json schema, with config.mode = "pretrain_finetune", so reports can set it beside joint training.
 """
 
-from sceneevent.arguments import DataArguments, JointTrainingArguments, ModelArguments, parse_args
-from sceneevent.pretraining import PretrainArguments, pretrain_then_finetune
+from sceneevent.training.arguments import DataArguments, JointTrainingArguments, ModelArguments, parse_args
+from sceneevent.training.pretraining import PretrainArguments, pretrain_then_finetune
 
 
 def main(args=None):

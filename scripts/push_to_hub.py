@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
-from sceneevent.hub import HubPushError, push_run_to_hub
+from sceneevent.inference.hub import HubPushError, push_run_to_hub
 
 
 @dataclass

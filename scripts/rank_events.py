@@ -17,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from sceneevent.arguments import parse_args
+from sceneevent.training.arguments import parse_args
 from sceneevent.data.ranking import load_tagger, rank_dataset, write_ranking
 from sceneevent.data.sources import load_scene_source
 

@@ -18,7 +18,7 @@ import argparse
 import logging
 import sys
 
-from sceneevent.report import (
+from sceneevent.study.report import (
     LABELS, METRICS, GroupStats, comparison_sentence, format_value, load_runs, load_wandb_runs, write_report,
 )
 

@@ -22,7 +22,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from sceneevent.mini import SCALES, WORLDS, reproduce, stage_one, stage_two
+from sceneevent.study.mini import SCALES, WORLDS, reproduce, stage_one, stage_two
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 

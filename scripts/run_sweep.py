@@ -22,7 +22,7 @@ import signal
 import sys
 from pathlib import Path
 
-from sceneevent.sweeps import DEFAULT_STOP_TIMEOUT, LAUNCHERS, SweepBusyError, is_finished, load_sweep, plan_runs, run_sweep
+from sceneevent.study.sweeps import DEFAULT_STOP_TIMEOUT, LAUNCHERS, SweepBusyError, is_finished, load_sweep, plan_runs, run_sweep
 
 
 def parse_args(args: list[str] | None = None) -> argparse.Namespace:

@@ -14,15 +14,15 @@ import sys
 
 from accelerate import PartialState
 
-from sceneevent.arguments import DataArguments, JointTrainingArguments, ModelArguments, parse_args
-from sceneevent.training import train
+from sceneevent.training.arguments import DataArguments, JointTrainingArguments, ModelArguments, parse_args
+from sceneevent.training.loop import train
 
 
 def main(args=None):
     model_args, data_args, train_args = parse_args((ModelArguments, DataArguments, JointTrainingArguments), args)
     results = train(model_args, data_args, train_args)
     if train_args.push_to_hub and PartialState().is_main_process:
-        from sceneevent.hub import HubPushError, push_run_to_hub
+        from sceneevent.inference.hub import HubPushError, push_run_to_hub
 
         try:
             url = push_run_to_hub(

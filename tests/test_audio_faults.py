@@ -16,9 +16,9 @@ import soundfile as sf
 import torch
 
 from sceneevent import LogMelFeatureExtractor
-from sceneevent.audio import AudioDecodeError, StreamingResampler, load_audio
-from sceneevent.feature_cache import build_feature_cache
-from sceneevent.feature_extraction_sceneevent import MAX_KERNEL_TAPS, resample, resampler, resampling_ratio
+from sceneevent.data.audio import AudioDecodeError, StreamingResampler, load_audio
+from sceneevent.data.feature_cache import build_feature_cache
+from sceneevent.models.feature_extraction_sceneevent import MAX_KERNEL_TAPS, resample, resampler, resampling_ratio
 from sceneevent.io_utils import atomic_write_text, replace_files_from, scrub_secrets
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

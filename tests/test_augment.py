@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from sceneevent.augment import MixUp, SpecAugment
-from sceneevent.loader import join_task_batches
-from sceneevent.losses import IGNORE_INDEX
+from sceneevent.training.augment import MixUp, SpecAugment
+from sceneevent.data.loader import join_task_batches
+from sceneevent.models.losses import IGNORE_INDEX
 
 
 def test_specaugment_masks_are_bands_within_the_widths():

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from sceneevent.arguments import DataArguments, JointTrainingArguments, ModelArguments, parse_args
-from sceneevent.balancing import LossBalancer, task_gradient_stats
-from sceneevent.losses import balanced_alpha
-from sceneevent.pretraining import PretrainArguments, pretrain_then_finetune
-from sceneevent.training import resolve_alpha
+from sceneevent.training.arguments import DataArguments, JointTrainingArguments, ModelArguments, parse_args
+from sceneevent.training.balancing import LossBalancer, task_gradient_stats
+from sceneevent.models.losses import balanced_alpha
+from sceneevent.training.pretraining import PretrainArguments, pretrain_then_finetune
+from sceneevent.training.loop import resolve_alpha
 
 from test_train_joint import SMALL, in_process
 

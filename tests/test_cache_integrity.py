@@ -15,9 +15,9 @@ import pytest
 import soundfile as sf
 
 from sceneevent import LogMelFeatureExtractor
-from sceneevent.audio import AUDIO_FEATURE
-from sceneevent.feature_cache import CHECKSUMS_SUFFIX, FEATURES_SUFFIX, build_feature_cache
-from sceneevent.loader import BatchReader
+from sceneevent.data.audio import AUDIO_FEATURE
+from sceneevent.data.feature_cache import CHECKSUMS_SUFFIX, FEATURES_SUFFIX, build_feature_cache
+from sceneevent.data.loader import BatchReader
 
 EXTRACTOR = LogMelFeatureExtractor(num_mel_bins=16, sampling_rate=16000, clip_seconds=0.5, hop_length=160, n_fft=400)
 
@@ -63,7 +63,7 @@ def test_a_truncated_cache_file_is_named_and_rebuilt(tmp_path, caplog):
         handle.truncate(size // 2)
     del cached
 
-    with caplog.at_level(logging.WARNING, logger="sceneevent.feature_cache"):
+    with caplog.at_level(logging.WARNING, logger="sceneevent.data.feature_cache"):
         again, _ = build_feature_cache(source, EXTRACTOR, split_name="scene_train", batch_size=8)
 
     assert str(victim) in caplog.text and "truncated" in caplog.text
@@ -74,7 +74,7 @@ def test_a_truncated_cache_file_is_named_and_rebuilt(tmp_path, caplog):
     np.testing.assert_array_equal(reader[list(range(64))]["input_features"].numpy(), expected)
     # a third build trusts the rebuilt cache: no warning, the same files
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="sceneevent.feature_cache"):
+    with caplog.at_level(logging.WARNING, logger="sceneevent.data.feature_cache"):
         third, _ = build_feature_cache(source, EXTRACTOR, split_name="scene_train", batch_size=8)
     assert caplog.text == "" and [entry["filename"] for entry in third.cache_files] == [str(path) for path in files]
 
@@ -89,7 +89,7 @@ def test_a_zero_filled_block_is_detected_and_rebuilt(tmp_path, caplog):
         handle.seek(victim.stat().st_size // 2)
         handle.write(bytes(4096))
 
-    with caplog.at_level(logging.WARNING, logger="sceneevent.feature_cache"):
+    with caplog.at_level(logging.WARNING, logger="sceneevent.data.feature_cache"):
         again, _ = build_feature_cache(source, EXTRACTOR, split_name="scene_train", batch_size=8)
 
     assert str(victim) in caplog.text and "differs" in caplog.text
@@ -114,7 +114,7 @@ def test_a_damaged_features_array_is_detected_and_rebuilt(tmp_path, caplog, dama
             handle.seek(size // 2)
             handle.write(bytes(1000))
 
-    with caplog.at_level(logging.WARNING, logger="sceneevent.feature_cache"):
+    with caplog.at_level(logging.WARNING, logger="sceneevent.data.feature_cache"):
         again, _ = build_feature_cache(source, EXTRACTOR, split_name="scene_train", batch_size=8)
 
     assert str(victim) in caplog.text and ("truncated" if damage == "truncated" else "differs") in caplog.text
@@ -128,7 +128,7 @@ BUILD_IN_CHILD = """
 import signal, sys, datasets
 signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C raises, even if the test runner was started with SIGINT ignored
 from sceneevent import LogMelFeatureExtractor
-from sceneevent.feature_cache import build_feature_cache
+from sceneevent.data.feature_cache import build_feature_cache
 extractor = LogMelFeatureExtractor(num_mel_bins=16, sampling_rate=16000, clip_seconds=0.5, hop_length=160, n_fft=400)
 build_feature_cache(datasets.load_from_disk(sys.argv[1]), extractor, split_name="scene_train", batch_size=8)
 """

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from sceneevent.audio import AUDIO_FEATURE, load_audio
+from sceneevent.data.audio import AUDIO_FEATURE, load_audio
 from sceneevent.data.audioset import (
     ONTOLOGY_DIR,
     AudioSetSourceError,

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from sceneevent.audio import AUDIO_FEATURE, encode_wav, load_audio
+from sceneevent.data.audio import AUDIO_FEATURE, encode_wav, load_audio
 from sceneevent.data.scenes import (
     TUT2018_SCENES,
     TUT2018LayoutError,

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from sceneevent import LogMelFeatureExtractor, SceneEventConfig, SceneEventModel
-from sceneevent.export_onnx import INPUT_NAME, OUTPUT_NAMES, export_onnx
+from sceneevent.inference.export_onnx import INPUT_NAME, OUTPUT_NAMES, export_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENES = ["airport", "bus", "metro", "park"]

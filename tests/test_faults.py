@@ -14,10 +14,10 @@ import pytest
 import soundfile as sf
 
 from sceneevent import LogMelFeatureExtractor
-from sceneevent.audio import AUDIO_FEATURE
-from sceneevent.feature_cache import BadAudioError, build_feature_cache
+from sceneevent.data.audio import AUDIO_FEATURE
+from sceneevent.data.feature_cache import BadAudioError, build_feature_cache
 from sceneevent.io_utils import atomic_write_json, scrub_secrets
-from sceneevent.training import NonFiniteLossError
+from sceneevent.training.loop import NonFiniteLossError
 
 from test_train_joint import ROOT, SMALL, in_process
 

@@ -10,9 +10,9 @@ import soundfile as sf
 import torch
 
 from sceneevent import LogMelFeatureExtractor
-from sceneevent.audio import AUDIO_FEATURE
-from sceneevent.feature_cache import build_feature_cache, features_path, write_features
-from sceneevent.loader import BatchReader, batch_loader
+from sceneevent.data.audio import AUDIO_FEATURE
+from sceneevent.data.feature_cache import build_feature_cache, features_path, write_features
+from sceneevent.data.loader import BatchReader, batch_loader
 
 SHAPE = (8, 12)
 
@@ -131,7 +131,7 @@ def test_reader_threads_and_pickled_readers_read_the_right_rows(tmp_path):
 def test_evaluation_with_reader_threads_predicts_every_clip_once_in_order(tmp_path, label_column, num_classes):
     from accelerate import Accelerator
 
-    from sceneevent.evaluation import predict_split
+    from sceneevent.training.evaluation import predict_split
 
     reader = BatchReader(saved_split(tmp_path / "cache", 150), label_column, num_classes)
     # a stand-in network whose first logit is the clip's row id (the first cell of its features)
@@ -192,8 +192,8 @@ def test_reading_every_row_does_not_map_the_cache_into_the_process(tmp_path):
 
 
 def test_the_training_caches_are_read_from_their_files():
-    from sceneevent.arguments import DataArguments
-    from sceneevent.preparation import make_feature_extractor, prepare_data
+    from sceneevent.training.arguments import DataArguments
+    from sceneevent.training.preparation import make_feature_extractor, prepare_data
 
     data_args = DataArguments(max_asc_train_samples=64, max_aet_train_samples=64, max_eval_samples=16)
     data = prepare_data(data_args, make_feature_extractor(data_args), need_events=True)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from sceneevent import LogMelFeatureExtractor, SceneEventConfig, SceneEventModel
-from sceneevent.hub import CITATION, HubPushError, push_run_to_hub, render_model_card, write_model_card
+from sceneevent.inference.hub import CITATION, HubPushError, push_run_to_hub, render_model_card, write_model_card
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCENES = ["airport", "park", "street_traffic"]

@@ -87,7 +87,7 @@ def test_loaders_read_both_data_sets_through_the_server(hub, tmp_path):
     sha = hub.commits[AUDIOSET_ID]
     out = run_python(hub, tmp_path / "hf", f"""
         import json
-        from sceneevent.audio import load_audio
+        from sceneevent.data.audio import load_audio
         from sceneevent.data import build_aet_subset, load_audioset
         from sceneevent.data.scenes import load_tut2018_hub
         from sceneevent.data.sources import load_event_source, load_scene_source
@@ -138,7 +138,7 @@ def test_loaders_read_both_data_sets_through_the_server(hub, tmp_path):
 def test_train_from_the_hub_and_predict_with_the_pushed_model(hub, tmp_path):
     from huggingface_hub.utils import filter_repo_objects
 
-    from sceneevent.hub import IGNORE_PATTERNS, UPLOAD_PATTERNS, write_model_card
+    from sceneevent.inference.hub import IGNORE_PATTERNS, UPLOAD_PATTERNS, write_model_card
 
     hf_home = tmp_path / "hf"
     subset = tmp_path / "aet_subset"

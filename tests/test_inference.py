@@ -18,7 +18,7 @@ import soundfile as sf
 import torch
 
 from sceneevent import LogMelFeatureExtractor, SceneEventConfig, SceneEventModel
-from sceneevent.inference import (
+from sceneevent.inference.pipeline import (
     classify_scene,
     cut_windows,
     expand_inputs,
@@ -332,7 +332,7 @@ def test_streamed_prediction_equals_the_whole_file_reference(classifier, audio_d
 
 
 def test_long_file_is_read_block_by_block(classifier, audio_dir: Path, monkeypatch):
-    import sceneevent.inference as inference
+    import sceneevent.inference.pipeline as inference
 
     reads = []
     real_read = sf.SoundFile.read
@@ -355,7 +355,7 @@ def test_long_file_is_read_block_by_block(classifier, audio_dir: Path, monkeypat
 
 
 def test_plot_spectrogram_stays_bounded_for_long_recordings(classifier, audio_dir: Path, monkeypatch):
-    import sceneevent.inference as inference
+    import sceneevent.inference.pipeline as inference
 
     monkeypatch.setattr(inference, "MAX_PLOT_FRAMES", 500)
     prediction = predict(classifier, audio_dir / "long_stereo.wav", keep_log_mel=True)  # 35 s at 50 frames/s
@@ -388,7 +388,7 @@ def edited_copy(run_dir: Path, target: Path, edit) -> Path:
 
 
 def test_model_folder_with_missing_or_unexpected_weights_is_refused(run_dir: Path, tmp_path: Path):
-    from sceneevent.modeling_sceneevent import WeightsMismatchError
+    from sceneevent.models.modeling_sceneevent import WeightsMismatchError
 
     def edit(weights):
         weights.pop("scene_head.weight")

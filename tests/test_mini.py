@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr, ttest_rel
 
-from sceneevent import mini, mini_report
-from sceneevent.checkpointing import RESULTS_SCHEMA_VERSION
+from sceneevent.study import mini, mini_report
+from sceneevent.training.checkpointing import RESULTS_SCHEMA_VERSION
 from sceneevent.data import synthetic
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

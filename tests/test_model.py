@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
 from sceneevent import LogMelFeatureExtractor, SceneEventConfig, SceneEventModel
-from sceneevent.losses import IGNORE_INDEX
+from sceneevent.models.losses import IGNORE_INDEX
 
 SCENES = ["airport", "bus", "park"]
 EVENTS = ["Speech", "Music", "Dog", "Bird"]

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from sceneevent import SceneEventModel
-from sceneevent.arguments import DataArguments
-from sceneevent.loader import BatchPlan, BatchReader, batch_loader
+from sceneevent.training.arguments import DataArguments
+from sceneevent.data.loader import BatchPlan, BatchReader, batch_loader
 from sceneevent.metrics import lwlrap, macro_accuracy
-from sceneevent.preparation import make_feature_extractor, prepare_data
+from sceneevent.training.preparation import make_feature_extractor, prepare_data
 
 ROOT = Path(__file__).resolve().parents[1]
 # 31 evaluation clips: shards of 16 and 15, so padding in the gather would duplicate a clip.
@@ -96,8 +96,8 @@ def _balancer_worker(rank: int, world_size: int, port: int, folder: str) -> None
                        "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size), "OMP_NUM_THREADS": "1"})
     from accelerate import Accelerator
 
-    from sceneevent.balancing import LossBalancer
-    from sceneevent.training import EpochLossSums
+    from sceneevent.training.balancing import LossBalancer
+    from sceneevent.training.loop import EpochLossSums
 
     accelerator = Accelerator(cpu=True)
     balancer = LossBalancer("uncertainty")

@@ -12,7 +12,7 @@ import datasets
 import numpy as np
 import pytest
 
-from sceneevent.audio import AUDIO_FEATURE, encode_wav
+from sceneevent.data.audio import AUDIO_FEATURE, encode_wav
 from sceneevent.data.ranking import (
     MeanScoreAccumulator,
     match_to_ontology,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr, t, ttest_rel
 
-from sceneevent import report
+from sceneevent.study import report
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = (0, 1, 2)

@@ -10,11 +10,11 @@ import torch
 from accelerate import Accelerator
 
 from sceneevent import SceneEventModel
-from sceneevent.arguments import DataArguments
+from sceneevent.training.arguments import DataArguments
 from sceneevent.data.splits import carve_validation, split_held_out
 from sceneevent.data.synthetic import load_synthetic_scenes
-from sceneevent.loader import BatchPlan, BatchReader, batch_loader
-from sceneevent.preparation import make_feature_extractor, prepare_data
+from sceneevent.data.loader import BatchPlan, BatchReader, batch_loader
+from sceneevent.training.preparation import make_feature_extractor, prepare_data
 
 from test_train_joint import SMALL, in_process
 
@@ -143,7 +143,7 @@ def test_results_record_throughput_in_hf_trainer_names(tmp_path):
 
 
 def test_steady_throughput_leaves_out_every_first_step():
-    from sceneevent.training import steady_throughput
+    from sceneevent.training.loop import steady_throughput
 
     # 5 steps of 24 clips in 10 s, the first 2 s of it: 4 steps in 8 s
     assert steady_throughput({"steps": 5, "train": 10.0, "first_steps": 2.0, "first_step_count": 1}, 24) == 12.0

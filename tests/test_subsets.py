@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from sceneevent.audio import AUDIO_FEATURE
+from sceneevent.data.audio import AUDIO_FEATURE
 from sceneevent.data.audioset import UnknownEventError, events_feature
 from sceneevent.data.ranking import write_ranking
 from sceneevent.data.sources import load_event_source

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sceneevent import sweeps
+from sceneevent.study import sweeps
 
 RUN_SWEEP = Path(__file__).resolve().parents[1] / "scripts" / "run_sweep.py"
 

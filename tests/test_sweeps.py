@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sceneevent import sweeps
+from sceneevent.study import sweeps
 from tool_gate import tool_missing
 
 ROOT = Path(__file__).resolve().parents[1]

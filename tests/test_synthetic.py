@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sceneevent.audio import load_audio
+from sceneevent.data.audio import load_audio
 from sceneevent.data import synthetic
 from sceneevent.data.synthetic import EVENT_NAMES, SCENE_EVENTS, SCENES, load_synthetic_events, load_synthetic_scenes
 
@@ -146,8 +146,8 @@ def test_difficulty_outside_unit_interval_is_an_error():
 
 
 def test_the_size_flags_reach_the_scene_set():
-    from sceneevent.arguments import DataArguments
-    from sceneevent.preparation import load_splits
+    from sceneevent.training.arguments import DataArguments
+    from sceneevent.training.preparation import load_splits
 
     args = DataArguments(synthetic_train_clips_per_scene=2, synthetic_test_clips_per_scene=3, asc_validation_split=0,
                          synthetic_seed=5)
@@ -341,7 +341,7 @@ def _as_text(value) -> str:
 
 
 def test_demo_defaults_are_what_the_data_card_and_help_say():
-    from sceneevent.arguments import DataArguments, JointTrainingArguments, resolve_defaults
+    from sceneevent.training.arguments import DataArguments, JointTrainingArguments, resolve_defaults
 
     rows = _card_defaults()
     assert {"asc_batch_size", "aet_batch_size", "num_train_epochs", "aet_specaugment", "aet_mixup",
@@ -358,7 +358,7 @@ def test_demo_defaults_are_what_the_data_card_and_help_say():
 
 
 def test_real_data_keeps_the_papers_defaults_and_explicit_values_win():
-    from sceneevent.arguments import DataArguments, JointTrainingArguments, resolve_defaults
+    from sceneevent.training.arguments import DataArguments, JointTrainingArguments, resolve_defaults
 
     real = DataArguments(asc_dataset="/data/tut2018")
     paper = resolve_defaults(real, JointTrainingArguments())

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sceneevent.arguments import DataArguments, JointTrainingArguments, ModelArguments, parse_args
-from sceneevent.training import train
+from sceneevent.training.arguments import DataArguments, JointTrainingArguments, ModelArguments, parse_args
+from sceneevent.training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [

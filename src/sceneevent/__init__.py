@@ -2,9 +2,9 @@
 
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification
 
-from .configuration_sceneevent import SceneEventConfig
-from .feature_extraction_sceneevent import LogMelFeatureExtractor
-from .modeling_sceneevent import SceneEventModel, SceneEventOutput
+from .models.configuration_sceneevent import SceneEventConfig
+from .models.feature_extraction_sceneevent import LogMelFeatureExtractor
+from .models.modeling_sceneevent import SceneEventModel, SceneEventOutput
 
 __version__ = "0.1.0"
 

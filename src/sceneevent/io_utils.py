@@ -1,4 +1,5 @@
-"""Writes that never leave a half-written file: write to a temporary name in the same folder, then rename."""
+"""Writes that never leave a half-written file or folder: write to a temporary name in the same folder, then
+rename. Also what must never be written (secrets)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # Names of values that must never be written to results.json, model cards or tracker configs.
@@ -26,20 +29,59 @@ _NAMED_VALUE = re.compile(
 )
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+@contextmanager
+def staged_file(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary name beside `path` to write to; renamed onto `path` when the block ends without an
+    error, removed when it fails. Every file the project writes goes through here or `staged_folder`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
     try:
         os.chmod(temporary, FILE_MODE)  # mkstemp makes 0600; give the file the usual permissions
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
+        yield Path(temporary)
+        _give_usual_mode(Path(temporary))  # some writers replace the file (0600 again)
         os.replace(temporary, path)
-    except BaseException:
+    finally:
         Path(temporary).unlink(missing_ok=True)
-        raise
+
+
+@contextmanager
+def staged_folder(destination: str | os.PathLike, *, merge: bool = False) -> Iterator[Path]:
+    """A private folder beside `destination` to fill; when the block ends without an error it becomes
+    `destination` (an old `destination` is replaced whole) or, with `merge`, each of its files replaces its
+    namesake in `destination` by an atomic rename (other files there are kept). Removed when the block fails."""
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent))
+    try:
+        yield staging
+        if merge:
+            replace_files_from(staging, destination)
+        else:
+            _give_usual_mode(staging)
+            _swap_folder(staging, destination)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_folder(staging: Path, destination: Path) -> None:
+    # A folder cannot be renamed onto a non-empty one: move the old one aside first; a reader sees the old
+    # or the new folder, never a mix, and the old one is removed only once the new one is in place.
+    if destination.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".old", dir=destination.parent))
+        os.replace(destination, old / destination.name)
+        os.replace(staging, destination)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, destination)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with staged_file(path) as temporary, open(temporary, "w") as stream:
+        stream.write(text)
+        stream.flush()
+        os.fsync(stream.fileno())
 
 
 def _read_umask() -> int:

@@ -13,7 +13,7 @@ import datasets
 import pyarrow as pa
 from datasets.table import InMemoryTable
 
-from ..audio import AUDIO_FEATURE
+from .audio import AUDIO_FEATURE
 
 
 def dataset_from_arrow(table: pa.Table, features: datasets.Features, split: str | None = None) -> datasets.Dataset:

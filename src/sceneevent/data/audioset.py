@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..audio import AUDIO_FEATURE
+from .audio import AUDIO_FEATURE
 from ._columns import dataset_from_arrow, replace_column, with_plain_audio
 
 logger = logging.getLogger(__name__)

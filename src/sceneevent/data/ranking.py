@@ -199,8 +199,8 @@ def rank_dataset(tagger: Tagger, dataset, batch_size: int = 16, max_clips: int |
     """
     from tqdm.auto import tqdm
 
-    from ..audio import load_audio
-    from ..inference import to_mono
+    from .audio import load_audio
+    from ..inference.pipeline import to_mono
 
     count = dataset.num_rows if max_clips is None else min(max_clips, dataset.num_rows)
     if count == 0:

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import soundfile as sf
 
-from ..audio import AUDIO_FEATURE
+from .audio import AUDIO_FEATURE
 from ._columns import dataset_from_arrow, replace_column, with_plain_audio
 
 TUT2018_SCENES = (

@@ -419,7 +419,7 @@ the total duration is nearest the requested hours (within one clip).
 
 ## Columns
 
-- `audio`: undecoded `{{"bytes", "path"}}` (decode with `sceneevent.audio.load_audio`)
+- `audio`: undecoded `{{"bytes", "path"}}` (decode with `sceneevent.data.audio.load_audio`)
 - `events`: `Sequence(ClassLabel)` of the classes above
 - other columns as in the source (`video_id`, `duration` in seconds where known)
 

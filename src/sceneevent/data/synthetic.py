@@ -53,7 +53,7 @@ import functools
 import datasets
 import numpy as np
 
-from ..audio import AUDIO_FEATURE, encode_wav
+from .audio import AUDIO_FEATURE, encode_wav
 
 WORLD_VERSION = 5
 SAMPLING_RATE = 16000

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io_utils import atomic_write_json, atomic_write_text
+from ..io_utils import atomic_write_json, atomic_write_text
 from .mini import ALPHAS, JOINT_ALPHA, WORLDS, Scale, Subset, swapped_roles
 from .report import PairedComparison, Run, compare_paired, describe, pearson, to_plain
 

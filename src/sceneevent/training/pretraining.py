@@ -13,9 +13,9 @@ import dataclasses
 from pathlib import Path
 
 from .arguments import DataArguments, JointTrainingArguments, ModelArguments
-from .io_utils import atomic_write_json
+from ..io_utils import atomic_write_json
 from .checkpointing import RESULTS_FILE
-from .training import read_results, train
+from .loop import read_results, train
 
 
 @dataclasses.dataclass

@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import AudioDecodeError, DecodedAudio, StreamingResampler, open_audio, read_blocks
-from .feature_extraction_sceneevent import downmix, resample
-from .modeling_sceneevent import WeightsMismatchError
+from ..data.audio import AudioDecodeError, DecodedAudio, StreamingResampler, open_audio, read_blocks
+from ..models.feature_extraction_sceneevent import downmix, resample
+from ..models.modeling_sceneevent import WeightsMismatchError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 EVENT_POOLING = ("max", "mean")
@@ -262,7 +262,7 @@ def predict(
             over groups of frames for long recordings, see `MAX_PLOT_FRAMES`).
 
     Raises:
-        AudioDecodeError: the file cannot be read (see `sceneevent.audio.load_audio`).
+        AudioDecodeError: the file cannot be read (see `sceneevent.data.audio.load_audio`).
         NonFiniteScoresError: the model gave NaN or Inf scores (a broken model folder).
         ValueError: bad settings, or a sampling rate outside 1..384 kHz.
     """

@@ -10,10 +10,10 @@ from pathlib import Path
 import datasets
 
 from .arguments import DataArguments
-from .data.sources import load_event_source, load_scene_source
-from .data.splits import carve_validation
-from .feature_cache import build_feature_cache
-from .feature_extraction_sceneevent import LogMelFeatureExtractor
+from ..data.sources import load_event_source, load_scene_source
+from ..data.splits import carve_validation
+from ..data.feature_cache import build_feature_cache
+from ..models.feature_extraction_sceneevent import LogMelFeatureExtractor
 
 
 @dataclass

@@ -41,14 +41,14 @@ from .checkpointing import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from .configuration_sceneevent import SceneEventConfig
+from ..models.configuration_sceneevent import SceneEventConfig
 from .evaluation import evaluate_tasks
-from .feature_extraction_sceneevent import LogMelFeatureExtractor
-from .io_utils import atomic_write_json, replace_files_from, scrub_secrets
-from .loader import BatchReader, DeviceBatchReader, MultiTaskLoader, join_task_batches
-from .losses import balanced_alpha
-from .metrics import load_metric
-from .modeling_sceneevent import SceneEventModel
+from ..models.feature_extraction_sceneevent import LogMelFeatureExtractor
+from ..io_utils import atomic_write_json, replace_files_from, scrub_secrets
+from ..data.loader import BatchReader, DeviceBatchReader, MultiTaskLoader, join_task_batches
+from ..models.losses import balanced_alpha
+from ..metrics import load_metric
+from ..models.modeling_sceneevent import SceneEventModel
 from .preparation import PreparedData, cache_splits, load_splits, make_feature_extractor
 
 logger = logging.getLogger(__name__)

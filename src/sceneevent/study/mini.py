@@ -25,10 +25,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpointing import RESULTS_FILE
-from .data.ranking import write_ranking
-from .data.subsets import build_aet_subset, save_aet_subset
-from .data.synthetic import ground_truth_ranking
+from ..training.checkpointing import RESULTS_FILE
+from ..data.ranking import write_ranking
+from ..data.subsets import build_aet_subset, save_aet_subset
+from ..data.synthetic import ground_truth_ranking
 from .report import Run, run_from_results
 from .sweeps import SweepRun, plan_runs
 
@@ -256,8 +256,8 @@ def environment_threads(scale: Scale) -> dict[str, str]:
 
 def prepare_caches(root: Path, scale: Scale) -> None:
     """Build every log-mel cache the runs will read, once, before runs start in parallel and race to build them."""
-    from .arguments import DataArguments, JointTrainingArguments, ModelArguments, parse_args
-    from .preparation import make_feature_extractor, prepare_data
+    from ..training.arguments import DataArguments, JointTrainingArguments, ModelArguments, parse_args
+    from ..training.preparation import make_feature_extractor, prepare_data
 
     sources = [("synthetic", [])] + [(str(subset_dir(root, subset)), role_flags(subset.swapped)) for subset in scale.subsets()]
     for informativeness in WORLDS.values():

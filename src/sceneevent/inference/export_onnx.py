@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .io_utils import replace_files_from
+from ..io_utils import replace_files_from
 
 ONNX_DIR = "onnx"
 ONNX_FILE = "model.onnx"
@@ -87,8 +87,8 @@ def export_onnx(
             compare with PyTorch; raise OnnxExportError when a logit differs by more than `atol`.
         atol: largest absolute logit difference accepted by `verify`.
     """
-    from .feature_extraction_sceneevent import LogMelFeatureExtractor
-    from .modeling_sceneevent import SceneEventModel
+    from ..models.feature_extraction_sceneevent import LogMelFeatureExtractor
+    from ..models.modeling_sceneevent import SceneEventModel
 
     model_dir = Path(model_dir)
     for required in ("config.json", "preprocessor_config.json"):

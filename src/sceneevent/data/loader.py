@@ -17,7 +17,7 @@ import pyarrow as pa
 import torch
 
 from .feature_cache import features_path, table_features
-from .losses import IGNORE_INDEX
+from ..models.losses import IGNORE_INDEX
 
 Batch = dict[str, torch.Tensor]
 

@@ -18,7 +18,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from .feature_extraction_sceneevent import check_sampling_rate, resampler
+from ..models.feature_extraction_sceneevent import check_sampling_rate, resampler
 
 # The column type every source uses for `audio`: the storage of `datasets.Audio(decode=False)`,
 # declared as a plain struct so that writing it needs no torchcodec.

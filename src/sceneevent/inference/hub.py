@@ -16,8 +16,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .checkpointing import RESULTS_FILE, VALIDATION_SELECTION_SCHEMA
-from .io_utils import atomic_write_text, scrub_secrets
+from ..training.checkpointing import RESULTS_FILE, VALIDATION_SELECTION_SCHEMA
+from ..io_utils import atomic_write_text, scrub_secrets
 
 CARD_FILE = "README.md"
 # What goes to the Hub: weights (safetensors only), configs, the custom code, the card.

@@ -39,8 +39,8 @@ from typing import Any, Iterable
 import numpy as np
 from scipy import optimize, stats
 
-from .checkpointing import RESULTS_FILE, VALIDATION_SELECTION_SCHEMA
-from .io_utils import atomic_write_json, atomic_write_text
+from ..training.checkpointing import RESULTS_FILE, VALIDATION_SELECTION_SCHEMA
+from ..io_utils import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
 

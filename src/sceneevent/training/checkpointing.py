@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .io_utils import atomic_write_json
+from ..io_utils import atomic_write_json
 
 if TYPE_CHECKING:  # accelerate is slow to import; the sweep runner and the report only need the names
     from accelerate import Accelerator

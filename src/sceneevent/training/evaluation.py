@@ -7,7 +7,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import send_to_device
 
-from .loader import BatchPlan, BatchReader, batch_loader
+from ..data.loader import BatchPlan, BatchReader, batch_loader
 
 
 def gather_rows(accelerator: Accelerator, rows: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from .checkpointing import LOCK_FILE, RESULTS_FILE, checkpoint_dirs
+from ..training.checkpointing import LOCK_FILE, RESULTS_FILE, checkpoint_dirs
 
 LOG_FILE = "train.log"
 SWEEP_LOCK_FILE = ".run_sweep.lock"  # in OUTPUT_ROOT/<sweep>/

@@ -31,8 +31,8 @@ import pyarrow as pa
 import xxhash
 
 from .audio import AudioDecodeError, load_audio
-from .feature_extraction_sceneevent import LogMelFeatureExtractor
-from .io_utils import atomic_write_json
+from ..models.feature_extraction_sceneevent import LogMelFeatureExtractor
+from ..io_utils import atomic_write_json
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,5 @@
+"""Using a trained model: prediction on recordings, ONNX export, and publishing a run to the Hub."""
+
+from .pipeline import classify_scene, load_pipeline, predict, predict_files, tag_events
+
+__all__ = ["classify_scene", "load_pipeline", "predict", "predict_files", "tag_events"]
