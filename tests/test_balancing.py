@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from sceneevent.training.arguments import DataArguments, JointTrainingArguments, ModelArguments, parse_args
-from sceneevent.training.balancing import LossBalancer, task_gradient_stats
-from sceneevent.models.losses import balanced_alpha
+from sceneevent.training.balancing import LossBalancer, balanced_alpha, task_gradient_stats
 from sceneevent.training.pretraining import PretrainArguments, pretrain_then_finetune
-from sceneevent.training.loop import resolve_alpha
+from sceneevent.training.checks import resolve_alpha
+from sceneevent.training.results import RunResults
 
 from test_train_joint import SMALL, in_process
 
@@ -31,7 +31,7 @@ def test_auto_alpha_balances_the_baselines_converged_losses(tmp_path):
     alpha = resolve_alpha(args)
     assert alpha * 0.05 == pytest.approx((1 - alpha) * 0.9)
     with pytest.raises(ValueError, match="alpha=0"):
-        balanced_alpha({"alpha": 0.5, "final": {}}, {"alpha": 1.0, "final": {}})
+        balanced_alpha(RunResults(alpha=0.5), RunResults(alpha=1.0))
     with pytest.raises(ValueError, match="--asc_baseline"):
         resolve_alpha(JointTrainingArguments(alpha="auto"))
     with pytest.raises(ValueError, match="no results.json"):
@@ -124,7 +124,7 @@ def test_pretrain_then_finetune_has_the_joint_schema_and_summed_budget(tmp_path)
         (ModelArguments, DataArguments, JointTrainingArguments, PretrainArguments),
         ["--output_dir", str(tmp_path), "--pretrain_epochs", "1", "--finetune_epochs", "1", *flags],
     )
-    results = pretrain_then_finetune(model_args, data_args, train_args, stages)
+    results = pretrain_then_finetune(model_args, data_args, train_args, stages).to_dict()
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk["config"]["mode"] == "pretrain_finetune" and on_disk["alpha"] == 0.0
     assert on_disk["steps"] == results["pretrain"]["steps"] * 2 == 16  # 64 clips / 8 per step, 1 + 1 epochs

@@ -186,7 +186,7 @@ def test_reader_threads_hide_reads_behind_a_step_that_leaves_the_host_free():
 
 
 def test_reader_threads_default_to_one_on_a_gpu_and_none_on_a_cpu():
-    from sceneevent.training.loop import reader_threads
+    from sceneevent.training.launch import reader_threads
 
     assert reader_threads(None, torch.device("cuda", 1)) == 1 and reader_threads(None, torch.device("cpu")) == 0
     assert reader_threads(3, torch.device("cpu")) == 3 and reader_threads(0, torch.device("cuda")) == 0

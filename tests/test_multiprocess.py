@@ -97,7 +97,7 @@ def _balancer_worker(rank: int, world_size: int, port: int, folder: str) -> None
     from accelerate import Accelerator
 
     from sceneevent.training.balancing import LossBalancer
-    from sceneevent.training.loop import EpochLossSums
+    from sceneevent.training.epoch_losses import EpochLossSums
 
     accelerator = Accelerator(cpu=True)
     balancer = LossBalancer("uncertainty")

@@ -10,7 +10,7 @@ import pytest
 
 from sceneevent.training.arguments import DataArguments, JointTrainingArguments, ModelArguments, parse_args
 from sceneevent.training.checkpointing import CheckpointError, checkpoint_dirs
-from sceneevent.training.loop import OutputDirInUse
+from sceneevent.training.checkpointing import OutputDirInUse
 
 from test_train_joint import SMALL, in_process, run_script
 
@@ -148,7 +148,7 @@ def test_an_unknown_flag_never_echoes_its_value(tmp_path):
 
 def test_a_checkpoint_from_before_a_setting_existed_resumes_only_at_that_settings_default(tmp_path):
     from sceneevent.training.checkpointing import CheckpointError, check_resume_matches
-    from sceneevent.training.loop import signature_defaults
+    from sceneevent.training.checks import signature_defaults
 
     defaults = signature_defaults()
     assert defaults["synthetic_test_clips_per_scene"] == 30 and defaults["learning_rate"] is None
@@ -162,7 +162,7 @@ def test_a_checkpoint_from_before_a_setting_existed_resumes_only_at_that_setting
 
 def test_a_checkpoint_signed_with_the_raw_feature_flags_resumes_when_the_resolved_features_match(tmp_path):
     from sceneevent.training.checkpointing import check_resume_matches
-    from sceneevent.training.loop import run_signature
+    from sceneevent.training.checks import run_signature
 
     real = DataArguments(asc_dataset="/data/tut2018")
     current = run_signature(ModelArguments(), real, JointTrainingArguments(), 0.95, 1)

@@ -143,7 +143,7 @@ def test_results_record_throughput_in_hf_trainer_names(tmp_path):
 
 
 def test_steady_throughput_leaves_out_every_first_step():
-    from sceneevent.training.loop import steady_throughput
+    from sceneevent.training.results import steady_throughput
 
     # 5 steps of 24 clips in 10 s, the first 2 s of it: 4 steps in 8 s
     assert steady_throughput({"steps": 5, "train": 10.0, "first_steps": 2.0, "first_step_count": 1}, 24) == 12.0

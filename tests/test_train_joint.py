@@ -27,7 +27,8 @@ def run_script(*args, env_extra=None):
 
 
 def in_process(*args):
-    return train(*parse_args((ModelArguments, DataArguments, JointTrainingArguments), list(args)))
+    """`train` in this process; its results as results.json holds them."""
+    return train(*parse_args((ModelArguments, DataArguments, JointTrainingArguments), list(args))).to_dict()
 
 
 def test_two_step_joint_run_with_offline_wandb_writes_results_and_model(tmp_path):

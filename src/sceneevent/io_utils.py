@@ -29,6 +29,9 @@ _NAMED_VALUE = re.compile(
 )
 
 
+STAGING_GLOB = ".*.tmp"  # the names `staged_file` and `staged_folder` stage under
+
+
 @contextmanager
 def staged_file(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary name beside `path` to write to; renamed onto `path` when the block ends without an
@@ -52,20 +55,23 @@ def staged_folder(destination: str | os.PathLike, *, merge: bool = False) -> Ite
     `destination` (an old `destination` is replaced whole) or, with `merge`, each of its files replaces its
     namesake in `destination` by an atomic rename (other files there are kept). Removed when the block fails."""
     destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent))
+    # Merged files stay inside `destination` (a killed save leaves its staging where `STAGING_GLOB` finds it).
+    parent = destination if merge else destination.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".tmp", dir=parent))
     try:
         yield staging
         if merge:
             replace_files_from(staging, destination)
         else:
             _give_usual_mode(staging)
-            _swap_folder(staging, destination)
+            replace_folder(staging, destination)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _swap_folder(staging: Path, destination: Path) -> None:
+def replace_folder(staging: Path, destination: Path) -> None:
+    """Rename the finished folder `staging` onto `destination`, replacing a folder already there."""
     # A folder cannot be renamed onto a non-empty one: move the old one aside first; a reader sees the old
     # or the new folder, never a mix, and the old one is removed only once the new one is in place.
     if destination.exists():

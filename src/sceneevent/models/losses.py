@@ -55,21 +55,3 @@ def joint_loss(loss_asc: torch.Tensor | None, loss_aet: torch.Tensor | None, alp
     if loss_asc is None:
         return alpha * loss_aet
     return alpha * loss_aet + (1.0 - alpha) * loss_asc
-
-
-def balanced_alpha(asc_baseline: dict, aet_baseline: dict) -> float:
-    """`alpha = L*_ASC / (L*_ASC + L*_AET)` from two baseline runs' results.json contents.
-
-    With this alpha both weighted losses are about equal at convergence (the paper's balance point).
-    `asc_baseline` must be an alpha = 0 run, `aet_baseline` an alpha = 1 run.
-    """
-    if asc_baseline.get("alpha") != 0.0 or aet_baseline.get("alpha") != 1.0:
-        raise ValueError(
-            "balanced alpha needs an alpha=0 (scene-only) and an alpha=1 (event-only) baseline, got alpha="
-            f"{asc_baseline.get('alpha')} and alpha={aet_baseline.get('alpha')}"
-        )
-    loss_asc = asc_baseline["final"].get("loss_asc")
-    loss_aet = aet_baseline["final"].get("loss_aet")
-    if not loss_asc or not loss_aet or loss_asc <= 0 or loss_aet <= 0:
-        raise ValueError(f"baselines lack positive converged losses: loss_asc={loss_asc}, loss_aet={loss_aet}")
-    return loss_asc / (loss_asc + loss_aet)

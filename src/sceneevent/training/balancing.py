@@ -1,8 +1,8 @@
 """Learned weightings of the two task losses, and the task-gradient diagnostics.
 
 The paper's fixed weighting, `alpha * L_AET + (1 - alpha) * L_ASC`, is the model's own `loss`
-(`losses.joint_loss`); a balanced alpha from two baseline runs is `--alpha auto`. This module adds
-only what is learned during training:
+(`losses.joint_loss`). This module adds the balanced alpha of two baseline runs (`--alpha auto`, the
+paper's eq. 3) and what is learned during training:
 - `uncertainty` (Kendall et al., CVPR 2018): `sum_i exp(-s_i) * L_i + s_i` with learned log-variances
   `s_i`; tasks with noisier losses get less weight.
 - `dwa` (dynamic weight averaging, Liu et al., CVPR 2019): weights `K * softmax(r_i / T)` where
@@ -17,6 +17,8 @@ import math
 
 import torch
 from torch import nn
+
+from .results import RunResults
 
 MODES = ("uncertainty", "dwa")
 
@@ -97,3 +99,21 @@ def task_gradient_stats(
     norm_asc, norm_aet = flat_asc.norm(), flat_aet.norm()
     cosine = (flat_asc @ flat_aet) / (norm_asc * norm_aet).clamp_min(1e-12)
     return {"grad_norm_asc": norm_asc.item(), "grad_norm_aet": norm_aet.item(), "cosine": cosine.item()}
+
+
+def balanced_alpha(asc_baseline: RunResults, aet_baseline: RunResults) -> float:
+    """`alpha = L*_ASC / (L*_ASC + L*_AET)` from two baseline runs' results.
+
+    With this alpha both weighted losses are about equal at convergence (the paper's balance point).
+    `asc_baseline` must be an alpha = 0 run, `aet_baseline` an alpha = 1 run.
+    """
+    if asc_baseline.alpha != 0.0 or aet_baseline.alpha != 1.0:
+        raise ValueError(
+            "balanced alpha needs an alpha=0 (scene-only) and an alpha=1 (event-only) baseline, got alpha="
+            f"{asc_baseline.alpha} and alpha={aet_baseline.alpha}"
+        )
+    loss_asc = asc_baseline.final.loss_asc
+    loss_aet = aet_baseline.final.loss_aet
+    if not loss_asc or not loss_aet or loss_asc <= 0 or loss_aet <= 0:
+        raise ValueError(f"baselines lack positive converged losses: loss_asc={loss_asc}, loss_aet={loss_aet}")
+    return loss_asc / (loss_asc + loss_aet)

@@ -13,22 +13,20 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..io_utils import atomic_write_json
+from safetensors import safe_open
+
+from ..io_utils import STAGING_GLOB, atomic_write_json, replace_folder, staged_folder
+from .results import RESULTS_FILE
 
 if TYPE_CHECKING:  # accelerate is slow to import; the sweep runner and the report only need the names
     from accelerate import Accelerator
 
-RESULTS_FILE = "results.json"  # a finished run's summary, written last
-RESULTS_SCHEMA_VERSION = 2  # what this version writes
-# The first schema whose `final` holds the test metrics of the model selected on validation (later versions
-# keep that): older results chose their best epoch on test data.
-VALIDATION_SELECTION_SCHEMA = 2
 CHECKPOINTS_DIR = "checkpoints"
 TRAINER_STATE_FILE = "trainer_state.json"
 LOCK_FILE = ".lock"
 # What a training run writes into its folder: an overwrite removes exactly these (never `pretrain/`, the
 # first stage of a pre-train → fine-tune run, nor files a user put there).
-RUN_FILES = (RESULTS_FILE, CHECKPOINTS_DIR, "model.safetensors", "config.json", "preprocessor_config.json", ".tmp_model", "wandb")
+RUN_FILES = (RESULTS_FILE, CHECKPOINTS_DIR, "model.safetensors", "config.json", "preprocessor_config.json", "wandb")
 _STEP_DIR = re.compile(r"step_(\d+)")
 
 
@@ -62,9 +60,9 @@ def lock_output_dir(output_dir: Path):
 
 
 def clear_run(output_dir: Path) -> None:
-    """Remove everything an earlier run wrote into `output_dir` (for --overwrite_output_dir)."""
-    for name in RUN_FILES:
-        path = output_dir / name
+    """Remove everything an earlier run wrote into `output_dir` (for --overwrite_output_dir), a killed save's
+    staging folder included."""
+    for path in [output_dir / name for name in RUN_FILES] + list(output_dir.glob(STAGING_GLOB)):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         elif path.exists() or path.is_symlink():
@@ -110,9 +108,8 @@ def read_checkpoint_state(checkpoint: Path) -> dict:
 
 def _check_whole(path: Path) -> None:
     if path.suffix == ".safetensors":
-        expected = _safetensors_size(path)  # from the header, which must parse
-        if path.stat().st_size != expected:
-            raise ValueError(f"{path.stat().st_size} bytes on disk, the header describes {expected}")
+        with safe_open(path, framework="pt"):  # checks that the header parses and its tensors cover the file
+            pass
     elif path.suffix in (".bin", ".pt", ".pth") and zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()  # reads every member and checks its CRC
@@ -120,14 +117,6 @@ def _check_whole(path: Path) -> None:
                 raise ValueError(f"member {bad} fails its checksum")
     elif path.suffix in (".bin", ".pt", ".pth"):
         raise ValueError("not a torch.save archive")
-
-
-def _safetensors_size(path: Path) -> int:
-    with open(path, "rb") as handle:
-        header_size = int.from_bytes(handle.read(8), "little")
-        header = json.loads(handle.read(header_size))
-    ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
-    return 8 + header_size + max(ends, default=0)
 
 
 def _damaged(checkpoint: Path, path: Path, error: Exception) -> str:
@@ -157,14 +146,23 @@ def check_resume_matches(checkpoint: Path, saved: dict | None, current: dict, de
 def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, state: dict, limit: int | None) -> None:
     """`save_state` into a temporary folder, then rename: a killed save never looks complete."""
     final = output_dir / CHECKPOINTS_DIR / f"step_{step}"
-    staging = output_dir / CHECKPOINTS_DIR / f".tmp_step_{step}"
+    # Every process writes into the staging folder (its own RNG state), so its name is fixed, not drawn.
+    staging = output_dir / CHECKPOINTS_DIR / f".step_{step}.tmp"
     accelerator.save_state(str(staging))
     if accelerator.is_main_process:
         atomic_write_json(staging / TRAINER_STATE_FILE, state)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
+        replace_folder(staging, final)
         if limit:
             for old in checkpoint_dirs(output_dir)[:-limit]:
                 shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def save_model(accelerator: Accelerator, model, extractor, output_dir: Path) -> None:
+    """`save_pretrained` of model + feature extractor into the run folder, each file replaced atomically."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        with staged_folder(output_dir, merge=True) as staging:
+            accelerator.unwrap_model(model).save_pretrained(staging, save_function=accelerator.save, safe_serialization=True)
+            extractor.save_pretrained(staging)
     accelerator.wait_for_everyone()

@@ -36,6 +36,17 @@ class PreparedData:
         names = ("scene_train", "scene_validation", "scene_test", "event_train", "event_validation", "event_test")
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
+    def summary(self) -> dict:
+        """What results.json records of the data: labels, rows per split, fingerprints, bad audio, the event subset."""
+        return {
+            "scene_labels": self.scene_labels,
+            "event_labels": self.event_labels,
+            "rows": {name: len(split) for name, split in self.splits().items()},
+            "fingerprints": self.fingerprints,
+            "bad_audio": self.bad_audio,
+            "aet_subset": self.aet_subset,
+        }
+
 
 def make_feature_extractor(data_args: DataArguments) -> LogMelFeatureExtractor:
     return LogMelFeatureExtractor(**data_args.resolved_features())

@@ -13,9 +13,8 @@ import dataclasses
 from pathlib import Path
 
 from .arguments import DataArguments, JointTrainingArguments, ModelArguments
-from ..io_utils import atomic_write_json
-from .checkpointing import RESULTS_FILE
-from .loop import read_results, train
+from .loop import train
+from .results import RunResults, has_results, read_results, write_results
 
 
 @dataclasses.dataclass
@@ -26,16 +25,16 @@ class PretrainArguments:
 
 def pretrain_then_finetune(
     model_args: ModelArguments, data_args: DataArguments, train_args: JointTrainingArguments, stages: PretrainArguments
-) -> dict:
+) -> RunResults:
     if stages.pretrain_epochs <= 0 or stages.finetune_epochs <= 0:
         raise ValueError("--pretrain_epochs and --finetune_epochs must be positive")
     output_dir = Path(train_args.output_dir)
-    if (output_dir / RESULTS_FILE).exists() and not train_args.overwrite_output_dir:
+    if has_results(output_dir) and not train_args.overwrite_output_dir:
         raise ValueError(f"--output_dir {output_dir} already holds a finished run; pass --overwrite_output_dir to replace it")
     pretrain_dir = output_dir / "pretrain"
     common = dict(max_train_steps=None, push_to_hub=False, resume_from_checkpoint=None)
 
-    if (pretrain_dir / RESULTS_FILE).exists() and not train_args.overwrite_output_dir:
+    if has_results(pretrain_dir) and not train_args.overwrite_output_dir:
         pretrained = read_results(pretrain_dir)  # a finished stage 1 is reused (a killed run resumes here)
     else:
         pretrained = train(
@@ -53,10 +52,11 @@ def pretrain_then_finetune(
                             overwrite_output_dir=True, **common),
         mode="pretrain_finetune",
     )
-    finetuned["config"].update(dataclasses.asdict(stages))
-    finetuned["steps"] += pretrained["steps"]
-    finetuned["wall_time_seconds"] += pretrained["wall_time_seconds"]
-    finetuned["final"]["aet_lwlrap_pretrained"] = pretrained["final"]["aet_lwlrap"]
-    finetuned["pretrain"] = {key: pretrained[key] for key in ("final", "history", "steps", "wall_time_seconds", "data")}
-    atomic_write_json(output_dir / RESULTS_FILE, finetuned)
+    finetuned.config.update(dataclasses.asdict(stages))
+    finetuned.steps += pretrained.steps
+    finetuned.wall_time_seconds += pretrained.wall_time_seconds
+    finetuned.final.aet_lwlrap_pretrained = pretrained.final.aet_lwlrap
+    stage_one = pretrained.to_dict()
+    finetuned.pretrain = {key: stage_one[key] for key in ("final", "history", "steps", "wall_time_seconds", "data")}
+    write_results(output_dir, finetuned)
     return finetuned

@@ -12,7 +12,6 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..io_utils import atomic_write_json
 
@@ -115,6 +114,32 @@ class RunResults:
         if self.pretrain is not None:
             written["pretrain"] = self.pretrain
         return written | self.extra
+
+
+def throughput(timing: dict, samples_per_step: int, first_step_runtime: float | None) -> dict:
+    """The speed fields of results.json from the loop's timing (seconds) and step count."""
+    runtime = timing["train"] + timing["eval"]  # HF Trainer's train_runtime: the loop, its evaluations included
+    return {
+        "train_runtime": runtime,
+        "train_samples_per_second": timing["steps"] * samples_per_step / runtime if runtime else None,
+        "train_steps_per_second": timing["steps"] / runtime if runtime else None,
+        "eval_runtime": timing["eval"],
+        # Part of train_runtime: the first step of this process, which holds the compile with --torch_compile
+        # (evaluation compiles its own graph on its first batch, inside eval_runtime).
+        "first_step_runtime": first_step_runtime,
+        # The steps after it, without evaluation: the speed a long run approaches, with or without compiling.
+        "train_steady_samples_per_second": steady_throughput(timing, samples_per_step),
+        # Share of the training steps' time spent waiting for the next batch: near 0 when the loader keeps up.
+        "data_wait_fraction": timing["data_wait"] / timing["train"] if timing["train"] else None,
+    }
+
+
+def steady_throughput(timing: dict, samples_per_step: int) -> float | None:
+    """Samples per second of the training steps less each process's first (a resumed run has several)."""
+    first_steps, count = timing.get("first_steps", 0.0), timing.get("first_step_count", 0)
+    if not count or timing["steps"] <= count or timing["train"] <= first_steps:
+        return None
+    return (timing["steps"] - count) * samples_per_step / (timing["train"] - first_steps)
 
 
 def results_path(run_dir: str | os.PathLike) -> Path:
