@@ -18,9 +18,10 @@ import argparse
 import logging
 import sys
 
-from sceneevent.study.report import (
-    LABELS, METRICS, GroupStats, comparison_sentence, format_value, load_runs, load_wandb_runs, write_report,
-)
+from sceneevent.study.factors import LABELS, format_value
+from sceneevent.study.report import comparison_sentence, write_report
+from sceneevent.study.run_readings import METRICS, load_runs, load_wandb_runs
+from sceneevent.study.seed_statistics import GroupStats
 
 
 def parse_args(args: list[str] | None = None) -> argparse.Namespace:

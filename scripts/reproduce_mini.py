@@ -22,7 +22,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from sceneevent.study.mini import SCALES, WORLDS, reproduce, stage_one, stage_two
+from sceneevent.study.design import SCALES, WORLDS
+from sceneevent.study.mini import reproduce, stage_one, stage_two
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 

@@ -22,7 +22,8 @@ import signal
 import sys
 from pathlib import Path
 
-from sceneevent.study.sweeps import DEFAULT_STOP_TIMEOUT, LAUNCHERS, SweepBusyError, is_finished, load_sweep, plan_runs, run_sweep
+from sceneevent.study.sweep_runner import DEFAULT_STOP_TIMEOUT, SweepBusyError, run_sweep
+from sceneevent.study.sweeps import LAUNCHERS, is_finished, load_sweep, plan_runs
 
 
 def parse_args(args: list[str] | None = None) -> argparse.Namespace:

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr, ttest_rel
 
-from sceneevent.study import mini, mini_report
-from sceneevent.training.checkpointing import RESULTS_SCHEMA_VERSION
 from sceneevent.data import synthetic
+from sceneevent.study import design, mini, mini_report
+from sceneevent.training.results import RESULTS_SCHEMA_VERSION
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-SCALE = mini.SCALES["cpu"]
+SCALE = design.SCALES["cpu"]
 
 
 def test_the_ground_truth_ranking_orders_classes_by_how_often_scenes_plant_them():
@@ -53,13 +53,13 @@ def test_the_plan_runs_every_setting_with_the_same_seeds_in_both_worlds(tmp_path
     assert len(second) == seeds * 2
     folders = [run.output_dir for run in first + second]
     assert len(set(folders)) == len(folders)
-    for world, informativeness in mini.WORLDS.items():
+    for world, informativeness in design.WORLDS.items():
         runs = [run for run in first + second if run.output_dir.is_relative_to(tmp_path / world)]
         assert all(f"--synthetic_event_informativeness={informativeness}" in run.command for run in runs)
         by_setting = {}
         for run in runs:
             if run.output_dir.parent.name == "link":  # run s of an arm trains on that arm's own draw s
-                arm = next(arm for arm in mini.LINK_ARMS if run.parameters["aet_dataset"]
+                arm = next(arm for arm in design.LINK_ARMS if run.parameters["aet_dataset"]
                            == str(mini.subset_dir(tmp_path, SCALE.link_subset(arm, run.parameters["seed"]))))
                 setting = ("link", arm)
             else:
@@ -76,7 +76,7 @@ def test_the_plan_runs_every_setting_with_the_same_seeds_in_both_worlds(tmp_path
         if link:
             assert run.parameters["aet_dataset"].endswith("_roles=swapped") == (seed % 2 == 1)
     # The arms' draws: correlated and uncorrelated share each seed's generated event set; the A/A arm does not.
-    draws = {arm: {SCALE.link_subset(arm, seed).seed for seed in SCALE.link_seeds} for arm in mini.LINK_ARMS}
+    draws = {arm: {SCALE.link_subset(arm, seed).seed for seed in SCALE.link_seeds} for arm in design.LINK_ARMS}
     assert draws["correlated"] == draws["uncorrelated"] == set(SCALE.link_seeds)
     assert not draws["correlated"] & draws["correlated, redrawn"]
     # The balanced runs read the alpha = 0 and alpha = 1 runs of the first seed of their own world.
@@ -91,7 +91,7 @@ def test_the_plan_runs_every_setting_with_the_same_seeds_in_both_worlds(tmp_path
     assert all(f"--num_train_epochs={epochs}" in run.command for run in first + second)
 
 
-def write_fixture(folder: Path, seed: int, alpha, asc, lwlrap, subset: mini.Subset | None = None, mode=None) -> None:
+def write_fixture(folder: Path, seed: int, alpha, asc, lwlrap, subset: design.Subset | None = None, mode=None) -> None:
     config = {"alpha": alpha, "seed": seed, "aet_dataset": "synthetic"}
     data = {"event_labels": ["x"] * 40}
     if mode:
@@ -148,7 +148,7 @@ def test_the_verdicts_find_a_planted_difference_with_scipys_numbers(tmp_path):
     # The T trend: Pearson r over the 12 runs of the T grid, as scipy computes it.
     hours = next(claim for claim in claims if "against T" in claim.question)
     points = [(s.hours, truth[str(tmp_path / "planted" / "subsets" / f"aet_dataset={s.folder}_seed={seed}")])
-              for s in (mini.Subset(40, h, "random") for h in SCALE.hours_grid) for seed in SCALE.seeds]
+              for s in (design.Subset(40, h, "random") for h in SCALE.hours_grid) for seed in SCALE.seeds]
     expected = pearsonr([p[0] for p in points], [p[1] for p in points])
     assert hours.correlation["n"] == 12
     assert hours.correlation["r"] == pytest.approx(expected.statistic, abs=1e-12)
@@ -175,7 +175,7 @@ def test_the_check_fails_when_the_planted_link_does_not_come_out(tmp_path):
     # No link: correlated and uncorrelated differ by noise only (this draw: p = 0.77; a draw may fall below 0.05
     # by chance, which is the test's 5 % false-positive rate, so the draw is fixed).
     write_study(tmp_path, link_effect=0.0, rng=np.random.default_rng(4))
-    claims = [claim for world in mini.WORLDS
+    claims = [claim for world in design.WORLDS
               for claim in mini_report.world_claims(world, mini.world_groups(tmp_path, SCALE, world), SCALE)]
     check = mini_report.instrument_check(claims)
     assert not check["passed"]
@@ -187,7 +187,7 @@ def test_the_check_fails_when_the_planted_link_does_not_come_out(tmp_path):
 
 def test_the_check_fails_when_a_difference_comes_out_where_nothing_is_planted(tmp_path):
     write_study(tmp_path, link_effect=0.05, rng=np.random.default_rng(2), unplanted_effect=-0.03)
-    claims = [claim for world in mini.WORLDS
+    claims = [claim for world in design.WORLDS
               for claim in mini_report.world_claims(world, mini.world_groups(tmp_path, SCALE, world), SCALE)]
     check = mini_report.instrument_check(claims)
     failed = [item for item in check["checks"] if not item["as_expected"]]

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr, t, ttest_rel
 
-from sceneevent.study import report
+from sceneevent.study import factors, figures, report, run_readings, seed_statistics
+from sceneevent.training.results import RunResults
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = (0, 1, 2)
@@ -19,6 +20,10 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def subset_name(k: int, hours: int, strategy: str) -> str:
     return f"data/aet_subsets/k={k}_hours={hours}_strategy_{strategy}"
+
+
+def reading(results: dict, source: str) -> run_readings.RunReading:
+    return run_readings.run_from_results(RunResults.from_dict(results), source)
 
 
 def fixture_runs() -> list[dict]:
@@ -79,10 +84,7 @@ def written(tmp_path_factory):
     (runs_dir / ".staging" / "x").mkdir(parents=True)
     (runs_dir / ".staging" / "x" / "results.json").write_text("{not json")  # hidden: never read
     out = tmp_path_factory.mktemp("report")
-    spec = importlib.util.spec_from_file_location("script_report", ROOT / "scripts" / "report.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    assert script.main([str(runs_dir), "--output_dir", str(out)]) == 0
+    assert report_script().main([str(runs_dir), "--output_dir", str(out)]) == 0
     return runs, out, json.loads((out / "summary.json").read_text())
 
 
@@ -104,10 +106,10 @@ def value_of(run: dict, factor: str):
     return run[factor]
 
 
-@pytest.mark.parametrize("factor", sorted(report.FIGURES))
+@pytest.mark.parametrize("factor", sorted(figures.FIGURES))
 def test_every_figure_is_a_real_png(written, factor):
     _, out, summary = written
-    name = report.FIGURES[factor][0]
+    name = figures.FIGURES[factor][0]
     assert summary["figures"][factor] == name
     data = (out / name).read_bytes()
     assert data.startswith(PNG_SIGNATURE) and len(data) > 15_000
@@ -115,13 +117,13 @@ def test_every_figure_is_a_real_png(written, factor):
 
 def test_gradient_figure_and_cosines(written):
     runs, out, summary = written
-    assert (out / report.GRADIENT_FIGURE).read_bytes().startswith(PNG_SIGNATURE)
+    assert (out / figures.GRADIENT_FIGURE).read_bytes().startswith(PNG_SIGNATURE)
     assert [row["alpha"] for row in summary["task_gradients"]] == [0.5, 0.95]
     assert summary["task_gradients"][1]["cosine_mean"] == pytest.approx(0.095 + 0.015)
     assert summary["skipped"] == {}
 
 
-@pytest.mark.parametrize("factor", sorted(report.FIGURES))
+@pytest.mark.parametrize("factor", sorted(figures.FIGURES))
 def test_csv_and_markdown_means_match_the_fixture(written, factor):
     runs, out, summary = written
     members = [run for run in runs if SLICES[factor](run)]
@@ -158,15 +160,15 @@ def test_pearson_matches_scipy_over_individual_runs(written, factor):
     assert found["n"] == len(members)
     assert found["r"] == pytest.approx(expected.statistic)
     assert found["p"] == pytest.approx(expected.pvalue)
-    assert f"| {report.LABELS[factor]} | {expected.statistic:.4f} | {expected.pvalue:.4g} | {len(members)} |" in (out / "summary.md").read_text()
+    assert f"| {factors.LABELS[factor]} | {expected.statistic:.4f} | {expected.pvalue:.4g} | {len(members)} |" in (out / "summary.md").read_text()
 
 
 def test_alpha_figure_baselines_come_from_the_single_task_runs(written):
     runs, _, _ = written
-    loaded = [report.run_from_results({"schema_version": 2, "alpha": r["alpha"], "seed": r["seed"],
-                                       "config": {"aet_dataset": subset_name(r["k"], r["hours"], r["strategy"])},
-                                       "final": {"asc_macro_accuracy": r["asc"], "aet_lwlrap": r["lwlrap"]}}, "x") for r in runs]
-    found = report.baseline(loaded, 0.0, "asc_macro_accuracy")
+    loaded = [reading({"schema_version": 2, "alpha": r["alpha"], "seed": r["seed"],
+                       "config": {"aet_dataset": subset_name(r["k"], r["hours"], r["strategy"])},
+                       "final": {"asc_macro_accuracy": r["asc"], "aet_lwlrap": r["lwlrap"]}}, "x") for r in runs]
+    found = factors.baseline(loaded, 0.0, "asc_macro_accuracy")
     assert found.n == 3 and found.mean == pytest.approx(np.mean([r["asc"] for r in runs if r["alpha"] == 0.0]))
     assert all(run.k is None for run in loaded if run.alpha == 0.0)  # no event data: matches any slice
 
@@ -179,15 +181,15 @@ def test_alpha_figure_baselines_come_from_the_single_task_runs(written):
         ("data/aet_subsets/hours=22.5", None, (None, 22.5, None)),
         ("data/aet_subsets/T=11_strategy=uncorrelated", None, (None, 11.0, "uncorrelated")),
         ("data/aet_subsets/strategy_random", None, (None, None, "random")),
-        ("data/my_k=5/other", None, (None, None, report.FULL_EVENT_SET)),  # only the folder's own name counts
+        ("data/my_k=5/other", None, (None, None, run_readings.FULL_EVENT_SET)),  # only the folder's own name counts
         ("whatever", {"k": 2, "hours": 45, "strategy": "speech_music"}, (2, 45.0, "speech_music")),
-        ("synthetic", None, (None, None, report.FULL_EVENT_SET)),  # a whole source: its own setting, not a wildcard
+        ("synthetic", None, (None, None, run_readings.FULL_EVENT_SET)),  # a whole source: its own setting, not a wildcard
     ],
 )
 def test_event_factors_from_subset_record_or_folder_name(aet_dataset, subset, expected):
     results = {"schema_version": 2, "alpha": 0.95, "config": {"aet_dataset": aet_dataset}, "final": {},
                "data": {"aet_subset": subset} if subset else {}}
-    run = report.run_from_results(results, "x")
+    run = reading(results, "x")
     assert (run.k, run.hours, run.strategy) == expected
 
 
@@ -195,7 +197,7 @@ def test_single_factor_folder_skips_the_other_figures(tmp_path):
     for index, hours in enumerate((11, 22, 45, 11, 22, 45)):
         write_results(tmp_path / "runs", dict(sweep="hours", seed=index, alpha=0.95, k=115, hours=hours, strategy="random", mode=None,
                                               in_subset=True, asc=0.6 + 0.001 * hours + 0.001 * index, lwlrap=0.5, gradients=False), index)
-    summary = report.write_report(report.load_runs(tmp_path / "runs"), tmp_path / "out")
+    summary = report.write_report(run_readings.load_runs(tmp_path / "runs"), tmp_path / "out")
     assert set(summary["figures"]) == {"hours"}
     assert set(summary["skipped"]) == {"alpha", "strategy", "k", "mode", "task_gradients"}
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["fig3b_hours.png", "summary.csv", "summary.json", "summary.md"]
@@ -204,9 +206,9 @@ def test_single_factor_folder_skips_the_other_figures(tmp_path):
 
 def test_no_runs_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no runs"):
-        report.write_report(report.load_runs(tmp_path), tmp_path / "out")
+        report.write_report(run_readings.load_runs(tmp_path), tmp_path / "out")
     with pytest.raises(ValueError, match="no such folder"):
-        report.load_runs(tmp_path / "missing")
+        run_readings.load_runs(tmp_path / "missing")
 
 
 def test_wandb_project_without_login_fails_fast_and_clearly(tmp_path, monkeypatch, capsys):
@@ -215,7 +217,7 @@ def test_wandb_project_without_login_fails_fast_and_clearly(tmp_path, monkeypatc
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc login
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb_config"))
     with pytest.raises(RuntimeError, match="--wandb_project me/sceneevent: could not read runs from W&B"):
-        report.load_wandb_runs("me/sceneevent", timeout=5)
+        run_readings.load_wandb_runs("me/sceneevent", timeout=5)
 
 
 # --- statistics over seeds ----------------------------------------------------------------------------
@@ -247,7 +249,7 @@ def paired(tmp_path_factory):
         write_run(root, "base", seed, 0.0, float(base[seed]))
         write_run(root, "better", seed, 0.95, float(better[seed]), 0.5)
         write_run(root, "same", seed, 0.5, float(same[seed]), 0.4)
-    summary = report.write_report(report.load_runs(root), root / "out")
+    summary = report.write_report(run_readings.load_runs(root), root / "out")
     by_setting = {c.setting: c for c in summary["comparisons"]["alpha"] if c.metric == "asc_macro_accuracy"}
     return base, better, same, summary, by_setting, root / "out"
 
@@ -258,7 +260,7 @@ def test_a_true_difference_is_significant_with_the_hand_computed_ci(paired):
     differences = better - base
     n = len(differences)
     half = t.ppf(0.975, n - 1) * differences.std(ddof=1) / np.sqrt(n)
-    assert found.baseline == report.ASC_ONLY and found.n_pairs == n and found.seeds == list(PAIRED_SEEDS)
+    assert found.baseline == factors.ASC_ONLY and found.n_pairs == n and found.seeds == list(PAIRED_SEEDS)
     assert found.difference.mean == pytest.approx(differences.mean())
     assert (found.difference.ci_low, found.difference.ci_high) == pytest.approx((differences.mean() - half, differences.mean() + half))
     assert found.difference.ci_low > 0
@@ -294,7 +296,7 @@ def test_only_seeds_both_sides_have_are_paired(tmp_path):
         write_run(tmp_path, "base", seed, 0.0, 0.5 + 0.125 * seed)  # binary fractions: exact differences
     for seed in (2, 3, 4):
         write_run(tmp_path, "joint", seed, 0.95, 0.25 + 0.125 * seed)
-    summary = report.write_report(report.load_runs(tmp_path), tmp_path / "out")
+    summary = report.write_report(run_readings.load_runs(tmp_path), tmp_path / "out")
     (found,) = summary["comparisons"]["alpha"]
     assert found.seeds == [2, 3] and found.n_pairs == 2
     assert found.difference.mean == -0.25 and found.detectable_difference == 0.0
@@ -303,9 +305,10 @@ def test_only_seeds_both_sides_have_are_paired(tmp_path):
 
 
 def test_all_zero_differences_give_no_wilcoxon_p():
-    runs = [report.Run(source=f"{name}{seed}", seed=seed, alpha=alpha, mode="joint", k=None, hours=None, strategy=None,
-                       asc_macro_accuracy=0.5, aet_lwlrap=None) for seed in range(4) for name, alpha in (("a", 0.0), ("b", 0.9))]
-    found = report.compare_paired(runs[1::2], runs[0::2], "asc_macro_accuracy", "b", "a")
+    runs = [run_readings.RunReading(source=f"{name}{seed}", seed=seed, alpha=alpha, mode="joint", k=None, hours=None,
+                                    strategy=None, asc_macro_accuracy=0.5, aet_lwlrap=None)
+            for seed in range(4) for name, alpha in (("a", 0.0), ("b", 0.9))]
+    found = seed_statistics.compare_paired(runs[1::2], runs[0::2], "asc_macro_accuracy", "b", "a")
     assert found.wilcoxon_p is None and found.t_test_p is None and not found.significant
     assert "no nonzero difference" in " ".join(found.notes)
 
@@ -314,7 +317,7 @@ def test_all_zero_differences_give_no_wilcoxon_p():
 def test_detectable_difference_has_the_stated_power(n):
     # Independent check by simulation: paired differences with that true mean are detected 80 % of the time.
     sd = 0.02
-    delta = report.detectable_difference(sd, n)
+    delta = seed_statistics.detectable_difference(sd, n)
     rng = np.random.default_rng(n)
     samples = rng.normal(delta, sd, (40_000, n))
     t_stat = samples.mean(1) / (samples.std(1, ddof=1) / np.sqrt(n))
@@ -325,7 +328,7 @@ def test_detectable_difference_has_the_stated_power(n):
 def test_strategy_and_mode_are_also_compared_with_their_reference_value(written):
     _, _, summary = written
     strategy = {(c["setting"], c["baseline"]) for c in summary["comparisons"]["strategy"]}
-    assert ("strategy=correlated", "strategy=random") in strategy and ("strategy=correlated", report.ASC_ONLY) in strategy
+    assert ("strategy=correlated", "strategy=random") in strategy and ("strategy=correlated", factors.ASC_ONLY) in strategy
     mode = {(c["setting"], c["baseline"]) for c in summary["comparisons"]["mode"]}
     assert ("mode=pretrain_finetune", "mode=joint") in mode
     assert all(c["n_pairs"] == len(SEEDS) for c in summary["comparisons"]["strategy"])
@@ -342,7 +345,7 @@ def test_a_copied_run_folder_counts_once_and_is_named(tmp_path, caplog):
         write_run(tmp_path / "runs", "joint", seed, 0.95, 0.7 - 0.01 * seed)
     copy = tmp_path / "runs" / "joint" / "run1_copy"
     shutil.copytree(tmp_path / "runs" / "joint" / "run1", copy)
-    summary = report.write_report(report.load_runs(tmp_path / "runs"), tmp_path / "out")
+    summary = report.write_report(run_readings.load_runs(tmp_path / "runs"), tmp_path / "out")
     assert summary["runs_read"] == 7 and summary["runs"] == 6
     assert summary["duplicates"] == {str(tmp_path / "runs" / "joint" / "run1"): [str(copy)]}
     assert str(copy) in caplog.text and "counted once" in caplog.text
@@ -357,7 +360,7 @@ def test_a_rerun_in_another_folder_with_other_logging_is_a_duplicate(tmp_path):
     results = json.loads((second / "results.json").read_text())
     results["config"].update(output_dir="elsewhere", run_name="again", report_to="wandb", logging_steps=1)
     (second / "results.json").write_text(json.dumps(results))
-    unique, duplicates = report.drop_duplicates(report.load_runs(tmp_path))
+    unique, duplicates = run_readings.drop_duplicates(run_readings.load_runs(tmp_path))
     assert len(unique) == 1 and duplicates == {str(first): [str(second)]}
 
 
@@ -369,14 +372,14 @@ def test_old_results_are_refused_naming_every_file(tmp_path, capsys, caplog):
         results = json.loads(path.read_text())
         del results["schema_version"]
         path.write_text(json.dumps(results))
-    with pytest.raises(report.OldResultsError, match="test data") as error:
-        report.load_runs(tmp_path / "runs")
+    with pytest.raises(run_readings.OldResultsError, match="test data") as error:
+        run_readings.load_runs(tmp_path / "runs")
     assert all(str(path) in str(error.value) for path in olds)
     assert report_script().main([str(tmp_path / "runs"), "--output_dir", str(tmp_path / "out")]) == 2
     stderr = capsys.readouterr().err
     assert "--skip_old_results" in stderr and all(str(path) in stderr for path in olds)
 
-    runs = report.load_runs(tmp_path / "runs", skip_old_results=True)
+    runs = run_readings.load_runs(tmp_path / "runs", skip_old_results=True)
     assert sorted(run.alpha for run in runs) == [0.0, 0.95]
     assert all(str(path) in caplog.text for path in olds)
 
@@ -393,9 +396,9 @@ def test_old_wandb_runs_are_refused(monkeypatch):
                  FakeRun("old1", {"eval/asc_macro_accuracy": 0.8})]
     fake = types.SimpleNamespace(Api=lambda timeout: types.SimpleNamespace(runs=lambda project, filters: fake_runs))
     monkeypatch.setitem(sys.modules, "wandb", fake)
-    with pytest.raises(report.OldResultsError, match="wandb:me/proj/old1"):
-        report.load_wandb_runs("me/proj")
-    (run,) = report.load_wandb_runs("me/proj", skip_old_results=True)
+    with pytest.raises(run_readings.OldResultsError, match="wandb:me/proj/old1"):
+        run_readings.load_wandb_runs("me/proj")
+    (run,) = run_readings.load_wandb_runs("me/proj", skip_old_results=True)
     assert run.asc_macro_accuracy == 0.7  # the test value, never the validation one
 
 
@@ -412,16 +415,16 @@ def test_a_comparison_whose_seeds_share_one_subset_draw_says_so():
         results = {"schema_version": 2, "alpha": alpha, "seed": seed, "data": data,
                    "config": {"alpha": alpha, "seed": seed, "aet_dataset": folder or "synthetic"},
                    "final": {"asc_macro_accuracy": asc, "aet_lwlrap": None if alpha == 0 else 0.5}}
-        return report.run_from_results(results, f"run-{seed}-{folder}")
+        return reading(results, f"run-{seed}-{folder}")
 
     seeds = range(3)
     scene_only = [read(seed, 0.0, 0.70 + 0.01 * seed) for seed in seeds]
     fixed = [read(seed, 0.9, 0.75 + 0.02 * seed, "/d/correlated", "correlated") for seed in seeds]  # one folder for all seeds
     per_seed = [read(seed, 0.9, 0.74 + 0.02 * seed, f"/d/uncorrelated_draw={seed}", "uncorrelated", seed) for seed in seeds]
-    assert report.shares_one_draw(fixed) and not report.shares_one_draw(per_seed)
-    assert not report.shares_one_draw(fixed[:1])  # one seed shares nothing
+    assert factors.shares_one_draw(fixed) and not factors.shares_one_draw(per_seed)
+    assert not factors.shares_one_draw(fixed[:1])  # one seed shares nothing
     assert scene_only[0].event_draw is None  # no event data, no draw
-    comparisons = report.factor_comparisons(fixed + per_seed, "strategy", scene_only + fixed + per_seed)
+    comparisons = factors.factor_comparisons(fixed + per_seed, "strategy", scene_only + fixed + per_seed)
     notes = {comparison.setting: " ".join(comparison.notes) for comparison in comparisons}
     assert "one draw of its event subset" in notes["strategy=correlated"] and "strategy=correlated" in notes["strategy=correlated"]
     assert "one draw" not in notes["strategy=uncorrelated"]
@@ -434,7 +437,7 @@ def test_a_comparison_of_runs_that_computed_differently_says_so():
                    "config": {"alpha": alpha, "seed": seed, "torch_compile": False, "torch_compile_mode": "default",
                               "channels_last": True, **config},
                    "final": {"asc_macro_accuracy": asc, "aet_lwlrap": None if alpha == 0 else 0.5}}
-        return report.run_from_results(results, f"run-{seed}-{alpha}")
+        return reading(results, f"run-{seed}-{alpha}")
 
     seeds = range(3)
     # an unpaired scene-only run of another seed, computed otherwise: not part of any pair, so no note
@@ -444,7 +447,7 @@ def test_a_comparison_of_runs_that_computed_differently_says_so():
     older = [read(seed, 0.7, 0.71 + 0.01 * seed, channels_last=None) for seed in seeds]  # not recorded: not a difference
     on_gpu = [read(seed, 0.6, 0.71 + 0.01 * seed, device="cuda:0") for seed in seeds]
     joint = alike + compiled + older + on_gpu
-    notes = {comparison.setting: " ".join(comparison.notes) for comparison in report.factor_comparisons(joint, "alpha", scene_only + joint)}
+    notes = {comparison.setting: " ".join(comparison.notes) for comparison in factors.factor_comparisons(joint, "alpha", scene_only + joint)}
     assert "did not compute alike (torch_compile: False vs True)" in notes["alpha=0.9"]
     assert "did not compute alike (device: cpu vs cuda)" in notes["alpha=0.6"]
     assert "compute alike" not in notes["alpha=0.5"] and "compute alike" not in notes["alpha=0.7"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sceneevent.study import sweeps
+from sceneevent.study import sweep_runner, sweeps
 
 RUN_SWEEP = Path(__file__).resolve().parents[1] / "scripts" / "run_sweep.py"
 
@@ -282,5 +282,5 @@ def test_a_sweep_given_twice_is_refused_before_anything_runs(tmp_path):
     config = {"program": "train.py", "method": "grid", "parameters": {"seed": {"values": [0]}}}
     runs = sweeps.plan_runs(config, "s", tmp_path, launcher="python")
     with pytest.raises(ValueError, match="two runs .* would write into"):
-        sweeps.run_sweep(runs + runs, parallel=2, progress=False)
+        sweep_runner.run_sweep(runs + runs, parallel=2, progress=False)
     assert not (tmp_path / "s").exists()

@@ -1,4 +1,4 @@
-"""The verdicts of the mini reproduction (`mini.py`): each claim as a paired comparison over seeds or a
+"""The verdicts of the mini reproduction (`design`, `mini`): each claim as a paired comparison over seeds or a
 Pearson correlation over runs, the instrument check (does the planted link come out, and only where it is
 planted?), and their table, figure and JSON."""
 
@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from ..io_utils import atomic_write_json, atomic_write_text
-from .mini import ALPHAS, JOINT_ALPHA, WORLDS, Scale, Subset, swapped_roles
-from .report import PairedComparison, Run, compare_paired, describe, pearson, to_plain
-
-SIGNIFICANCE = 0.05
+from .design import ALPHAS, JOINT_ALPHA, WORLDS, Scale, Subset, swapped_roles
+from .figures import pyplot, save_figure
+from .report import to_plain
+from .run_readings import RunReading
+from .seed_statistics import SIGNIFICANCE, PairedComparison, compare_paired, describe, pearson
 
 
 @dataclass
@@ -29,7 +30,7 @@ class Claim:
     as_expected: bool | None = None
 
 
-def paired_claim(world: str, question: str, setting: list[Run], reference: list[Run], metric: str,
+def paired_claim(world: str, question: str, setting: list[RunReading], reference: list[RunReading], metric: str,
                  setting_name: str, reference_name: str) -> Claim:
     comparison = compare_paired(setting, reference, metric, setting_name, reference_name)
     claim = Claim(world=world, question=question, comparison=comparison)
@@ -43,8 +44,8 @@ def paired_claim(world: str, question: str, setting: list[Run], reference: list[
     return claim
 
 
-def correlation_claim(world: str, question: str, runs: list[Run], factor: str, metric: str) -> Claim:
-    """Pearson r of `metric` with `factor` over the runs (`report.pearson`)."""
+def correlation_claim(world: str, question: str, runs: list[RunReading], factor: str, metric: str) -> Claim:
+    """Pearson r of `metric` with `factor` over the runs (`seed_statistics.pearson`)."""
     correlation = pearson(runs, factor, metric)
     claim = Claim(world=world, question=question, correlation=correlation)
     r, p = correlation["r"], correlation["p"]
@@ -55,9 +56,9 @@ def correlation_claim(world: str, question: str, runs: list[Run], factor: str, m
     return claim
 
 
-def world_claims(world: str, groups: dict[str, list[Run]], scale: Scale) -> list[Claim]:
+def world_claims(world: str, groups: dict[str, list[RunReading]], scale: Scale) -> list[Claim]:
     """The verdicts of one world, in the order of the table; the first is the instrument check."""
-    def get(name: str) -> list[Run]:
+    def get(name: str) -> list[RunReading]:
         return groups.get(name, [])  # a missing group reads as "not measured"
 
     correlated, uncorrelated, redrawn = (scale.arm_label(arm) for arm in ("correlated", "uncorrelated", "correlated, redrawn"))
@@ -85,7 +86,7 @@ def world_claims(world: str, groups: dict[str, list[Run]], scale: Scale) -> list
         paired_claim(world, "balanced alpha vs events only, event lwlrap", get("balanced"), get("alpha=1"),
                      "aet_lwlrap", "balanced alpha", "events only"),
     ]
-    def runs_of(names) -> list[Run]:
+    def runs_of(names) -> list[RunReading]:
         return [run for name in names for run in get(name)]
 
     weighted = [f"alpha={alpha:g}" for alpha in ALPHAS] + ["balanced"]
@@ -158,7 +159,7 @@ def wall_time_text(invocations: list[dict]) -> str:
     return f"Wall time: {total:.1f} min in {len(invocations)} invocations: {parts}."
 
 
-def to_markdown(claims: list[Claim], groups: dict[str, dict[str, list[Run]]], scale: Scale, invocations: list[dict]) -> str:
+def to_markdown(claims: list[Claim], groups: dict[str, dict[str, list[RunReading]]], scale: Scale, invocations: list[dict]) -> str:
     check = instrument_check(claims)
     lines = [
         "# Mini reproduction: verdicts",
@@ -208,11 +209,7 @@ def to_markdown(claims: list[Claim], groups: dict[str, dict[str, list[Run]]], sc
 
 def plot_claims(claims: list[Claim], path: Path) -> None:
     """The paired differences with their 95 % CIs, one row per claim and world, planted beside unplanted."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     paired = [claim for claim in claims if claim.comparison is not None and claim.comparison.difference.mean is not None]
     colours = {"planted": "tab:red", "unplanted": "tab:blue"}
     figure, axis = plt.subplots(figsize=(12, 0.5 * len(paired) + 1.5))
@@ -225,12 +222,10 @@ def plot_claims(claims: list[Claim], path: Path) -> None:
     axis.set_xlabel("setting − reference, mean and 95 % CI over seeds")
     axis.set_title("Paired differences: planted (red), unplanted (blue)", fontsize=10)
     axis.grid(axis="x", alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
-def write_verdicts(claims: list[Claim], groups: dict[str, dict[str, list[Run]]], scale: Scale, output_dir: Path,
+def write_verdicts(claims: list[Claim], groups: dict[str, dict[str, list[RunReading]]], scale: Scale, output_dir: Path,
                    invocations: list[dict] | None = None, output_root: Path | None = None) -> dict:
     """summary.md, verdicts.json and verdicts.png in `output_dir`; returns the JSON payload.
 

@@ -1,0 +1,156 @@
+"""The report's figures, in the layout of Parikh et al. (Interspeech 2022): Figure 2 (alpha), 3a (strategy),
+3b (hours T), 4 (k), 5 (pre-training vs joint) and the task-gradient cosines, each with 95 % CIs over seeds."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..io_utils import staged_file
+from .factors import AET_ONLY, ASC_ONLY, LABELS, GroupRow, baseline, group_table
+from .run_readings import METRICS, RunReading
+from .seed_statistics import GroupStats
+
+FIGURES = {  # factor -> (file name, title)
+    "alpha": ("fig2_alpha.png", "Figure 2: scene and event performance against alpha"),
+    "strategy": ("fig3a_strategy.png", "Figure 3a: scene accuracy by event-class strategy"),
+    "hours": ("fig3b_hours.png", "Figure 3b: scene accuracy against hours T of event audio"),
+    "k": ("fig4_k.png", "Figure 4: scene accuracy against the number k of event classes"),
+    "mode": ("fig5_pretrain_vs_joint.png", "Figure 5: pre-training on events + fine-tuning vs joint training"),
+}
+GRADIENT_FIGURE = "task_gradients_alpha.png"
+CI_LABEL = "mean, 95 % CI over seeds"
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(figure, path: Path) -> None:
+    """Write `figure` as a PNG at `path` (atomically) and close it."""
+    figure.tight_layout()
+    with staged_file(path) as temporary:
+        figure.savefig(temporary, dpi=120, format="png")  # the temporary name does not end in .png
+    pyplot().close(figure)
+
+
+def draw_factor(factor: str, members: list[RunReading], summary: dict, output_dir: Path, everything: list[RunReading]) -> None:
+    name, title = FIGURES[factor]
+    rows = summary["groups"][factor]
+    if factor == "alpha":
+        plot_alpha(members, output_dir / name, everything)
+    elif factor in ("strategy", "mode"):
+        plot_bars(rows, factor, output_dir / name, title, everything)
+    else:
+        plot_line(rows, factor, output_dir / name, title, summary["pearson"][factor], everything)
+
+
+def _series(rows: list[GroupRow], metric: str) -> tuple[list, np.ndarray, np.ndarray]:
+    """Values, means and CI half-widths of the rows that have the metric."""
+    kept = [row for row in rows if getattr(row, metric).mean is not None]
+    return ([row.value for row in kept], np.array([getattr(row, metric).mean for row in kept]),
+            np.array([getattr(row, metric).ci_half_width for row in kept]))
+
+
+def _baseline_line(axis, reference: GroupStats, label: str, color: str) -> None:
+    if reference.mean is None:
+        return
+    axis.axhline(reference.mean, color=color, linestyle="--", linewidth=1.2, label=f"{label}: {reference.mean:.3f}, n = {reference.n}")
+    if reference.ci_low is not None:
+        axis.axhspan(reference.ci_low, reference.ci_high, color=color, alpha=0.12)
+
+
+def plot_alpha(runs: list[RunReading], path: Path, everything: list[RunReading]) -> None:
+    """Figure 2: scene accuracy and lwlrap against alpha; the alpha=0 and alpha=1 baselines as lines.
+
+    Right-hand panels zoom on alpha >= 0.9, where the paper's grid is dense (step 0.01).
+    """
+    plt = pyplot()
+    joint = [run for run in runs if run.alpha is not None and 0.0 < run.alpha < 1.0]
+    rows = group_table(joint, "alpha")
+    figure, axes = plt.subplots(2, 2, figsize=(10, 7), sharey="row", gridspec_kw={"width_ratios": [2, 1]})
+    for row_axes, metric, base_alpha, base_label, color in (
+        (axes[0], "asc_macro_accuracy", 0.0, ASC_ONLY, "tab:blue"),
+        (axes[1], "aet_lwlrap", 1.0, AET_ONLY, "tab:orange"),
+    ):
+        x, mean, half = _series(rows, metric)
+        reference = baseline(everything, base_alpha, metric)
+        for axis in row_axes:
+            axis.errorbar(x, mean, yerr=half, marker="o", markersize=4, capsize=3, color=color, label=f"joint ({CI_LABEL})")
+            _baseline_line(axis, reference, base_label, "gray")
+            axis.grid(alpha=0.3)
+        row_axes[0].set_ylabel(METRICS[metric])
+        row_axes[0].set_xlim(-0.02, 1.02)
+        row_axes[1].set_xlim(0.895, 1.005)
+        row_axes[0].legend(loc="lower left", fontsize=8)
+    for axis, label in zip(axes[1], (LABELS["alpha"], "alpha (zoom on 0.9 to 1)")):
+        axis.set_xlabel(label)
+    figure.suptitle(FIGURES["alpha"][1])
+    save_figure(figure, path)
+
+
+def plot_bars(rows: list[GroupRow], factor: str, path: Path, title: str, everything: list[RunReading]) -> None:
+    """Figures 3a and 5: scene accuracy per strategy / training mode, mean and 95 % CI over seeds."""
+    plt = pyplot()
+    values, mean, half = _series(rows, "asc_macro_accuracy")
+    counts = [row.asc_macro_accuracy.n for row in rows if row.asc_macro_accuracy.mean is not None]
+    figure, axis = plt.subplots(figsize=(6, 4.5))
+    positions = np.arange(len(values))
+    axis.bar(positions, mean, yerr=half, capsize=5, color="tab:blue", alpha=0.8, label=CI_LABEL)
+    reference = baseline(everything, 0.0, "asc_macro_accuracy")
+    _baseline_line(axis, reference, ASC_ONLY, "gray")
+    axis.set_xticks(positions, [f"{value}\n(n = {n})" for value, n in zip(values, counts)])
+    lows = list(mean - np.nan_to_num(half)) + [reference.ci_low if reference.ci_low is not None else reference.mean]
+    lows = [low for low in lows if low is not None]
+    axis.set_ylim(max(0.0, min(lows, default=0.0) - 0.05), None)  # bars start near the data, as in the paper
+    axis.set_xlabel(LABELS[factor])
+    axis.set_ylabel(METRICS["asc_macro_accuracy"])
+    axis.set_title(title, fontsize=10)
+    axis.grid(axis="y", alpha=0.3)
+    axis.legend(loc="best", fontsize=8)
+    save_figure(figure, path)
+
+
+def plot_line(rows: list[GroupRow], factor: str, path: Path, title: str, correlation: dict, everything: list[RunReading]) -> None:
+    """Figures 3b and 4: scene accuracy against T or k (log axis), mean and 95 % CI, with Pearson r in the legend."""
+    plt = pyplot()
+    x, mean, half = _series(rows, "asc_macro_accuracy")
+    figure, axis = plt.subplots(figsize=(6, 4.5))
+    label = CI_LABEL
+    if correlation.get("r") is not None:
+        label += f"\nPearson r = {correlation['r']:.3f}, p = {correlation['p']:.2g} (n = {correlation['n']})"
+    axis.errorbar(x, mean, yerr=half, marker="o", capsize=4, color="tab:blue", label=label)
+    _baseline_line(axis, baseline(everything, 0.0, "asc_macro_accuracy"), ASC_ONLY, "gray")
+    if len(x) and min(x) > 0:
+        axis.set_xscale("log")  # the grids double (11, 22, 45, ... h)
+    axis.set_xticks(x, [f"{value:g}" for value in x])
+    axis.minorticks_off()
+    axis.set_xlabel(LABELS[factor])
+    axis.set_ylabel(METRICS["asc_macro_accuracy"])
+    axis.set_title(title, fontsize=10)
+    axis.grid(alpha=0.3)
+    axis.legend(loc="best", fontsize=8)
+    save_figure(figure, path)
+
+
+def plot_gradients(rows: list[dict], path: Path) -> None:
+    """Cosine between the ASC and AET gradients of the shared encoder, against alpha."""
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(6, 4.5))
+    half = [math.nan if row["cosine_ci_high"] is None else (row["cosine_ci_high"] - row["cosine_ci_low"]) / 2 for row in rows]
+    axis.errorbar([row["alpha"] for row in rows], [row["cosine_mean"] for row in rows], yerr=half,
+                  marker="o", capsize=3, color="tab:green", label="mean over steps; 95 % CI over seeds")
+    axis.axhline(0.0, color="gray", linewidth=1, linestyle=":")
+    axis.set_xlabel(LABELS["alpha"])
+    axis.set_ylabel("cosine(grad ASC, grad AET)")
+    axis.set_title("Task-gradient agreement against alpha")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    save_figure(figure, path)
