@@ -23,7 +23,9 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from sceneevent.inference.pipeline import EVENT_POOLING, expand_inputs, format_table, load_pipeline, plot_prediction, predict_files, to_csv, to_json_dict
+from sceneevent.inference.files import expand_inputs, predict_files
+from sceneevent.inference.formats import format_table, plot_prediction, to_csv, to_json_dict
+from sceneevent.inference.pipeline import EVENT_POOLING, load_pipeline
 from sceneevent.io_utils import atomic_write_json, atomic_write_text
 from sceneevent.models.modeling_sceneevent import WeightsMismatchError
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from sceneevent import LogMelFeatureExtractor, SceneEventConfig, SceneEventModel
-from sceneevent.inference.export_onnx import INPUT_NAME, OUTPUT_NAMES, export_onnx
+from sceneevent.inference.export_onnx import INPUT_NAME, OUTPUT_NAMES, OnnxExportError, export_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENES = ["airport", "bus", "metro", "park"]
@@ -67,7 +67,7 @@ def pytorch_logits(model_dir: Path, features: np.ndarray) -> list[np.ndarray]:
 def test_export_writes_the_graph_and_the_feature_settings(exported, model_dir: Path):
     output, report = exported
     assert {"model.onnx", "preprocessor_config.json", "config.json"} <= {p.name for p in output.iterdir()}
-    assert not [p for p in output.parent.iterdir() if p.name.startswith(".onnx_export_")]  # staging removed
+    assert not [p for p in output.parent.iterdir() if p.name.startswith(f".{output.name}.")]  # staging removed
     assert json.loads((output / "preprocessor_config.json").read_text()) == json.loads((model_dir / "preprocessor_config.json").read_text())
     graph = onnx.load(str(output / "model.onnx"))
     onnx.checker.check_model(graph)
@@ -109,3 +109,15 @@ def test_export_refuses_a_folder_without_a_model(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="preprocessor_config.json"):
         export_onnx(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+
+
+def test_a_failed_check_leaves_the_output_folder_as_it_was(model_dir: Path, tmp_path: Path):
+    output = tmp_path / "onnx"
+    output.mkdir()
+    (output / "model.onnx").write_bytes(b"an older graph")
+    (output / "notes.txt").write_text("not the export's")
+    with pytest.raises(OnnxExportError, match="differ"):
+        export_onnx(model_dir, output, atol=-1.0)  # no difference passes
+    assert sorted(p.name for p in output.iterdir()) == ["model.onnx", "notes.txt"]
+    assert (output / "model.onnx").read_bytes() == b"an older graph"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["onnx"]  # the staging folder is removed

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from sceneevent import LogMelFeatureExtractor, SceneEventConfig, SceneEventModel
-from sceneevent.inference.hub import CITATION, HubPushError, push_run_to_hub, render_model_card, write_model_card
+from sceneevent.inference.hub import HubPushError, push_run_to_hub
+from sceneevent.inference.model_card import CITATION, render_model_card, write_model_card
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCENES = ["airport", "park", "street_traffic"]
@@ -195,3 +196,42 @@ def test_push_names_a_folder_without_weights(tmp_path: Path):
     (tmp_path / "preprocessor_config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="safetensors"):
         push_run_to_hub(tmp_path, "me/x", token=FAKE_TOKEN)
+
+
+class FakeHubApi:
+    """What `push_run_to_hub` calls on the Hub client; `upload_folder` keeps the files it was given."""
+
+    def __init__(self, fail: bool = False):
+        self.fail, self.uploaded, self.folder = fail, {}, None
+
+    def create_repo(self, repo_id, **kwargs):
+        pass
+
+    def upload_folder(self, *, folder_path, **kwargs):
+        if self.fail:
+            raise ConnectionError("the Hub went away")
+        self.folder = Path(folder_path)
+        self.uploaded = {path.name: path.read_bytes() for path in self.folder.iterdir()}
+        return type("CommitInfo", (), {"commit_url": "https://hub.test/me/x/commit/1"})()
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_push_uploads_a_fresh_card_and_writes_it_only_after_success(tmp_path: Path, monkeypatch, fail: bool):
+    import sceneevent.inference.hub as hub
+
+    run = make_run(tmp_path / "run")
+    (run / "README.md").write_text("an older card")
+    api = FakeHubApi(fail)
+    monkeypatch.setattr(hub, "_authenticated_api", lambda token: (api, FAKE_TOKEN))
+    before = snapshot(run)
+    if fail:
+        with pytest.raises(HubPushError, match="the Hub went away"):
+            push_run_to_hub(run, "me/x")
+        assert snapshot(run) == before
+        return
+    assert push_run_to_hub(run, "me/x") == "https://hub.test/me/x/commit/1"
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"} <= set(api.uploaded)
+    assert not {"results.json", "checkpoints"} & set(api.uploaded)
+    assert api.uploaded["README.md"] == (run / "README.md").read_bytes() == render_model_card(run, "me/x").encode()
+    assert api.uploaded["model.safetensors"] == (run / "model.safetensors").read_bytes()
+    assert not api.folder.exists()  # the staging folder is removed

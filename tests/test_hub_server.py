@@ -138,7 +138,8 @@ def test_loaders_read_both_data_sets_through_the_server(hub, tmp_path):
 def test_train_from_the_hub_and_predict_with_the_pushed_model(hub, tmp_path):
     from huggingface_hub.utils import filter_repo_objects
 
-    from sceneevent.inference.hub import IGNORE_PATTERNS, UPLOAD_PATTERNS, write_model_card
+    from sceneevent.inference.hub import IGNORE_PATTERNS, UPLOAD_PATTERNS
+    from sceneevent.inference.model_card import write_model_card
 
     hf_home = tmp_path / "hf"
     subset = tmp_path / "aet_subset"

@@ -18,16 +18,9 @@ import soundfile as sf
 import torch
 
 from sceneevent import LogMelFeatureExtractor, SceneEventConfig, SceneEventModel
-from sceneevent.inference.pipeline import (
-    classify_scene,
-    cut_windows,
-    expand_inputs,
-    load_pipeline,
-    predict,
-    predict_files,
-    tag_events,
-    window_starts,
-)
+from sceneevent.inference.files import expand_inputs, predict_files
+from sceneevent.inference.pipeline import classify_scene, load_pipeline, predict, tag_events
+from sceneevent.inference.windows import cut_windows, window_starts
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCENES = ["park", "street", "metro"]
@@ -332,7 +325,7 @@ def test_streamed_prediction_equals_the_whole_file_reference(classifier, audio_d
 
 
 def test_long_file_is_read_block_by_block(classifier, audio_dir: Path, monkeypatch):
-    import sceneevent.inference.pipeline as inference
+    import sceneevent.inference.windows as windows
 
     reads = []
     real_read = sf.SoundFile.read
@@ -346,7 +339,7 @@ def test_long_file_is_read_block_by_block(classifier, audio_dir: Path, monkeypat
     whole = predict(classifier, audio_dir / "long_stereo.wav")
     assert sum(reads) == 35 * 44100 and max(reads) <= 2**18  # never the whole file (1.5 M frames) at once
     reads.clear()
-    monkeypatch.setattr(inference, "READ_BLOCK_FRAMES", 4096)  # block size does not change the result
+    monkeypatch.setattr(windows, "READ_BLOCK_FRAMES", 4096)  # block size does not change the result
     streamed = predict(classifier, audio_dir / "long_stereo.wav")
     assert max(reads) <= 4096
     np.testing.assert_allclose(streamed.scene_probs, whole.scene_probs, atol=1e-5)
@@ -355,9 +348,9 @@ def test_long_file_is_read_block_by_block(classifier, audio_dir: Path, monkeypat
 
 
 def test_plot_spectrogram_stays_bounded_for_long_recordings(classifier, audio_dir: Path, monkeypatch):
-    import sceneevent.inference.pipeline as inference
+    import sceneevent.inference.windows as windows
 
-    monkeypatch.setattr(inference, "MAX_PLOT_FRAMES", 500)
+    monkeypatch.setattr(windows, "MAX_PLOT_FRAMES", 500)
     prediction = predict(classifier, audio_dir / "long_stereo.wav", keep_log_mel=True)  # 35 s at 50 frames/s
     assert prediction.log_mel.shape[1] <= 500 and prediction.frames_per_second == 50 / 4
     assert prediction.log_mel.shape[1] / prediction.frames_per_second == pytest.approx(35.0, abs=0.5)

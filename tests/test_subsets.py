@@ -198,3 +198,20 @@ def test_build_aet_subset_script(tmp_path, capsys):
     with pytest.raises(SystemExit):
         module.main(["--help"])
     assert "--strategy" in capsys.readouterr().out
+
+
+def test_a_failed_save_keeps_the_old_subset(source, tmp_path, monkeypatch):
+    import sceneevent.data.subsets as subsets
+
+    subset, info = build_aet_subset(source, k=3, seed=0, return_info=True)
+    out = save_aet_subset(subset, tmp_path / "subset", info)
+    before = {path.relative_to(out): path.read_bytes() for path in out.rglob("*") if path.is_file()}
+
+    def broken_card(*args):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(subsets, "subset_card", broken_card)
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_aet_subset(datasets.DatasetDict({"train": subset["train"].select(range(2))}), out, info, overwrite=True)
+    assert {path.relative_to(out): path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["subset"]  # the staging folder is removed

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from sceneevent.data.audio import load_audio
-from sceneevent.data import synthetic
+from sceneevent.data import synthetic, synthetic_render
 from sceneevent.data.synthetic import EVENT_NAMES, SCENE_EVENTS, SCENES, load_synthetic_events, load_synthetic_scenes
 
 
@@ -90,7 +90,7 @@ def band_profile(names, bands=8, draws=10):
     shares = []
     for name in names:
         for _ in range(draws):
-            event = synthetic.render_event(rng, name)
+            event = synthetic_render.render_event(rng, name)
             power = np.abs(np.fft.rfft(event)) ** 2
             band = np.digitize(np.fft.rfftfreq(event.size, 1 / synthetic.SAMPLING_RATE), edges) - 1
             shares.append([power[band == b].sum() / power.sum() for b in range(bands)])
@@ -124,7 +124,7 @@ def test_events_are_distinct_patterns():
     rng = np.random.default_rng(0)
     spectra = {}
     for name in ("Speech", "Music", "Siren", "Doorbell", "Xylophone", "Bell"):
-        event = synthetic.render_event(rng, name)
+        event = synthetic_render.render_event(rng, name)
         spectrum = np.abs(np.fft.rfft(event, n=8192))
         spectra[name] = spectrum / np.linalg.norm(spectrum)
     names = list(spectra)
@@ -283,7 +283,7 @@ def test_at_high_informativeness_events_tell_apart_scenes_whose_backgrounds_are_
     freqs = np.fft.rfftfreq(32000, 1 / synthetic.SAMPLING_RATE)
 
     def background(scene, informativeness):
-        return np.log(synthetic._scene_envelope(scene, 0.6, np.random.default_rng(0), informativeness)(freqs))
+        return np.log(synthetic_render._scene_envelope(scene, 0.6, np.random.default_rng(0), informativeness)(freqs))
 
     for group in synthetic.BACKGROUND_GROUPS:
         first, *others = group

@@ -11,12 +11,13 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ..io_utils import atomic_write_json
 
 RANKING_FORMAT = "sceneevent-event-ranking/1"
 logger = logging.getLogger(__name__)
@@ -95,14 +96,9 @@ def match_to_ontology(labels: Sequence[str], ontology_names: Sequence[str]) -> t
 
 
 def write_ranking(path: str | os.PathLike, ranking: list[dict], **metadata) -> Path:
-    """Write `{"format", "ranking", **metadata}` as JSON, atomically (temp file, then rename)."""
+    """Write `{"format", "ranking", **metadata}` as JSON, atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": RANKING_FORMAT, **metadata, "ranking": ranking}
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False, encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2)
-        handle.write("\n")
-    os.replace(handle.name, path)
+    atomic_write_json(path, {"format": RANKING_FORMAT, **metadata, "ranking": ranking})
     return path
 
 
@@ -199,8 +195,8 @@ def rank_dataset(tagger: Tagger, dataset, batch_size: int = 16, max_clips: int |
     """
     from tqdm.auto import tqdm
 
+    from ..models.feature_extraction_sceneevent import downmix, resample
     from .audio import load_audio
-    from ..inference.pipeline import to_mono
 
     count = dataset.num_rows if max_clips is None else min(max_clips, dataset.num_rows)
     if count == 0:
@@ -214,7 +210,7 @@ def rank_dataset(tagger: Tagger, dataset, batch_size: int = 16, max_clips: int |
             for entry in rows:
                 decoded = load_audio(entry)
                 # mono float32 at the tagger's rate: what Hub feature extractors expect
-                waveforms.append(to_mono(decoded.waveform, decoded.sampling_rate, tagger.sampling_rate).numpy())
+                waveforms.append(resample(downmix(decoded.waveform), decoded.sampling_rate, tagger.sampling_rate).numpy())
             accumulator.update(tagger.score(waveforms))
             bar.update(len(rows))
     return ranking_from_means(accumulator.means(), tagger.names), accumulator.count

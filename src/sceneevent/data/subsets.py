@@ -3,18 +3,15 @@
 `build_aet_subset` keeps the clips carrying any chosen class, restricts their labels to those classes,
 draws `hours` of training audio with the seed, and takes fixed `validation` and `test` splits from the
 evaluation split (cut in two by clip identity: `splits.split_held_out`), so both depend only on the event
-set, never on `hours` or the seed. `save_aet_subset` writes it atomically
-with a generated data card.
+set, never on `hours` or the seed. `save_aet_subset` writes it atomically with its data card
+(`subset_card.py`).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,25 +20,18 @@ import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import yaml
 
+from ..io_utils import staged_folder
 from ._columns import replace_column
 from .audioset import NOMINAL_CLIP_SECONDS, events_feature, load_audioset, resolve_event_names
 from .ranking import read_ranking
 from .splits import split_held_out
+from .subset_card import subset_card
 
 logger = logging.getLogger(__name__)
 
 STRATEGIES = ("random", "correlated", "uncorrelated", "speech_music")
 SPEECH_MUSIC = ("Speech", "Music")
-AUDIOSET_CITATION = """@inproceedings{gemmeke2017audioset,
-  title     = {Audio Set: An ontology and human-labeled dataset for audio events},
-  author    = {Gemmeke, Jort F. and Ellis, Daniel P. W. and Freedman, Dylan and Jansen, Aren and
-               Lawrence, Wade and Moore, R. Channing and Plakal, Manoj and Ritter, Marvin},
-  booktitle = {Proc. IEEE ICASSP},
-  pages     = {776--780},
-  year      = {2017}
-}"""
 
 
 class SubsetError(ValueError):
@@ -324,113 +314,14 @@ def draw_hours(dataset: datasets.Dataset, hours: float, seed: int) -> datasets.D
 def save_aet_subset(
     dataset_dict: datasets.DatasetDict, out_dir: str | os.PathLike, info: SubsetInfo | dict, *, overwrite: bool = False
 ) -> Path:
-    """`save_to_disk` into a temp folder beside `out_dir`, add `README.md` (data card) and
-    `subset_info.json`, then rename into place, so `out_dir` is never half-written."""
+    """`save_to_disk` with `README.md` (the data card) and `subset_info.json`, atomically: `out_dir` is
+    never half-written, and an old `out_dir` is replaced whole."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass overwrite=True (--overwrite_output_dir) to replace it")
     info_dict = info.to_dict() if isinstance(info, SubsetInfo) else dict(info)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir) as staging:
         dataset_dict.save_to_disk(str(staging))
         (staging / "subset_info.json").write_text(json.dumps(info_dict, indent=2) + "\n", encoding="utf-8")
         (staging / "README.md").write_text(subset_card(dataset_dict, info_dict), encoding="utf-8")
-        if out_dir.exists():  # swap: old aside, new in, old removed; a crash leaves one complete copy
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-            os.replace(staging, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir
-
-
-def _size_category(n: int) -> str:
-    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
-        if n < limit:
-            return label
-    return "1M<n<10M"
-
-
-def subset_card(dataset_dict: datasets.DatasetDict, info: dict) -> str:
-    """A Hugging Face data card (YAML header + sections) describing an AET subset."""
-    events = info["events"]
-    total = sum(d.num_rows for d in dataset_dict.values())
-    hours_label = f"{info['hours_requested']:g} h" if info.get("hours_requested") is not None else "all hours"
-    header = {
-        "license": "cc-by-4.0",
-        "pretty_name": f"AudioSet subset: k={len(events)}, {hours_label}, {info['strategy']}, seed {info['seed']}",
-        "task_categories": ["audio-classification"],
-        "tags": ["audio", "audioset", "acoustic-event-tagging", "sceneevent"],
-        "size_categories": [_size_category(total)],
-        "source_datasets": ["AudioSet"],
-        "dataset_info": {
-            "features": [
-                {"name": "audio", "struct": [{"name": "bytes", "dtype": "binary"}, {"name": "path", "dtype": "string"}]},
-                {"name": "events", "sequence": {"class_label": {"names": {i: n for i, n in enumerate(events)}}}},
-            ],
-            "splits": [{"name": split, "num_examples": d.num_rows} for split, d in dataset_dict.items()],
-        },
-    }
-    rows = "\n".join(
-        f"| {name} | {info['train_clips_per_class'].get(name, 0)} | {info['validation_clips_per_class'].get(name, 0)} "
-        f"| {info.get('test_clips_per_class', {}).get(name, 0)} |" for name in events
-    )
-    missing = info.get("missing_audio") or {}
-    missing_line = (
-        f"Segments dropped because their audio file was missing: {', '.join(f'{s}: {n}' for s, n in missing.items())}.\n" if any(missing.values()) else ""
-    )
-    return f"""---
-{yaml.safe_dump(header, sort_keys=False, allow_unicode=True)}---
-
-# AudioSet subset for acoustic event tagging (k = {len(events)}, {hours_label})
-
-Built by `sceneevent` (`scripts/build_aet_subset.py`) on {_dt.date.today().isoformat()} for joint acoustic
-scene classification and event tagging (Parikh et al., Interspeech 2022).
-
-## Construction
-
-- Source: `{info['source']}`
-- Strategy: `{info['strategy']}`{f" (ranking: `{info['ranking']}`)" if info.get('ranking') else ""}
-- Seed: {info['seed']}
-- Requested hours: {hours_label}; training audio: {info['train_hours']:.2f} h in {info['train_clips']} clips
-- Validation and test (the evaluation split cut in two by clip identity, fixed for this event set whatever
-  the hours or the seed; validation chooses, test reports): {info['validation_hours']:.2f} h in
-  {info['validation_clips']} clips and {info.get('test_hours', 0.0):.2f} h in {info.get('test_clips', 0)} clips
-- Classes available in the training, validation and test splits: {info['available_classes']}
-{missing_line}
-Clips carrying any chosen class are kept; their labels are restricted to the chosen classes, so a
-clip's other AudioSet labels are dropped. Training clips are drawn in a seeded random order until
-the total duration is nearest the requested hours (within one clip).
-
-## Classes
-
-{', '.join(f'`{e}`' for e in events)}
-
-## Clips per class
-
-| class | train | validation | test |
-|---|---|---|---|
-{rows}
-
-## Columns
-
-- `audio`: undecoded `{{"bytes", "path"}}` (decode with `sceneevent.data.audio.load_audio`)
-- `events`: `Sequence(ClassLabel)` of the classes above
-- other columns as in the source (`video_id`, `duration` in seconds where known)
-
-## Licence
-
-AudioSet labels are released by Google under the Creative Commons Attribution 4.0 International
-licence (CC BY 4.0). The audio comes from YouTube videos, whose own terms apply to it.
-
-## Citation
-
-```bibtex
-{AUDIOSET_CITATION}
-```
-"""

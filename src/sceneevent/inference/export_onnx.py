@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..io_utils import replace_files_from
+from ..io_utils import staged_folder
 
 ONNX_DIR = "onnx"
 ONNX_FILE = "model.onnx"
@@ -97,9 +95,8 @@ def export_onnx(
     model = SceneEventModel.from_pretrained(model_dir).eval()
     extractor = LogMelFeatureExtractor.from_pretrained(model_dir)
     output_dir = Path(output_dir) if output_dir is not None else model_dir / ONNX_DIR
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".onnx_export_", dir=output_dir.parent))
-    try:
+    # merge: files of `output_dir` that the export does not write are kept.
+    with staged_folder(output_dir, merge=True) as staging:
         export_model(model, staging / ONNX_FILE, frames=extractor.num_frames, opset=opset)
         extractor.save_pretrained(staging)
         model.config.to_json_file(staging / "config.json")
@@ -109,9 +106,6 @@ def export_onnx(
             worst = max(diffs.values())
             if not worst <= atol:  # also catches NaN
                 raise OnnxExportError(f"ONNX Runtime and PyTorch logits differ by up to {worst:.3g} (> atol {atol}): {diffs}")
-        replace_files_from(staging, output_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return ExportReport(output_dir / ONNX_FILE, diffs, shapes)
 
 
