@@ -69,9 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
         trainer = common.SmallTrainer(args)
         train_epoch(trainer, loaders[factors[0]], 0)  # warm-up: allocator, kernels, page cache
         for round_index in range(args.rounds):
-            # Rotate the order: a slow phase of the machine must not always hit the same size.
-            order = factors[round_index % len(factors):] + factors[: round_index % len(factors)]
-            for factor in order:
+            for factor in common.rotated(factors, round_index):
                 started = time.perf_counter()
                 steps[factor] = train_epoch(trainer, loaders[factor], round_index + 1)
                 seconds[factor].append(time.perf_counter() - started)

@@ -29,6 +29,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 from transformers import HfArgumentParser
@@ -61,7 +62,7 @@ class LoaderArguments:
         metadata={"help": "Deliver the reader threads' batches on this device as training does (cuda: pinned and copied "
                   "as --gpu_batch_copy says, the copy included in the figure). Default: host batches."},
     )
-    gpu_batch_copy: str = field(
+    gpu_batch_copy: Literal["training_stream", "side_stream"] = field(
         default="training_stream",
         metadata={"help": "With --copy_to cuda: training_stream (the default in training) or side_stream."},
     )

@@ -4,18 +4,22 @@
 
 The CUDA paths of `loader.batch_loader` cannot run in the CPU test suite: the default (`--gpu_batch_copy
 training_stream`: pinned where read, copied `non_blocking` on the training stream) and the side-stream copy
-(`side_stream`: pin, copy on a stream of its own, the training stream waits for an event). For each, with 0, 1
+(`side_stream`: pin, copy on `loader.copy_stream`, the training stream waits for an event). For each, with 0, 1
 and 2 reader threads, this check tries to provoke the races the path must prevent, for training batches and
 (default path) for an evaluation pass:
-- *late copy* (side stream): each batch's copy is held back by a spin queued on the copy stream before it,
-  and the training stream reads the batch at once; without the wait it would read memory not yet copied;
+- *late copy* (side stream): each batch's copy is held back by a spin queued on the copy stream before it
+  (by the reader, just before the loader queues the copy), and the training stream reads the batch at once;
+  without the wait it would read memory not yet copied;
 - *busy training stream* (both): a long spin (150 spins) on the training stream at the start of each epoch, so
   the host runs far ahead of the copies and reads; on the side stream, without `record_stream` the memory of a
   batch the host has dropped would be refilled by a later copy before its read; on the training stream, a
   pinned host block freed before its queued copy ran would be refilled by a later batch.
 Every read is a copy queued on the training stream, compared with the host batch only at the end (no sync
-in between). Two negative controls then drop the wait, and `record_stream`, and require that the check sees
-the difference (if one sees none, the check could not provoke that race: inconclusive, and it fails).
+in between). Two negative controls then read the side-stream batches on a stream of their own, which the
+loader's guards do not cover — the wait and `record_stream` are both for the training stream — and require
+that the check sees the difference (if one sees none, the check could not provoke that race: inconclusive, and
+it fails): *without the wait*, late copies read at once; *without record_stream*, the reading stream is the busy
+one and waits for each copy (through the training stream) but nothing keeps the memory until it has read it.
 `--device cpu` runs the script on the host (trivially equal; no negative control) to check it.
 """
 
@@ -33,9 +37,8 @@ from transformers import HfArgumentParser
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
-from sceneevent.data import loader
+from sceneevent.data.loader import BatchReader, MultiTaskLoader, copy_stream, with_index
 from sceneevent.training.evaluation import predict_split
-from sceneevent.data.loader import BatchReader, MultiTaskLoader
 
 
 @dataclass
@@ -54,7 +57,7 @@ def poison_cache(device: torch.device, copy: str) -> None:
     read before its copy reached it holds NaN, not an identical batch left there by an earlier pass."""
     if device.type == "cuda":
         torch.cuda.empty_cache()
-        with torch.cuda.stream(loader._copy_stream(device) if copy == "side_stream" else torch.cuda.current_stream(device)):
+        with torch.cuda.stream(copy_stream(device) if copy == "side_stream" else torch.cuda.current_stream(device)):
             large = torch.full((2**29,), float("nan"), dtype=torch.float16, device=device)
             small = [torch.full((2**18,), float("nan"), dtype=torch.float16, device=device) for _ in range(64)]
             del large, small
@@ -68,11 +71,13 @@ def spin(stream: torch.cuda.Stream | None, cycles: int) -> None:
 
 
 class LateCopyReader(BatchReader):
-    """A BatchReader whose batches reach the GPU late: just before the loader queues a batch's copy (in the same
-    thread), a spin is queued on the copy stream."""
+    """A BatchReader whose batches reach the GPU late: the loader queues a batch's side-stream copy right after
+    reading it (in the same thread), so a spin queued on the copy stream here holds that copy back."""
 
-    copy_stream: torch.cuda.Stream | None = None
-    spin_cycles = 0
+    def __init__(self, dataset, label_column: str, num_classes: int, device: torch.device, spin_cycles: int):
+        super().__init__(dataset, label_column, num_classes)
+        self.copy_stream = copy_stream(device) if device.type == "cuda" else None
+        self.spin_cycles = spin_cycles
 
     def __getitem__(self, indices):
         batch = super().__getitem__(indices)
@@ -80,33 +85,33 @@ class LateCopyReader(BatchReader):
         return batch
 
 
-def readers(dataset, device: torch.device, late_copy_cycles: int) -> dict[str, LateCopyReader]:
-    """Readers whose batches' side-stream copies start `late_copy_cycles` late (0: on time)."""
-    made = {"asc": LateCopyReader(dataset, "scene", common.NUM_SCENES), "aet": LateCopyReader(dataset, "events", common.NUM_EVENTS)}
-    for reader in made.values():
-        reader.copy_stream = loader._copy_stream(device) if device.type == "cuda" else None
-        reader.spin_cycles = late_copy_cycles
-    return made
-
-
-def training_differences(dataset, device: torch.device, args: CheckArguments, threads: int, race: str, copy: str) -> int:
+def training_differences(dataset, device: torch.device, args: CheckArguments, threads: int, race: str, copy: str,
+                         control: str | None = None) -> int:
+    """Tensors of the delivered epochs that differ from the host's. `control` ("no wait", "no record_stream"): read
+    on a stream of the check's own instead of the training stream, which the loader's guards do not cover."""
     poison_cache(device, copy)
-    host = MultiTaskLoader(epoch_rows=len(dataset), **readers(dataset, device, 0), asc_batch_size=16, aet_batch_size=32, seed=0)
-    delivered = MultiTaskLoader(epoch_rows=len(dataset), **readers(dataset, device, args.spin_cycles if race == "late copy" else 0),
-                                asc_batch_size=16, aet_batch_size=32, seed=0, num_workers=threads, device=device,
-                                gpu_batch_copy=copy)
+    late = args.spin_cycles if race == "late copy" else 0
+    host = MultiTaskLoader(epoch_rows=len(dataset), asc=BatchReader(dataset, "scene", common.NUM_SCENES),
+                           aet=BatchReader(dataset, "events", common.NUM_EVENTS), asc_batch_size=16, aet_batch_size=32, seed=0)
+    delivered = MultiTaskLoader(epoch_rows=len(dataset), asc=LateCopyReader(dataset, "scene", common.NUM_SCENES, device, late),
+                                aet=LateCopyReader(dataset, "events", common.NUM_EVENTS, device, late), asc_batch_size=16,
+                                aet_batch_size=32, seed=0, num_workers=threads, device=device, gpu_batch_copy=copy)
     training_stream = torch.cuda.current_stream(device) if device.type == "cuda" else None
+    read_stream = torch.cuda.Stream(device) if control else training_stream
     expected, read = [], []
     for epoch in range(args.epochs):
         if race == "busy training stream":
-            spin(training_stream, 150 * args.spin_cycles)
+            spin(read_stream, 150 * args.spin_cycles)
         for host_batch, batch in zip(host.epoch(epoch), delivered.epoch(epoch), strict=True):
-            for task in ("asc", "aet"):
-                for key, value in batch[task].items():
-                    read.append(value.clone())  # queued on the training stream; compared after the epochs
-                    expected.append(host_batch[task][key])
+            if control == "no record_stream":  # after the copy (the training stream waits for it), not after its memory
+                read_stream.wait_stream(training_stream)
+            with torch.cuda.stream(read_stream):  # None (on the CPU): the current stream
+                for task in ("asc", "aet"):
+                    for key, value in batch[task].items():
+                        read.append(value.clone())  # queued on the reading stream; compared after the epochs
+                        expected.append(host_batch[task][key])
             # The loader drops this batch at its next step; from then on only record_stream keeps its memory from a
-            # later copy until the (far behind) training stream has read it.
+            # later copy until the (far behind) reading stream has read it.
     host.close()
     delivered.close()
     return sum(got.device.type != device.type or not torch.equal(got.cpu(), value) for got, value in zip(read, expected))
@@ -115,7 +120,7 @@ def training_differences(dataset, device: torch.device, args: CheckArguments, th
 def evaluation_differences(dataset, device: torch.device, args: CheckArguments, threads: int) -> int:
     """An evaluation pass (the default copy) behind a busy training stream."""
     poison_cache(device, "training_stream")
-    reader = readers(dataset, device, 0)["asc"]
+    reader = BatchReader(dataset, "scene", common.NUM_SCENES)
     spin(torch.cuda.current_stream(device) if device.type == "cuda" else None, 150 * args.spin_cycles)
 
     def summary(features: torch.Tensor) -> torch.Tensor:  # exact and order-free: a stale or torn clip changes it
@@ -124,17 +129,10 @@ def evaluation_differences(dataset, device: torch.device, args: CheckArguments, 
     def network(input_features):
         return {"scene_logits": summary(input_features)}
 
-    expected = summary(BatchReader(dataset, "scene", common.NUM_SCENES)[list(range(len(reader)))]["input_features"]).numpy()
+    expected = summary(reader[list(range(len(reader)))]["input_features"]).numpy()
     accelerator = Accelerator(cpu=device.type == "cpu")
     logits, labels = predict_split(accelerator, network, reader, 64, "scene_logits", num_workers=threads)
     return int((logits != expected).any(axis=1).sum() + (labels != reader.labels).sum())
-
-
-def start_without_record_stream(self, batch):
-    """`_SideStreamCopy.start` less its `record_stream`: the negative control of the busy-training-stream race."""
-    with torch.cuda.stream(self.stream):
-        copied = {key: value.pin_memory().to(self.device, non_blocking=True) for key, value in batch.items()}
-    return copied, self.stream.record_event()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"--device {args.device}, but torch sees no CUDA device")
-        device = loader.with_index(device)  # the key of the loader's copy stream
+        device = with_index(device)  # the key of the loader's copy stream
     failures = 0
     with tempfile.TemporaryDirectory(prefix="check_gpu_batches_") as folder:
         dataset = common.build_synthetic_cache(Path(folder) / "cache", args.num_rows, args.num_mel_bins, args.frames)
@@ -156,18 +154,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{threads} reader threads on {device}: tensors differing from the host's: "
                   + ", ".join(f"{race} {count}" for race, count in found.items()), flush=True)
             failures += sum(found.values())
-        if device.type == "cuda":  # the negative controls: without each guard, its race must show
-            for guard, method, unguarded, race in (
-                ("the wait", "finish", lambda self, started: started[0], "late copy"),
-                ("record_stream", "start", start_without_record_stream, "busy training stream"),
-            ):
-                kept = getattr(loader._SideStreamCopy, method)
-                setattr(loader._SideStreamCopy, method, unguarded)
-                try:
-                    seen = training_differences(dataset, device, args, 0, race, "side_stream")
-                finally:
-                    setattr(loader._SideStreamCopy, method, kept)
-                print(f"negative control, {guard} dropped: {seen} differing tensors"
+        if device.type == "cuda":  # the negative controls: read where a guard does not reach, its race must show
+            for control, race in (("no wait", "late copy"), ("no record_stream", "busy training stream")):
+                seen = training_differences(dataset, device, args, 0, race, "side_stream", control)
+                print(f"negative control, {control} (read on another stream): {seen} differing tensors"
                       + ("" if seen else " — NONE: this check cannot provoke that race (inconclusive)"), flush=True)
                 failures += seen == 0
         del dataset

@@ -20,14 +20,15 @@ from pathlib import Path
 import datasets
 import numpy as np
 import torch
+from accelerate import Accelerator
 
 import sceneevent
 from sceneevent import SceneEventConfig, SceneEventModel
-from sceneevent.training.arguments import JointTrainingArguments
 from sceneevent.data.feature_cache import features_path, write_features
-from sceneevent.io_utils import atomic_write_json
 from sceneevent.data.loader import BatchReader, DeviceBatchReader, MultiTaskLoader
-from sceneevent.training.loop import build_augmenters, prepare_batch
+from sceneevent.io_utils import atomic_write_json
+from sceneevent.training.arguments import JointTrainingArguments
+from sceneevent.training.step import build_augmenters, training_step
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # The label sets of the paper's setting: 10 TUT scenes, up to 115 AudioSet events.
@@ -92,6 +93,15 @@ def environment() -> dict:
     except ImportError:  # psutil is optional for the benchmarks
         pass
     return info
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (Linux), to read a figure measured on a busy machine by."""
+    try:
+        with open("/proc/loadavg") as handle:
+            return [float(value) for value in handle.read().split()[:3]]
+    except OSError:
+        return None
 
 
 def results_path(name: str) -> Path:
@@ -242,7 +252,7 @@ def paper_augmenters(augmentation: bool = True) -> torch.nn.ModuleDict:
 
 
 class SmallTrainer:
-    """A small `SceneEventModel` trained on the CPU as training.py feeds it: augment, join, loss, AdamW."""
+    """A small `SceneEventModel` trained on the CPU by the loop's own `training_step` (AdamW, the paper's augmentation)."""
 
     def __init__(self, args: SmallModelArguments):
         self.config = SceneEventConfig(
@@ -250,12 +260,11 @@ class SmallTrainer:
             event_labels=[f"event_{i}" for i in range(NUM_EVENTS)],
             encoder=args.encoder, num_mel_bins=args.num_mel_bins,
         )
-        self.model = SceneEventModel(self.config).train()
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3, foreach=True)
+        self.accelerator = Accelerator(cpu=True)
+        model = SceneEventModel(self.config).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=True)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.augment = paper_augmenters()
 
     def step(self, batch: dict) -> None:
-        inputs = prepare_batch(batch, self.augment, torch.device("cpu"), self.config)
-        self.model(**inputs).loss.backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        training_step(self.accelerator, self.model, self.config, batch, self.augment, self.optimizer)

@@ -13,8 +13,8 @@
 #           --gpu_batch_copy paths (training_stream, the default; side_stream, the flag), races provoked
 #   train   train_joint.py on synthetic 10 s clips at 32 kHz, 128 mels, 64 + 128, 8 epochs, eager: the default copy,
 #           --gpu_batch_copy side_stream, --cache_on_device; results.json's throughput
-#   step    bench_step.py at the paper's shape (bf16, channels_last), eager: joint / noaug / bare with the batch on the
-#           device; joint / bare with a pinned host batch copied each step
+#   step    bench_step.py --mode arms at the paper's shape (bf16, channels_last), eager: joint / noaug / bare with the
+#           batch on the device; joint / bare with a pinned host batch copied each step
 #   loader  bench_loader.py behind a GPU spin as long as the eager step above, batches delivered by each copy path,
 #           0 and 1 reader threads; then without the spin, beside the cache held on the GPU
 #   compile bench_step.py compiled (joint / bare; the compile is in warmup_seconds, not in the figure), and
@@ -120,7 +120,7 @@ if [[ " $PARTS " == *" train "* ]]; then
   done
 fi
 
-S="--device $DEVICE $SHAPE --channels_last $STEP"
+S="--mode arms --device $DEVICE $SHAPE --channels_last $STEP"
 if [[ " $PARTS " == *" step "* ]]; then
   part step_eager_device $PY benchmarks/bench_step.py $S --arms joint,noaug,bare --warmup 2 --placement device \
       --output "$OUT/step_eager_device.json"

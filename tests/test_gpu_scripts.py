@@ -1,8 +1,9 @@
-"""The scripts a session with a GPU runs (`benchmarks/gpu_issue13.sh`, `benchmarks/check_gpu_batches.py`) still run:
-device time is scarce, so they must not first fail on a typo. On the CPU the batch check compares the loader's
+"""The scripts a session with a GPU runs (`benchmarks/gpu_issue13.sh`, `check_gpu_batches.py`, `bench_step.py`) still
+run: device time is scarce, so they must not first fail on a typo. On the CPU the batch check compares the loader's
 host batches (0, 1 and 2 reader threads, training and evaluation) with a plain read; the CUDA races it provokes
 need a GPU."""
 
+import json
 import re
 import subprocess
 import sys
@@ -29,3 +30,17 @@ def test_the_gpu_batch_check_runs_on_the_cpu():
         assert all(path in report for path in ("training_stream", "side_stream", "evaluation")), line
         assert re.findall(r"\d+", report) == ["0"] * 4, line
     assert lines[-1] == "identical"
+
+
+def test_the_step_benchmark_runs_on_the_cpu(tmp_path):
+    # As gpu_issue13.sh runs it (bf16 through the joint arm's Accelerator), at a tiny shape.
+    output = tmp_path / "step.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_step.py"), "--mode", "arms", "--device", "cpu",
+                           "--num_mel_bins", "16", "--frames", "21", "--asc_batch_size", "4", "--aet_batch_size", "8",
+                           "--encoder", "resnet10t", "--precision", "bf16", "--channels_last", "--arms", "joint,noaug,bare",
+                           "--rounds", "1", "--steps", "1", "--warmup", "1", "--output", str(output)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = json.loads(output.read_text())
+    assert set(figures["samples_per_second"]) == {"joint", "noaug", "bare"}
+    assert figures["ratio_joint_over_bare"]["median"] > 0  # what the script's summary reads
