@@ -3,7 +3,7 @@
     python benchmarks/bench_epoch_scaling.py                    # 512 / 1024 / 2048 clips of 32 x 51, resnet10t
     python benchmarks/bench_epoch_scaling.py --base_rows 2048 --factors 1,2,4,8
 
-One generated fp16 cache (the largest size, memory-mapped) holds both streams; each size takes its
+One generated fp16 stored split (the largest size) holds both streams; each size takes its
 first `base_rows * factor` rows (a contiguous `select`, no indices mapping) for the scene set and the
 same for the event set, so both data sets grow together. An epoch is a real `MultiTaskLoader` epoch
 (one pass over the scene rows, events cycling) through the training loop's augmentation/joining
@@ -50,7 +50,7 @@ def train_epoch(trainer: common.SmallTrainer, loader: MultiTaskLoader, epoch: in
 
 
 def make_loader(cache, rows: int, args: ScalingArguments) -> MultiTaskLoader:
-    return common.cache_loader(cache.select(range(rows)), args.asc_batch_size, args.aet_batch_size, num_workers=args.num_workers)
+    return common.cache_loader(common.first_rows(cache, rows), args.asc_batch_size, args.aet_batch_size, num_workers=args.num_workers)
 
 
 def main(argv: list[str] | None = None) -> dict:

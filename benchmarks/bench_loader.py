@@ -1,12 +1,11 @@
-"""Loader throughput alone (no model): generated fp16 cache → BatchReader/MultiTaskLoader → join_task_batches.
+"""Loader throughput alone (no model): generated fp16 stored split → BatchReader/MultiTaskLoader → join_task_batches.
 
     python benchmarks/bench_loader.py                          # 4096 clips of 64 x 101, batch 16 + 32, 0/1/2 reader threads
     python benchmarks/bench_loader.py --num_mel_bins 128 --frames 1001 --asc_batch_size 64 --aet_batch_size 128
 
-The cache is written with `datasets` (`save_to_disk`) and loaded back, as the training loop loads a
-real log-mel cache, with its features array beside it; no audio is involved. Features are read from
-that array with one `pread` per row, as in training; with `--compare_arrow` (default) 0 reader threads are
-also measured reading through Arrow's gather (the reader's fallback), in the same run.
+The features are written as one segment file of the log-mel store's layout and the labels with `datasets`
+(`save_to_disk`), and read back as the training loop reads a stored split; no audio is involved. Features are
+read from the segment with one `pread` per row, as in training.
 One epoch is one pass over the scene rows; the event stream cycles alongside, as in training. The
 figure per reader-thread count (`--dataloader_num_workers` in training) is the median epoch.
 `--step_ms` stands in for a training step after each batch: a sleep of the host on a CPU (as a GPU step
@@ -44,7 +43,7 @@ NAME = "bench_loader"
 
 @dataclass
 class LoaderArguments:
-    num_rows: int = field(default=4096, metadata={"help": "Clips in the generated cache (both streams read it)."})
+    num_rows: int = field(default=4096, metadata={"help": "Clips in the generated split (both streams read it)."})
     num_mel_bins: int = field(default=64, metadata={"help": "Mel bins of the generated clips."})
     frames: int = field(default=101, metadata={"help": "Frames of the generated clips."})
     asc_batch_size: int = field(default=16, metadata={"help": "Scene clips per step."})
@@ -70,11 +69,6 @@ class LoaderArguments:
         default="cpu",
         metadata={"help": "Also measure --cache_on_device: both caches held on this device (cpu, cuda) and indexed "
                   "there, no loader. Empty to skip."},
-    )
-    compare_arrow: bool = field(
-        default=True,
-        metadata={"help": "Also measure 0 reader threads reading features through Arrow's gather instead of the cache "
-                  "files (the reader's fallback), for the ratio between the two."},
     )
     step_results: str | None = field(
         default=None, metadata={"help": "bench_step JSON whose joint step the loader is compared with. Default: "
@@ -110,11 +104,9 @@ def gpu_cycles_per_second() -> float:
     return 100_000_000 / (start.elapsed_time(end) / 1e3)
 
 
-def measure_workers(dataset, args: LoaderArguments, num_workers: int, device: str | None = None,
-                    read_from_files: bool = True) -> dict:
-    loader = common.cache_loader(dataset, args.asc_batch_size, args.aet_batch_size, num_workers=num_workers, device=device,
-                                 copy_to=None if device else args.copy_to, read_from_files=read_from_files,
-                                 gpu_batch_copy=args.gpu_batch_copy)
+def measure_workers(split, args: LoaderArguments, num_workers: int, device: str | None = None) -> dict:
+    loader = common.cache_loader(split, args.asc_batch_size, args.aet_batch_size, num_workers=num_workers, device=device,
+                                 copy_to=None if device else args.copy_to, gpu_batch_copy=args.gpu_batch_copy)
     read_epoch(loader, 0)  # warm-up: page cache, thread start-up
     seconds, samples = [], 0
     for epoch in range(1, args.repeats + 1):
@@ -152,21 +144,16 @@ def main(argv: list[str] | None = None) -> dict:
         gpu_cycles_per_second()  # calibrated before any timing
     figures = {}
     with tempfile.TemporaryDirectory(prefix="bench_loader_") as folder:
-        dataset = common.build_synthetic_cache(Path(folder) / "cache", args.num_rows, args.num_mel_bins, args.frames)
+        split = common.build_synthetic_cache(Path(folder) / "cache", args.num_rows, args.num_mel_bins, args.frames)
         for workers in worker_counts:
-            figures[str(workers)] = result = measure_workers(dataset, args, workers)
+            figures[str(workers)] = result = measure_workers(split, args, workers)
             print(f"  {workers} reader threads: {result['samples_per_second']:.0f} samples/s "
                   f"({result['seconds_per_epoch']['median'] * 1e3:.0f} ms per epoch of {result['steps_per_epoch']} steps)", flush=True)
-        if args.compare_arrow:
-            figures["0_arrow_gather"] = result = measure_workers(dataset, args, 0, read_from_files=False)
-            ratio = figures[str(worker_counts[0])]["samples_per_second"] / result["samples_per_second"] if worker_counts else None
-            print(f"  0 reader threads, features through Arrow's gather: {result['samples_per_second']:.0f} samples/s"
-                  + (f" (file reads with {worker_counts[0]} reader threads: {ratio:.2f}x)" if ratio else ""), flush=True)
         if args.on_device:
-            figures[f"on_device_{args.on_device}"] = result = measure_workers(dataset, args, 0, args.on_device)
+            figures[f"on_device_{args.on_device}"] = result = measure_workers(split, args, 0, args.on_device)
             print(f"  cache on {args.on_device}, no loader: {result['samples_per_second']:.0f} samples/s", flush=True)
-        del dataset
-    # The loader's figure is its best worker count; the Arrow reference and the on-device cache are beside it.
+        del split
+    # The loader's figure is its best worker count; the on-device cache is beside it.
     best = max(figures[str(workers)]["samples_per_second"] for workers in worker_counts)
     payload = {"settings": {"num_rows": args.num_rows, "num_mel_bins": args.num_mel_bins, "frames": args.frames,
                             "asc_batch_size": args.asc_batch_size, "aet_batch_size": args.aet_batch_size,

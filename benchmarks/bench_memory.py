@@ -3,14 +3,15 @@
     python benchmarks/bench_memory.py                           # 10k and 100k clips of 32 x 51, 60 steps
     python benchmarks/bench_memory.py --sizes 10000,100000,400000 --steps 100
 
-The caches are generated fp16 log-mels written with `datasets` (`save_to_disk`) and loaded back
-memory-mapped, as the training loop reads a real cache. Each size trains in its own subprocess (so
-that no allocation of another size is counted) through the real `MultiTaskLoader` (scene and event
-streams both read the cache), the real augmentation/joining path and a small `SceneEventModel`
-(resnet10t) for a fixed number of steps; the subprocess reports its peak RSS (`ru_maxrss`).
+The caches are generated fp16 log-mels written as one segment file of the log-mel store's layout, their
+labels with `datasets` (`save_to_disk`), read as the training loop reads a stored split. Each size trains
+in its own subprocess (so that no allocation of another size is counted) through the real
+`MultiTaskLoader` (scene and event streams both read the cache), the real augmentation/joining path and
+a small `SceneEventModel` (resnet10t) for a fixed number of steps; the subprocess reports its peak RSS
+(`ru_maxrss`).
 
 Target: the 100k run's peak within 10 % of the 10k run's, i.e. memory does not grow with the data
-set. The reader copies each batch out of the cache's features array with one `pread` per row;
+set. The reader copies each batch out of the segment file with one `pread` per row;
 reading through the memory map instead left the pages around every read row resident (about 1.27x
 at 100k clips, 60 steps), and a map made per batch 1.027x.
 `--steps 0` trains a whole epoch of each size.
@@ -46,12 +47,10 @@ class MemoryArguments(common.SmallModelArguments):
 
 def train_steps(args: MemoryArguments) -> dict:
     """The child: load the cache, train `steps` steps, report peak RSS."""
-    import datasets
-
     baseline = common.rss_breakdown_mib().get("VmRSS", 0.0)  # after imports: what every Python+torch process costs
-    dataset = datasets.load_from_disk(args.child_cache)
+    split = common.load_synthetic_cache(args.child_cache)
     trainer = common.SmallTrainer(args)
-    loader = common.cache_loader(dataset, args.asc_batch_size, args.aet_batch_size, num_workers=args.num_workers)
+    loader = common.cache_loader(split, args.asc_batch_size, args.aet_batch_size, num_workers=args.num_workers)
     started, steps, peak_anon = time.perf_counter(), 0, 0.0
     for batch in loader.epoch(0):
         trainer.step(batch)
@@ -59,7 +58,7 @@ def train_steps(args: MemoryArguments) -> dict:
         peak_anon = max(peak_anon, common.rss_breakdown_mib().get("RssAnon", 0.0))
         if steps == args.steps:
             break
-    return {"rows": len(dataset), "steps": steps, "seconds": time.perf_counter() - started,
+    return {"rows": len(split), "steps": steps, "seconds": time.perf_counter() - started,
             "peak_rss_mib": common.rss_breakdown_mib().get("VmHWM", common.peak_rss_mib()), "import_rss_mib": baseline,
             "peak_anon_rss_mib": peak_anon, "ru_maxrss_mib": common.peak_rss_mib(),
             "final_rss_mib": common.rss_breakdown_mib()}
@@ -91,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
         for size in sizes:
             cache = Path(folder) / f"cache_{size}"
             common.build_synthetic_cache(cache, size, args.num_mel_bins, args.frames, seed=size)
-            megabytes = sum(p.stat().st_size for p in cache.glob("*.arrow")) / 2**20
+            megabytes = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file()) / 2**20
             runs[str(size)] = result = {**run_child(cache, args), "cache_mib": megabytes}
             print(f"  {size:>7} clips ({megabytes:.0f} MiB on disk): peak RSS {result['peak_rss_mib']:.0f} MiB, peak anonymous "
                   f"{result['peak_anon_rss_mib']:.0f} MiB (after imports {result['import_rss_mib']:.0f} MiB; at the end file-backed "

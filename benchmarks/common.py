@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks: timing, environment, JSON results, generated feature caches, and
+"""Helpers shared by the benchmarks: timing, environment, JSON results, generated stored splits, and
 the small training set-up of the memory and epoch-scaling benchmarks.
 
 The benchmarks are scripts, not a package: each puts this folder on `sys.path` (it is the script's
@@ -24,7 +24,7 @@ from accelerate import Accelerator
 
 import sceneevent
 from sceneevent import SceneEventConfig, SceneEventModel
-from sceneevent.data.feature_cache import features_path, write_features
+from sceneevent.data.feature_store import StoredSplit
 from sceneevent.data.loader import BatchReader, DeviceBatchReader, MultiTaskLoader
 from sceneevent.io_utils import atomic_write_json
 from sceneevent.training.arguments import JointTrainingArguments
@@ -153,14 +153,16 @@ def rss_breakdown_mib() -> dict[str, float]:
     return fields
 
 
-# --- generated feature caches ------------------------------------------------------------------------
+# --- generated stored splits ----------------------------------------------------------------------------
+
+SYNTHETIC_SEGMENT = "segment-synthetic.npy"  # the features, as a segment of the log-mel store holds them
+SYNTHETIC_LABELS = "labels"  # the label columns, saved with `datasets`
 
 
-def cache_features(num_mel_bins: int, frames: int, num_scenes: int = NUM_SCENES, num_events: int = NUM_EVENTS) -> datasets.Features:
-    """The columns of a real log-mel cache: fp16 `input_features`, `scene`, `events`."""
+def label_features(num_scenes: int = NUM_SCENES, num_events: int = NUM_EVENTS) -> datasets.Features:
+    """The label columns of a stored split: `scene`, `events`."""
     return datasets.Features(
         {
-            "input_features": datasets.Array2D(shape=(num_mel_bins, frames), dtype="float16"),
             "scene": datasets.ClassLabel(names=[f"scene_{i}" for i in range(num_scenes)]),
             "events": datasets.Sequence(datasets.ClassLabel(names=[f"event_{i}" for i in range(num_events)])),
         }
@@ -175,34 +177,44 @@ def build_synthetic_cache(
     *,
     seed: int = 0,
     chunk_rows: int = 4096,
-) -> datasets.Dataset:
-    """Write `num_rows` random fp16 log-mel clips with labels to `folder` (save_to_disk) and load them back.
+) -> StoredSplit:
+    """Write `num_rows` random fp16 log-mel clips with labels to `folder` and read them back as a stored split.
 
-    Loading back with `load_from_disk` gives the memory-mapped data set the training loop reads, and its
-    features array is written beside it as `build_feature_cache` writes a cache's; no audio is involved.
-    Rows are written in chunks so that generating 100k clips stays small in RAM.
+    The features go to one `.npy` file laid out as a segment of the log-mel store (`(rows, mels, frames)`
+    fp16, the file the loader reads), the labels are saved with `datasets` (`save_to_disk`); no audio is
+    involved. Rows are written in chunks so that generating 100k clips stays small in RAM.
     """
-    features = cache_features(num_mel_bins, frames)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-
-    def chunks():
+    scenes, events = [], []
+    with open(folder / SYNTHETIC_SEGMENT, "wb") as out:
+        shape = (num_rows, num_mel_bins, frames)
+        np.lib.format.write_array_header_1_0(out, {"descr": "<f2", "fortran_order": False, "shape": shape})
         for start in range(0, num_rows, chunk_rows):
             rows = min(chunk_rows, num_rows - start)
-            values = rng.standard_normal((rows, num_mel_bins, frames), dtype=np.float32).astype(np.float16)
-            events = [rng.choice(NUM_EVENTS, size=rng.integers(1, 4), replace=False).tolist() for _ in range(rows)]
-            yield datasets.Dataset.from_dict(
-                {"input_features": values, "scene": rng.integers(0, NUM_SCENES, rows).tolist(), "events": events},
-                features=features,
-            )
+            out.write(rng.standard_normal((rows, num_mel_bins, frames), dtype=np.float32).astype(np.float16).tobytes())
+            events += [rng.choice(NUM_EVENTS, size=rng.integers(1, 4), replace=False).tolist() for _ in range(rows)]
+            scenes += rng.integers(0, NUM_SCENES, rows).tolist()
+    labels = datasets.Dataset.from_dict({"scene": scenes, "events": events}, features=label_features())
+    labels.save_to_disk(str(folder / SYNTHETIC_LABELS))
+    return load_synthetic_cache(folder)
 
-    parts = list(chunks())
-    table = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
-    table.save_to_disk(str(folder))
-    del parts, table
-    written = datasets.load_from_disk(str(folder))
-    write_features(written, features_path(written))
-    del written  # its map holds every page the write read: the caller gets a fresh one
-    return datasets.load_from_disk(str(folder))
+
+def load_synthetic_cache(folder: str | os.PathLike) -> StoredSplit:
+    """The split `build_synthetic_cache` wrote to `folder`: row i is the segment's row i, its labels memory-mapped."""
+    folder = Path(folder)
+    labels = datasets.load_from_disk(str(folder / SYNTHETIC_LABELS))
+    rows = len(labels)
+    locations = np.stack([np.zeros(rows, dtype=np.int64), np.arange(rows, dtype=np.int64)], axis=1)
+    return StoredSplit(labels, [folder / SYNTHETIC_SEGMENT], locations, contents=np.zeros(rows, dtype="S32"),
+                       sources=[f"synthetic clip {row}" for row in range(rows)])
+
+
+def first_rows(split: StoredSplit, rows: int) -> StoredSplit:
+    """The first `rows` rows of `split` (a contiguous `select`: no indices mapping)."""
+    return StoredSplit(split.dataset.select(range(rows)), split.segment_paths, split.locations[:rows],
+                       contents=split.contents[:rows], sources=split.sources[:rows])
 
 
 def disable_progress_bars() -> None:
@@ -213,16 +225,15 @@ def disable_progress_bars() -> None:
 # --- the small training set-up ---------------------------------------------------------------------------
 
 
-def cache_loader(dataset: datasets.Dataset, asc_batch_size: int, aet_batch_size: int, *, num_workers: int = 0,
-                 device: str | None = None, copy_to: str | None = None, read_from_files: bool = True,
-                 gpu_batch_copy: str = "training_stream") -> MultiTaskLoader:
-    """Both task streams over one generated cache, as training builds them (the scene stream sets the epoch):
-    held on `device` (`--cache_on_device`), or read from the files and delivered on `copy_to` (a GPU) or the host."""
-    asc = BatchReader(dataset, "scene", NUM_SCENES, read_from_files=read_from_files)
-    aet = BatchReader(dataset, "events", NUM_EVENTS, read_from_files=read_from_files)
+def cache_loader(split: StoredSplit, asc_batch_size: int, aet_batch_size: int, *, num_workers: int = 0,
+                 device: str | None = None, copy_to: str | None = None, gpu_batch_copy: str = "training_stream") -> MultiTaskLoader:
+    """Both task streams over one generated split, as training builds them (the scene stream sets the epoch):
+    held on `device` (`--cache_on_device`), or read from the segment file and delivered on `copy_to` (a GPU) or the host."""
+    asc = BatchReader(split, "scene", NUM_SCENES)
+    aet = BatchReader(split, "events", NUM_EVENTS)
     if device:
         asc, aet = DeviceBatchReader(asc, device), DeviceBatchReader(aet, device)
-    return MultiTaskLoader(epoch_rows=len(dataset), asc=asc, aet=aet, asc_batch_size=asc_batch_size,
+    return MultiTaskLoader(epoch_rows=len(split), asc=asc, aet=aet, asc_batch_size=asc_batch_size,
                            aet_batch_size=aet_batch_size, seed=0, num_workers=num_workers, device=copy_to,
                            gpu_batch_copy=gpu_batch_copy)
 

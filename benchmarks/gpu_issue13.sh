@@ -129,7 +129,7 @@ if [[ " $PARTS " == *" step "* ]]; then
 fi
 
 if [[ " $PARTS " == *" loader "* ]]; then
-  L="$SHAPE --num_rows $ROWS --workers 0,1 --copy_to $DEVICE --no_compare_arrow"
+  L="$SHAPE --num_rows $ROWS --workers 0,1 --copy_to $DEVICE"
   [ -f "$OUT/step_eager_device.json" ] && L="$L --step_results $OUT/step_eager_device.json"
   STEP_MS=$($PY -c "import json, sys; d = json.load(open(sys.argv[1])); print(1000 / d['samples_per_second']['joint'] * sum(
       d['settings'][k] for k in ('asc_batch_size', 'aet_batch_size')))" "$OUT/step_eager_device.json" 2>/dev/null || echo 30)

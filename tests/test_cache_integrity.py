@@ -1,147 +1,69 @@
-"""The log-mel cache is reused only when it is what was built: a truncated or zero-filled cache file is
-named and rebuilt, and an interrupted build leaves nothing behind in the cache folder."""
+"""The log-mel store after damage and interruptions: a rebuilt segment is what the trainer reads and what the
+next build trusts, and an interrupted build leaves nothing half-made (the next build completes, and no staging
+or record-less segment file stays). Detecting and naming damaged segments: tests/test_feature_store.py."""
 
-import json
 import logging
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import datasets
 import numpy as np
 import pytest
-import soundfile as sf
 
-from sceneevent import LogMelFeatureExtractor
-from sceneevent.data.audio import AUDIO_FEATURE
-from sceneevent.data.feature_cache import CHECKSUMS_SUFFIX, FEATURES_SUFFIX, build_feature_cache
+from sceneevent.data.feature_store import LOCK_FILE, FeatureStore
 from sceneevent.data.loader import BatchReader
+from sceneevent.io_utils import STAGING_GLOB
 
-EXTRACTOR = LogMelFeatureExtractor(num_mel_bins=16, sampling_rate=16000, clip_seconds=0.5, hop_length=160, n_fft=400)
-
-
-def saved_source(folder: Path, rows: int, clips: int = 8) -> datasets.Dataset:
-    """An on-disk scene split of `rows` rows over `clips` distinct 0.5 s WAVs: its cache goes beside it."""
-    rng = np.random.default_rng(0)
-    (folder / "wav").mkdir(parents=True)
-    paths = []
-    for index in range(clips):
-        path = folder / "wav" / f"clip{index}.wav"
-        sf.write(path, rng.standard_normal(8000).astype(np.float32) * 0.1, 16000)
-        paths.append(str(path))
-    dataset = datasets.Dataset.from_dict(
-        {"audio": [{"bytes": None, "path": paths[row % clips]} for row in range(rows)], "scene": [row % 2 for row in range(rows)]},
-        features=datasets.Features({"audio": AUDIO_FEATURE, "scene": datasets.ClassLabel(names=["a", "b"])}),
-    )
-    dataset.save_to_disk(str(folder / "source"))
-    return datasets.load_from_disk(str(folder / "source"))
+from test_feature_store import EXTRACTOR, assert_features_equal, count_decodes, event_set, expected_features, wav_files
 
 
-def features_of(dataset: datasets.Dataset) -> np.ndarray:
-    return np.asarray(dataset.with_format("numpy")["input_features"], dtype=np.float16)
+def store_entries(store: FeatureStore) -> list[str]:
+    return sorted(path.name for path in store.folder.iterdir())
 
 
-def cache_files(source: datasets.Dataset) -> list[Path]:
-    folder = Path(source.cache_files[0]["filename"]).parent
-    return sorted(folder.glob("cache-*.arrow"))
+def test_a_rebuilt_segment_is_read_by_the_trainer_and_trusted_by_the_next_build(tmp_path, caplog, monkeypatch):
+    paths = wav_files(tmp_path / "wav", 24)
+    FeatureStore(tmp_path / "store", EXTRACTOR).store_split(event_set(paths), split_name="event_train")
+    (damaged,) = FeatureStore(tmp_path / "store", EXTRACTOR).segments()
+    with open(damaged.features_path, "r+b") as handle:
+        handle.truncate(damaged.features_path.stat().st_size // 2)
+    rebuilt, _ = FeatureStore(tmp_path / "store", EXTRACTOR).store_split(event_set(paths), split_name="event_train")
+    reader = BatchReader(rebuilt, "events", 3)  # the trainer's reader, on the rebuilt segment
+    assert_features_equal(reader[list(range(24))]["input_features"].numpy(), np.stack([expected_features(p) for p in paths]))
+    files = store_entries(FeatureStore(tmp_path / "store", EXTRACTOR))
 
-
-def folder_entries(source: datasets.Dataset) -> list[str]:
-    return sorted(path.name for path in Path(source.cache_files[0]["filename"]).parent.iterdir())
-
-
-def test_a_truncated_cache_file_is_named_and_rebuilt(tmp_path, caplog):
-    source = saved_source(tmp_path, 64)
-    cached, _ = build_feature_cache(source, EXTRACTOR, split_name="scene_train", batch_size=8)
-    expected = features_of(cached)
-    files = cache_files(source)
-    (victim,) = files
-    size = victim.stat().st_size
-    with open(victim, "r+b") as handle:
-        handle.truncate(size // 2)
-    del cached
-
-    with caplog.at_level(logging.WARNING, logger="sceneevent.data.feature_cache"):
-        again, _ = build_feature_cache(source, EXTRACTOR, split_name="scene_train", batch_size=8)
-
-    assert str(victim) in caplog.text and "truncated" in caplog.text
-    np.testing.assert_array_equal(features_of(again), expected)
-    assert victim.stat().st_size == size
-    reader = BatchReader(again, "scene", 2)  # the trainer's reader, on the rebuilt cache's features array
-    assert reader.features_path == victim.with_suffix(FEATURES_SUFFIX)
-    np.testing.assert_array_equal(reader[list(range(64))]["input_features"].numpy(), expected)
-    # a third build trusts the rebuilt cache: no warning, the same files
+    decoded = count_decodes(monkeypatch)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="sceneevent.data.feature_cache"):
-        third, _ = build_feature_cache(source, EXTRACTOR, split_name="scene_train", batch_size=8)
-    assert caplog.text == "" and [entry["filename"] for entry in third.cache_files] == [str(path) for path in files]
-
-
-def test_a_zero_filled_block_is_detected_and_rebuilt(tmp_path, caplog):
-    source = saved_source(tmp_path, 64)
-    cached, _ = build_feature_cache(source, EXTRACTOR, split_name="scene_train", batch_size=8)
-    expected = features_of(cached)
-    (victim,) = cache_files(source)
-    del cached
-    with open(victim, "r+b") as handle:  # what a crash can leave of unflushed pages: zeros, same size
-        handle.seek(victim.stat().st_size // 2)
-        handle.write(bytes(4096))
-
-    with caplog.at_level(logging.WARNING, logger="sceneevent.data.feature_cache"):
-        again, _ = build_feature_cache(source, EXTRACTOR, split_name="scene_train", batch_size=8)
-
-    assert str(victim) in caplog.text and "differs" in caplog.text
-    np.testing.assert_array_equal(features_of(again), expected)
-    record = json.loads(victim.with_name(victim.stem + CHECKSUMS_SUFFIX).read_text())
-    assert [entry["name"] for entry in record["files"]] == [victim.name, victim.stem + FEATURES_SUFFIX]
-
-
-@pytest.mark.parametrize("damage", ["truncated", "zero-filled"])
-def test_a_damaged_features_array_is_detected_and_rebuilt(tmp_path, caplog, damage):
-    source = saved_source(tmp_path, 64)
-    cached, _ = build_feature_cache(source, EXTRACTOR, split_name="scene_train", batch_size=8)
-    expected = features_of(cached)
-    (arrow,) = cache_files(source)
-    victim = arrow.with_suffix(FEATURES_SUFFIX)
-    size = victim.stat().st_size
-    del cached
-    with open(victim, "r+b") as handle:
-        if damage == "truncated":
-            handle.truncate(size - 1000)
-        else:
-            handle.seek(size // 2)
-            handle.write(bytes(1000))
-
-    with caplog.at_level(logging.WARNING, logger="sceneevent.data.feature_cache"):
-        again, _ = build_feature_cache(source, EXTRACTOR, split_name="scene_train", batch_size=8)
-
-    assert str(victim) in caplog.text and ("truncated" if damage == "truncated" else "differs") in caplog.text
-    assert victim.stat().st_size == size
-    reader = BatchReader(again, "scene", 2)
-    assert reader.features_path == victim
-    np.testing.assert_array_equal(reader[list(range(64))]["input_features"].numpy(), expected)
+    with caplog.at_level(logging.WARNING):  # another process: it checks the segment, trusts it, decodes nothing
+        again, _ = FeatureStore(tmp_path / "store", EXTRACTOR).store_split(event_set(paths), split_name="event_train")
+    assert caplog.text == "" and decoded == []
+    assert store_entries(FeatureStore(tmp_path / "store", EXTRACTOR)) == files
+    assert again.segment_paths == rebuilt.segment_paths
+    np.testing.assert_array_equal(again.locations, rebuilt.locations)
 
 
 BUILD_IN_CHILD = """
 import signal, sys, datasets
 signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C raises, even if the test runner was started with SIGINT ignored
 from sceneevent import LogMelFeatureExtractor
-from sceneevent.data.feature_cache import build_feature_cache
+from sceneevent.data.feature_store import FeatureStore
 extractor = LogMelFeatureExtractor(num_mel_bins=16, sampling_rate=16000, clip_seconds=0.5, hop_length=160, n_fft=400)
-build_feature_cache(datasets.load_from_disk(sys.argv[1]), extractor, split_name="scene_train", batch_size=8)
+FeatureStore(sys.argv[2], extractor).store_split(datasets.load_from_disk(sys.argv[1]), split_name="event_train")
 """
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL])
-def test_an_interrupted_build_leaves_nothing_in_the_cache_folder(tmp_path, stop):
-    source = saved_source(tmp_path, 4000)  # about 2 s of building: the signal lands mid-build
-    before = folder_entries(source)
-    child = subprocess.Popen([sys.executable, "-c", BUILD_IN_CHILD, str(tmp_path / "source")],
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_an_interrupted_build_leaves_nothing_half_made(tmp_path, monkeypatch, stop):
+    paths = wav_files(tmp_path / "wav", 600)  # about 2 s of decoding: the signal lands mid-build
+    source = event_set(paths)
+    source.save_to_disk(str(tmp_path / "source"))
+    store = FeatureStore(tmp_path / "store", EXTRACTOR)  # the child's settings
+    child = subprocess.Popen([sys.executable, "-c", BUILD_IN_CHILD, str(tmp_path / "source"), str(tmp_path / "store")],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
-    while folder_entries(source) == before:  # the build has begun writing
+    while not (store.folder.is_dir() and list(store.folder.glob(STAGING_GLOB))):  # the build has begun writing
         assert child.poll() is None, child.communicate()[0][-3000:]
         assert time.monotonic() < deadline
         time.sleep(0.02)
@@ -149,12 +71,18 @@ def test_an_interrupted_build_leaves_nothing_in_the_cache_folder(tmp_path, stop)
     child.send_signal(stop)
     output = child.communicate(timeout=60)[0]
     assert child.returncode != 0, output  # it was stopped part-way
+    assert store.segments() == [], output
     if stop == signal.SIGINT:  # Ctrl-C: the build cleans up as it ends
-        assert folder_entries(source) == before, output
-    assert cache_files(source) == []
+        assert store_entries(store) == [LOCK_FILE], output
+    # What a build killed after moving its files in, before writing their record, leaves: segment files without one.
+    for suffix in (".npy", ".keys.npy"):
+        (store.folder / f"segment-19700101000000-00000000{suffix}").write_bytes(bytes(256))
 
-    # The next build in that folder (here of a small part of the split) removes what a killed one left.
-    cached, _ = build_feature_cache(source.select(range(16)), EXTRACTOR, split_name="scene_train", batch_size=8)
-    assert len(cached) == 16
-    (built,) = cache_files(source)
-    assert folder_entries(source) == sorted(before + [built.name, built.stem + FEATURES_SUFFIX, built.stem + CHECKSUMS_SUFFIX])
+    # The next build (here of a small part of the split) removes what a killed one left, and completes.
+    decoded = count_decodes(monkeypatch)
+    stored, _ = store.store_split(datasets.load_from_disk(str(tmp_path / "source")).select(range(16)), split_name="event_train")
+    assert sorted(decoded) == sorted(paths[:16])  # nothing of the stopped build is used
+    (segment,) = store.segments()
+    assert store_entries(store) == sorted([LOCK_FILE, segment.features_path.name, segment.keys_path.name, segment.record_path.name])
+    reader = BatchReader(stored, "events", 3)
+    assert_features_equal(reader[list(range(16))]["input_features"].numpy(), np.stack([expected_features(p) for p in paths[:16]]))

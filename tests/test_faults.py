@@ -15,10 +15,11 @@ import soundfile as sf
 
 from sceneevent import LogMelFeatureExtractor
 from sceneevent.data.audio import AUDIO_FEATURE
-from sceneevent.data.feature_cache import BadAudioError, build_feature_cache
+from sceneevent.data.feature_store import BadAudioError, FeatureStore
 from sceneevent.io_utils import atomic_write_json, scrub_secrets
 from sceneevent.training.loop import NonFiniteLossError
 
+from test_feature_store import read_rows
 from test_train_joint import ROOT, SMALL, in_process
 
 RESUME_FLAGS = [
@@ -124,24 +125,28 @@ def as_dataset(paths):
 EXTRACTOR = LogMelFeatureExtractor(num_mel_bins=16, sampling_rate=16000, clip_seconds=0.5, hop_length=160, n_fft=400)
 
 
-def test_every_bad_file_is_listed_in_one_error(audio_files):
+def test_every_bad_file_is_listed_in_one_error(tmp_path, audio_files):
     valid, bad = audio_files
     with pytest.raises(BadAudioError) as caught:
-        build_feature_cache(as_dataset(valid + bad), EXTRACTOR, split_name="scene_train")
+        FeatureStore(tmp_path / "store", EXTRACTOR).store_split(as_dataset(valid + bad), split_name="scene_train")
     message = str(caught.value)
-    assert f"{len(bad)} bad audio file(s) in scene_train" in message
-    for path in bad:
-        assert path in message
+    assert f"{len(bad)} bad audio file(s) in scene_train:\n" in message
+    lines = message.splitlines()
+    for path in bad:  # each on a line of its own, with its reason
+        (line,) = [line for line in lines if line.strip().startswith(f"{path}: ")]
+        assert len(line.strip()) > len(f"{path}: "), line
     for path in valid:
         assert path not in message
     assert "--skip_bad_audio" in message
 
 
-def test_skip_bad_audio_keeps_every_good_clip(audio_files):
+def test_skip_bad_audio_keeps_every_good_clip(tmp_path, audio_files):
     valid, bad = audio_files
-    cached, dropped = build_feature_cache(as_dataset(valid + bad), EXTRACTOR, split_name="x", skip_bad_audio=True)
-    assert len(cached) == len(valid) and len(dropped) == len(bad)
-    features = np.asarray(cached.with_format("numpy")["input_features"], dtype=np.float32)
+    stored, dropped = FeatureStore(tmp_path / "store", EXTRACTOR).store_split(
+        as_dataset(valid + bad), split_name="x", skip_bad_audio=True)
+    assert len(stored) == len(valid) and len(dropped) == len(bad)
+    assert stored.sources == valid  # every good clip, in order
+    features = read_rows(stored).astype(np.float32)
     assert features.shape == (len(valid), 16, 51)
     assert np.isfinite(features).all()  # silence and very short clips give finite log-mels
 
@@ -152,7 +157,8 @@ def test_skip_bad_audio_in_a_run_is_counted_in_results(tmp_path, audio_files):
     source.save_to_disk(tmp_path / "scenes")
     flags = ["--output_dir", str(tmp_path / "run"), "--asc_dataset", str(tmp_path / "scenes"), "--alpha", "0",
              "--asc_batch_size", "4", "--max_train_steps", "1", "--encoder", "resnet10t", "--sampling_rate", "16000",
-             "--clip_seconds", "0.5", "--num_mel_bins", "16", "--asc_validation_split", "0"]
+             "--clip_seconds", "0.5", "--num_mel_bins", "16", "--asc_validation_split", "0",
+             "--feature_store_dir", str(tmp_path / "store")]
     with pytest.raises(BadAudioError):
         in_process(*flags)
     results = in_process(*flags, "--skip_bad_audio", "--overwrite_output_dir")

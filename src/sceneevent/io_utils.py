@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-# Names of values that must never be written to results.json, model cards or tracker configs.
-_SECRET_NAME = r"[A-Za-z0-9_.-]*(?:token|secret|passw(?:or)?d|api[_-]?key|apikey|credential)[A-Za-z0-9_.-]*"
-_SECRET_KEY = re.compile(_SECRET_NAME, re.IGNORECASE)
+# Names of values that must never be written to results.json, model cards or tracker configs: a name is a
+# run of `_NAME_CHAR`s holding one of these words.
+_NAME_CHAR = r"[A-Za-z0-9_.-]"
+_SECRET_WORD = r"(?:token|secret|passw(?:or)?d|api[_-]?key|apikey|credential)"
+_SECRET_KEY = re.compile(_SECRET_WORD, re.IGNORECASE)
 # Inside strings, a secret is recognised by its token prefix (Hugging Face, AWS access key ids, GitHub,
 # Slack) or by the name it is given (`WANDB_API_KEY=…`, `"hub_token": "…"`, `--hub_token …`). A bare
 # 40-hex string is not a secret by itself: commit ids (e.g. a Hub snapshot in a path) look the same.
@@ -23,8 +25,12 @@ _TOKEN_PREFIXED = re.compile(
     r"|xox[abposr]-[A-Za-z0-9-]{10,})\b"
 )
 _URL_CREDENTIALS = re.compile(r"(?<=://)[^/\s@]+(?=@)")  # https://user:token@host, https://token@host
+# Every pattern here runs in time linear in the text (a 20 MB string in results.json is scrubbed too). A name
+# is tried only where a run of name characters starts (the lookbehind): tried at every position, a run of n
+# name characters without a secret word cost n scans of up to n characters, quadratic time.
 _NAMED_VALUE = re.compile(
-    rf"(?P<name>{_SECRET_NAME})(?P<sep>[\"']?\s*[=:]\s*[\"']?|\s+)(?P<value>[^\s\"',;&]+)",
+    rf"(?<!{_NAME_CHAR})(?P<name>(?={_NAME_CHAR}*?{_SECRET_WORD}){_NAME_CHAR}+)"
+    r"(?P<sep>[\"']?\s*[=:]\s*[\"']?|\s+)(?P<value>[^\s\"',;&]+)",
     re.IGNORECASE,
 )
 
@@ -81,6 +87,15 @@ def replace_folder(staging: Path, destination: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(staging, destination)
+
+
+def remove_staging_leftovers(folder: Path) -> None:
+    """What killed writes left in `folder`. Call only where no write is in progress (its owner's lock held)."""
+    for path in folder.glob(STAGING_GLOB):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -1,4 +1,4 @@
-"""From the log-mel cache to training batches. Every process reads its own share of each global batch
+"""From the log-mel store to training batches. Every process reads its own share of each global batch
 (nothing is dispatched from rank 0), at positions that are pure functions of `(seed, epoch, step)`:
 a resumed run reads exactly the batches the interrupted one would have read."""
 
@@ -11,12 +11,11 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import KW_ONLY, dataclass
 
-import datasets
 import numpy as np
 import pyarrow as pa
 import torch
 
-from .feature_cache import features_path, table_features
+from .feature_store import StoredSplit
 from ..models.losses import IGNORE_INDEX
 
 Batch = dict[str, torch.Tensor]
@@ -25,30 +24,26 @@ Batch = dict[str, torch.Tensor]
 class BatchReader(torch.utils.data.Dataset):
     """Indexing with a list of row indices returns a whole batch, rows sorted: fp16 features and labels.
 
-    Features come from the cache's array file (`feature_cache.features_path`), one `pread` per row into
-    memory the process owns, so RSS stays one batch whatever the cache size (a memory map, even one per
+    Features come from the store's segment files (`feature_store.StoredSplit`), one `pread` per row into
+    memory the process owns, so RSS stays one batch whatever the store's size (a memory map, even one per
     batch as nanoGPT makes, maps up to a 2 MiB page-cache folio around each row read, and reads 1.5-2x
-    slower). Data without that file (in memory, or changed since it was cached) is gathered through Arrow.
-    Labels are read once: a class per clip for scenes, flat classes plus offsets for events.
+    slower). Labels are read once: a class per clip for scenes, flat classes plus offsets for events.
 
     Args:
-        dataset: a cached split with `input_features` and the label column.
+        split: a stored split (its label column, and where each row's features are).
         label_column: `"scene"` (class index) or `"events"` (list of class indices → multi-hot).
         num_classes: classes of the label column (multi-hot width for events).
-        read_from_files: read features from the array file where there is one (False: through Arrow, to compare).
     """
 
-    def __init__(self, dataset: datasets.Dataset, label_column: str, num_classes: int, read_from_files: bool = True):
-        self.dataset, self.label_column, self.num_classes = dataset, label_column, num_classes
-        self.shape = tuple(dataset.features["input_features"].shape)
-        # The row of the Arrow table (and of the array file) behind each row of a select/filter view.
-        self.table_rows = np.asarray(dataset._indices.column(0), dtype=np.int64) if dataset._indices is not None else None
-        path = features_path(dataset) if read_from_files else None
-        self.features_path = path if path is not None and path.exists() else None
-        if self.features_path is not None:
-            header = np.load(self.features_path, mmap_mode="r")  # its dtype and where row 0 starts
-            self.file_dtype, self.file_offset = header.dtype, header.offset
-        self._read_labels(dataset.with_format("arrow")[label_column])
+    def __init__(self, split: StoredSplit, label_column: str, num_classes: int):
+        self.label_column, self.num_classes = label_column, num_classes
+        self.paths, self.locations = split.segment_paths, split.locations
+        headers = [np.load(path, mmap_mode="r") for path in self.paths]  # dtype, shape and where row 0 starts
+        self.shape, self.file_dtype = headers[0].shape[1:], headers[0].dtype
+        self.file_offsets = [header.offset for header in headers]
+        self.rows_in_file = [len(header) for header in headers]
+        del headers
+        self._read_labels(split.dataset.with_format("arrow")[label_column])
 
     def _read_labels(self, column: pa.ChunkedArray) -> None:
         if column.null_count:
@@ -68,22 +63,22 @@ class BatchReader(torch.utils.data.Dataset):
                              f"{sorted(set(bad.tolist()))[:5]}): unlabelled clips or labels of another label set")
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.locations)
 
     def __getitem__(self, indices: list[int]) -> Batch:
         rows = np.sort(np.asarray(indices, dtype=np.int64))
         if len(rows) and (rows[0] < 0 or rows[-1] >= len(self)):
             raise IndexError(f"rows {rows[0]}..{rows[-1]} asked of a split of {len(self)} clips")
-        table_rows = rows if self.table_rows is None else self.table_rows[rows]
-        if self.features_path is None:  # Arrow's buffers are read-only; torch wants writable memory
-            features = np.require(table_features(self.dataset.data.fast_gather(table_rows), self.shape), requirements="W")
-        else:
-            features = np.empty((len(rows), *self.shape), dtype=self.file_dtype)
-            with open(self.features_path, "rb", buffering=0) as file:  # per batch: reader threads share no descriptor
-                for target, row in zip(features, table_rows.tolist()):
-                    if os.preadv(file.fileno(), [target], self.file_offset + row * target.nbytes) != target.nbytes:
-                        raise OSError(f"{self.features_path} ends before row {row}: the cache file was truncated or "
-                                      "rewritten since it was checked; rebuild the cache")
+        features = np.empty((len(rows), *self.shape), dtype=self.file_dtype)
+        locations = self.locations[rows]
+        for segment in np.unique(locations[:, 0]).tolist():
+            path, offset = self.paths[segment], self.file_offsets[segment]
+            with open(path, "rb", buffering=0) as file:  # per batch: reader threads share no descriptor
+                for target in np.flatnonzero(locations[:, 0] == segment).tolist():
+                    row, buffer = int(locations[target, 1]), features[target]
+                    if os.preadv(file.fileno(), [buffer], offset + row * buffer.nbytes) != buffer.nbytes:
+                        raise OSError(f"{path} ends before row {row}: the store's segment was truncated or rewritten "
+                                      "since it was checked; run again to rebuild it")
         batch = {"input_features": torch.from_numpy(features)}  # (B, n_mels, frames)
         if self.label_offsets is None:
             batch["scene_labels"] = torch.from_numpy(self.labels[rows])

@@ -5,24 +5,32 @@ before a run resumes from it, and the names the sweep runner, the report and the
 from __future__ import annotations
 
 import fcntl
+import logging
 import json
 import os
 import re
 import shutil
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from safetensors import safe_open
 
-from ..io_utils import STAGING_GLOB, atomic_write_json, replace_folder, staged_folder
+from ..io_utils import STAGING_GLOB, atomic_write_json, remove_staging_leftovers, replace_folder, staged_file, staged_folder
 from .results import RESULTS_FILE
 
 if TYPE_CHECKING:  # accelerate is slow to import; the sweep runner and the report only need the names
     from accelerate import Accelerator
 
+logger = logging.getLogger(__name__)
+
 CHECKPOINTS_DIR = "checkpoints"
 TRAINER_STATE_FILE = "trainer_state.json"
+MODEL_FILE = "model.safetensors"
+# The run folder's model when the checkpoint was saved (the epoch selected so far): a resumed run publishes the
+# model it reports, not one a killed run saved after this checkpoint.
+SELECTED_MODEL_FILE = "selected_model.safetensors"
 LOCK_FILE = ".lock"
 # What a training run writes into its folder: an overwrite removes exactly these (never `pretrain/`, the
 # first stage of a pre-train → fine-tune run, nor files a user put there).
@@ -150,6 +158,8 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, state
     staging = output_dir / CHECKPOINTS_DIR / f".step_{step}.tmp"
     accelerator.save_state(str(staging))
     if accelerator.is_main_process:
+        if (output_dir / MODEL_FILE).exists():
+            _link_or_copy(output_dir / MODEL_FILE, staging / SELECTED_MODEL_FILE)
         atomic_write_json(staging / TRAINER_STATE_FILE, state)
         replace_folder(staging, final)
         if limit:
@@ -162,7 +172,52 @@ def save_model(accelerator: Accelerator, model, extractor, output_dir: Path) -> 
     """`save_pretrained` of model + feature extractor into the run folder, each file replaced atomically."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        with staged_folder(output_dir, merge=True) as staging:
+        with staged_folder(output_dir, merge=True) as staging, _quiet_transformers_bars():
             accelerator.unwrap_model(model).save_pretrained(staging, save_function=accelerator.save, safe_serialization=True)
             extractor.save_pretrained(staging)
     accelerator.wait_for_everyone()
+
+
+def restore_selected_model(accelerator: Accelerator, checkpoint: Path, output_dir: Path, selected: bool) -> None:
+    """Put back the model the checkpoint's run had `selected`; none selected yet: remove a later run's model."""
+    if accelerator.is_main_process:
+        saved = checkpoint / SELECTED_MODEL_FILE
+        if saved.exists():
+            with staged_file(output_dir / MODEL_FILE) as temporary:
+                temporary.unlink()
+                _link_or_copy(saved, temporary)
+        elif not selected:
+            (output_dir / MODEL_FILE).unlink(missing_ok=True)
+        else:  # a checkpoint of an older version
+            logger.warning("checkpoint %s holds no copy of the selected model: %s may hold a later epoch's model if "
+                           "the run was killed after this checkpoint", checkpoint, output_dir / MODEL_FILE)
+    accelerator.wait_for_everyone()
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    # A hard link costs no space: the run folder's model is replaced by a rename, never rewritten in place.
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+@contextmanager
+def _quiet_transformers_bars():
+    """No "Writing model shards" bar at every epoch's save (one shard: a bar is noise in every log)."""
+    from transformers.utils import logging as transformers_logging
+
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
+
+
+def remove_abandoned_staging(output_dir: Path) -> None:
+    """What a killed write left in the run folder (`.results.json.*.tmp`, a half-saved model or checkpoint).
+    Call only while holding the folder's lock: then no write of this run is in progress."""
+    for folder in (output_dir, output_dir / CHECKPOINTS_DIR):
+        remove_staging_leftovers(folder)

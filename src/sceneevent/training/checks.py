@@ -18,8 +18,8 @@ RESUMABLE_CHANGES = frozenset({
     "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "num_train_epochs", "max_train_steps",
     "logging_steps", "checkpointing_steps", "save_total_limit", "report_to", "wandb_project", "run_name",
     "push_to_hub", "hub_model_id", "hub_private", "hub_revision", "dataloader_num_workers", "gpu_batch_copy",
-    "preprocessing_num_workers", "num_cpu_threads", "eval_batch_size", "cache_on_device", "channels_last",
-    "torch_compile", "torch_compile_mode", "log_task_gradients", "asc_baseline", "aet_baseline",
+    "preprocessing_num_workers", "feature_store_dir", "num_cpu_threads", "eval_batch_size", "cache_on_device", "channels_last",
+    "torch_compile", "torch_compile_mode", "log_task_gradients", "asc_baseline", "aet_baseline", "distributed_timeout",
 })  # fmt: skip
 
 

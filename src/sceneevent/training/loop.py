@@ -30,10 +30,13 @@ from .arguments import DataArguments, JointTrainingArguments, ModelArguments, re
 from .balancing import LossBalancer, task_gradient_stats
 from .checkpointing import (
     CHECKPOINTS_DIR,
+    MODEL_FILE,
     check_resume_matches,
     clear_run,
     read_checkpoint_state,
+    remove_abandoned_staging,
     resolve_checkpoint,
+    restore_selected_model,
     save_checkpoint,
     save_model,
 )
@@ -78,6 +81,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Join
     # the count in use, so that results.json and W&B record it (its default depends on the device)
     data_args = replace(data_args, dataloader_num_workers=reader_threads(data_args.dataloader_num_workers, accelerator.device))
     lock = claim_output_dir(accelerator, output_dir)  # noqa: F841 - held until this function returns
+    if accelerator.is_main_process:
+        remove_abandoned_staging(output_dir)
     signature = run_signature(model_args, data_args, train_args, alpha, accelerator.num_processes)
     restored = None
     if resume_from is not None:  # checked before any long work: the files are whole, the settings match
@@ -196,6 +201,7 @@ class Run:
 
     def restore(self, checkpoint: Path) -> None:
         self.accelerator.load_state(str(checkpoint))  # model, optimizer, scheduler, scaler, RNG states
+        restore_selected_model(self.accelerator, checkpoint, self.output_dir, selected=self.state.selected is not None)
         self.loader.load_state_dict(self.state.loader)
         if self.balancer is not None:
             self.balancer.load_state(self.state.balancer)
@@ -330,7 +336,7 @@ class Run:
         if self.state.selected["epoch"] == self.state.history[-1]["epoch"]:
             return last, last
         self.accelerator.wait_for_everyone()
-        weights = load_file(str(self.output_dir / "model.safetensors"))
+        weights = load_file(str(self.output_dir / MODEL_FILE))
         self.accelerator.unwrap_model(self.model).load_state_dict(weights)
         return last, self.evaluate("test")
 

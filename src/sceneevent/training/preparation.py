@@ -1,5 +1,5 @@
-"""The data a training run uses: its splits loaded (the scene validation split carved out) and cached as log-mel
-features, with their fingerprints, label lists and bad-audio lists."""
+"""The data a training run uses: its splits loaded (the scene validation split carved out) and their log-mel
+features in the store, with their fingerprints, label lists and bad-audio lists."""
 
 from __future__ import annotations
 
@@ -12,27 +12,27 @@ import datasets
 from .arguments import DataArguments
 from ..data.sources import load_event_source, load_scene_source
 from ..data.splits import carve_validation
-from ..data.feature_cache import build_feature_cache
+from ..data.feature_store import FeatureStore, StoredSplit, default_store_root, warn_shared_clips
 from ..models.feature_extraction_sceneevent import LogMelFeatureExtractor
 
 
 @dataclass
 class PreparedData:
-    """Cached splits ready for the loaders; `scene_validation` is None when selection is off."""
+    """Stored splits ready for the loaders; `scene_validation` is None when selection is off."""
 
-    scene_train: datasets.Dataset
-    scene_validation: datasets.Dataset | None
-    scene_test: datasets.Dataset
-    event_train: datasets.Dataset | None
-    event_validation: datasets.Dataset | None
-    event_test: datasets.Dataset | None
+    scene_train: StoredSplit
+    scene_validation: StoredSplit | None
+    scene_test: StoredSplit
+    event_train: StoredSplit | None
+    event_validation: StoredSplit | None
+    event_test: StoredSplit | None
     scene_labels: list[str]
     event_labels: list[str]
     bad_audio: dict[str, list[str]]
     fingerprints: dict[str, str]
     aet_subset: dict | None = None
 
-    def splits(self) -> dict[str, datasets.Dataset]:
+    def splits(self) -> dict[str, StoredSplit]:
         names = ("scene_train", "scene_validation", "scene_test", "event_train", "event_validation", "event_test")
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
@@ -78,13 +78,11 @@ def load_splits(data_args: DataArguments, need_events: bool) -> tuple[dict[str, 
 
 
 def cache_splits(splits: dict[str, datasets.Dataset], data_args: DataArguments, extractor, scene_labels, event_labels) -> PreparedData:
-    """Build (or reuse) the log-mel cache of every split."""
-    cached, bad_audio = {}, {}
-    for name, split in splits.items():
-        cached[name], bad_audio[name] = build_feature_cache(
-            split, extractor, split_name=name, num_proc=data_args.preprocessing_num_workers,
-            skip_bad_audio=data_args.skip_bad_audio,
-        )
+    """Every split's log-mel features from the store, its missing clips decoded and stored first."""
+    store = FeatureStore(data_args.feature_store_dir or default_store_root(), extractor)
+    cached, bad_audio = store.store_splits(splits, num_workers=data_args.preprocessing_num_workers or 0,
+                                           skip_bad_audio=data_args.skip_bad_audio)
+    warn_shared_clips(cached)
     return PreparedData(
         **{name: cached.get(name) for name in ("scene_train", "scene_validation", "scene_test", "event_train", "event_validation", "event_test")},
         scene_labels=scene_labels, event_labels=event_labels or ["none"],
@@ -95,7 +93,7 @@ def cache_splits(splits: dict[str, datasets.Dataset], data_args: DataArguments, 
 
 
 def prepare_data(data_args: DataArguments, extractor: LogMelFeatureExtractor, need_events: bool) -> PreparedData:
-    """Load both sources and build (or reuse) their log-mel caches."""
+    """Load both sources and their log-mel features."""
     splits, scene_labels, event_labels = load_splits(data_args, need_events)
     return cache_splits(splits, data_args, extractor, scene_labels, event_labels)
 
