@@ -61,7 +61,7 @@ BOUNDED_RESAMPLE = textwrap.dedent(
 
 def test_coprime_rate_resamples_within_a_memory_cap():
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    extractor_file = REPO_ROOT / "src" / "sceneevent" / "feature_extraction_sceneevent.py"
+    extractor_file = REPO_ROOT / "src" / "sceneevent" / "models" / "feature_extraction_sceneevent.py"
     done = subprocess.run([sys.executable, "-c", BOUNDED_RESAMPLE, str(extractor_file)], capture_output=True, text=True,
                           timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -183,3 +183,30 @@ def test_scrub_secrets_keeps_commit_ids_and_masks_named_or_prefixed_secrets():
     assert scrub_secrets('{"db_password": "hunter2"}') == '{"db_password": "***"}'
     prose = "pass a token with --hub_token or log in first"
     assert scrub_secrets(prose) == prose
+
+
+def test_scrub_secrets_takes_linear_time_whatever_the_text():
+    """Issue 28.3: a 30,000-character --run_name took 34 s: the named-secret pattern was tried at every position of
+    a run of name characters, each try scanning the rest of the run. 100,000 characters of any shape: under 1 s."""
+    import signal
+    import time
+
+    def too_slow(*_):
+        raise TimeoutError("scrub_secrets took over 10 s for 100,000 characters")
+
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(10)  # the quadratic version needs about 15 minutes for the first shape
+    try:
+        for unit in ("a", "token", "api", "-", "a ", "token   ", "hf_", "xoxa-", "://", "passw"):
+            text = (unit * (100_000 // len(unit) + 1))[:100_000]
+            started = time.perf_counter()
+            scrub_secrets({"run_name": text, "config": [text]})
+            assert time.perf_counter() - started < 1.0, unit
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    # what the rewritten pattern must still find: names after punctuation, inside and around other name characters
+    assert scrub_secrets("x;SECRET:abc&y") == "x;SECRET:***&y"
+    assert scrub_secrets("a_token_b = 'v2'") == "a_token_b = '***'"
+    assert scrub_secrets("url?apikey=abc123&x=1") == "url?apikey=***&x=1"
+    assert scrub_secrets("tokens are nice") == "tokens are nice"

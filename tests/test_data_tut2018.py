@@ -190,14 +190,18 @@ def test_hub_mirror_split_by_location(tmp_path):
     assert [a["path"] for a in again["test"]["audio"]] == [a["path"] for a in test["audio"]]
 
 
+def place_split(places: list[str]) -> datasets.Dataset:
+    """A split of a saved data set whose scene labels are strings in a column `place`."""
+    features = datasets.Features({"audio": AUDIO_FEATURE, "place": datasets.Value("string")})
+    return datasets.Dataset.from_dict({"audio": [{"bytes": None, "path": "x.wav"}] * len(places), "place": places}, features=features)
+
+
 def test_scene_source_dispatch(tmp_path):
     tut = make_tut_folder(tmp_path / "tut")
     assert load_scene_source(str(tut))["train"].num_rows == 20
 
     saved = tmp_path / "saved"
-    features = datasets.Features({"audio": AUDIO_FEATURE, "place": datasets.Value("string")})
-    split = lambda places: datasets.Dataset.from_dict({"audio": [{"bytes": None, "path": "x.wav"}] * len(places), "place": places}, features=features)  # noqa: E731
-    datasets.DatasetDict({"train": split(["park", "bus", "park"]), "validation": split(["bus", "tram"])}).save_to_disk(str(saved))
+    datasets.DatasetDict({"train": place_split(["park", "bus", "park"]), "validation": place_split(["bus", "tram"])}).save_to_disk(str(saved))
     data = load_scene_source(str(saved), label_column="place")
     assert set(data) == {"train", "test"}
     assert data["train"].features["scene"].names == ["bus", "park", "tram"]
@@ -215,3 +219,60 @@ def test_scene_source_dispatch(tmp_path):
 
     with pytest.raises(ValueError, match="not a folder"):
         load_scene_source(str(tmp_path / "absent"))
+
+
+# --- scene names and classes a split lacks; a byte-order mark (issue 28.5, 28.9) -------------------------------
+
+
+def make_tree(root, layout):
+    """An audiofolder tree: `layout` maps split -> scene folder names, one tiny WAV each."""
+    for split_name, scenes in layout.items():
+        for scene in scenes:
+            (root / split_name / scene).mkdir(parents=True, exist_ok=True)
+            sf.write(root / split_name / scene / "clip.wav", np.zeros(80, dtype=np.float32), 8000)
+    return root
+
+
+def test_scene_names_differing_only_in_case_or_spaces_are_an_error_naming_them(tmp_path):
+    tree = make_tree(tmp_path / "tree", {"train": ["Park", "park", "bus"], "test": ["park ", "bus"]})
+    with pytest.raises(ValueError, match=r"differ only in case.*'Park', 'park', 'park '.*give each scene one spelling"):
+        load_scene_audiofolder(tree)
+    saved = tmp_path / "saved"
+    datasets.DatasetDict({"train": place_split(["Bus", "park"]), "test": place_split(["bus", "park"])}).save_to_disk(str(saved))
+    with pytest.raises(ValueError, match=r"saved\[train\] column 'place'.*'Bus', 'bus'"):
+        load_scene_source(str(saved), label_column="place")
+
+
+def test_a_class_missing_from_a_split_is_named_with_the_split(tmp_path, caplog):
+    tree = make_tree(tmp_path / "tree", {"train": ["bus", "park"], "test": ["bus", "tram"]})
+    with caplog.at_level("WARNING"):
+        data = load_scene_audiofolder(tree)
+    assert data["train"].features["scene"].names == ["bus", "park", "tram"]
+    assert "no clip in the train split, which the model cannot learn: 'tram' (clips in: test)" in caplog.text
+    assert "['park'] have no clip in the test split" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        load_scene_audiofolder(make_tree(tmp_path / "full", {"train": ["bus", "park"], "test": ["bus", "park"]}))
+    assert "no clip" not in caplog.text
+
+
+def test_the_validation_split_names_the_classes_it_cannot_hold(caplog):
+    from sceneevent.data.splits import carve_validation
+
+    # bus from four locations; tram from one, which stays in training: no validation clip of tram
+    features = datasets.Features({"scene": datasets.ClassLabel(names=["bus", "tram"]), "identifier": datasets.Value("string")})
+    train = datasets.Dataset.from_dict({"scene": [0] * 8 + [1] * 4, "identifier": [f"bus-{i % 4}" for i in range(8)] + ["tram-0"] * 4},
+                                       features=features)
+    with caplog.at_level("WARNING"):
+        _, validation = carve_validation(train, 0.25)
+    assert set(validation["scene"]) == {0}
+    assert "['tram'] have no clip in the validation split" in caplog.text
+
+
+@pytest.mark.parametrize("variant", ["txt", "csv"])
+def test_a_byte_order_mark_in_meta_or_fold_files_is_not_part_of_the_text(tmp_path, variant):
+    root = make_tut_folder(tmp_path / "tut", variant)
+    for file in [root / "meta.csv", *(root / "evaluation_setup").iterdir()]:
+        file.write_bytes(b"\xef\xbb\xbf" + file.read_bytes())  # as Excel and Notepad save "UTF-8"
+    data = load_tut2018(root)
+    assert data["train"].num_rows == 20 and data["test"].num_rows == 20

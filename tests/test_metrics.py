@@ -178,3 +178,17 @@ def test_macro_accuracy_module_equals_the_function_and_takes_labels():
 def test_unknown_metric_is_a_clear_error():
     with pytest.raises(ValueError, match="available"):
         load_metric("accuracy")
+
+
+def test_the_warning_names_the_classes_and_the_split_and_the_score_is_the_same():
+    """Issue 28.5: "classes [2]" did not say which class, nor in which split."""
+    y_true, y_pred = [0, 0, 1, 1], [0, 2, 1, 2]
+    names = ["bus", "park", "tram"]
+    with pytest.warns(UserWarning, match=r"^macro_accuracy on the validation split: classes \['tram'\] \(indices \[2\]\) have no reference"):
+        named = macro_accuracy(y_true, y_pred, labels=[0, 1, 2], label_names=names, split="validation")
+    with pytest.warns(UserWarning, match=r"^macro_accuracy on the test split: classes \['tram'\] \(indices \[2\]\)"):
+        module = load_metric("macro_accuracy").compute(predictions=y_pred, references=y_true, labels=[0, 1, 2],
+                                                       label_names=names, split="test")["macro_accuracy"]
+    with pytest.warns(UserWarning):
+        plain = macro_accuracy(y_true, y_pred, labels=[0, 1, 2])
+    assert named == module == plain == class_wise_accuracy(y_true, y_pred, [0, 1, 2])

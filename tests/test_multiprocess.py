@@ -2,9 +2,11 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +135,86 @@ def test_balancer_weights_and_epoch_losses_are_averaged_over_processes(tmp_path)
         np.testing.assert_allclose(result["grad"], expected)  # the same on both: the weights stay in step
         assert result["means"] == result["resumed_means"] == {"train_loss": pytest.approx(np.mean([0, 1, 2, 3, 10, 11, 12, 13]))}
         assert result["latest"] == {"train/loss": pytest.approx(8.0)}  # (3 + 13) / 2 on both processes
+
+
+# --- a frozen rank, a killed launcher (issue 28.8) -----------------------------------------------------
+
+# Two ranks set up as a training run sets them up (make_accelerator), then: "freeze" stops rank 1 (SIGSTOP) while
+# rank 0 waits at a barrier; "sleep" keeps both busy for a minute.
+RANK_SCRIPT = """
+import os, signal, sys, time
+from pathlib import Path
+from sceneevent.training.arguments import JointTrainingArguments
+from sceneevent.training.launch import make_accelerator
+
+timeout, action, folder = int(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+# Both ranks imported (seconds on a loaded machine): only now start the rendezvous, which the timeout also bounds.
+(folder / f"ready{os.environ['RANK']}").touch()
+while len(list(folder.glob("ready*"))) < 2:
+    time.sleep(0.05)
+accelerator = make_accelerator(JointTrainingArguments(output_dir=str(folder), distributed_timeout=timeout), folder)
+print(f"rank {accelerator.process_index} pid {os.getpid()}", flush=True)
+if action == "freeze" and accelerator.process_index == 1:
+    os.kill(os.getpid(), signal.SIGSTOP)
+if action == "sleep":
+    time.sleep(60)
+accelerator.wait_for_everyone()
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie nobody reaps counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_a_frozen_rank_stops_the_other_after_the_timeout_with_a_message(tmp_path):
+    script = tmp_path / "ranks.py"
+    script.write_text(RANK_SCRIPT)
+    port, ranks = free_port(), []
+    for rank in (0, 1):
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank), "LOCAL_RANK": str(rank),
+               "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}
+        ranks.append(subprocess.Popen([sys.executable, str(script), "3", "freeze", str(tmp_path)], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        _, stderr = ranks[0].communicate(timeout=60)  # before the fix: blocked for torch's default 30 minutes
+    finally:
+        for rank in ranks:
+            rank.kill()
+            rank.communicate()
+    assert ranks[0].returncode != 0
+    assert "rank 0 stopped: it waited --distributed_timeout 3 s for the other process(es) in torch.distributed.barrier" in stderr, stderr[-3000:]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_ranks_stop_when_their_torchrun_launcher_is_killed(tmp_path):
+    script = tmp_path / "ranks.py"
+    script.write_text(RANK_SCRIPT)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(free_port()), str(script), "60", "sleep", str(tmp_path)]
+    launcher = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    pids = []
+    try:
+        while len(pids) < 2:
+            line = launcher.stdout.readline()
+            assert line, f"a rank ended before it started: {launcher.stderr.read()[-3000:]}"
+            pids += [int(line.split()[-1])] if line.startswith("rank ") else []
+        launcher.kill()
+        launcher.wait()
+        deadline = time.monotonic() + 15  # the ranks look for their launcher every second
+        while any(map(_alive, pids)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        survivors = [pid for pid in pids if _alive(pid)]
+    finally:
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        launcher.kill()
+    assert not survivors, "ranks kept running without their launcher"
+    stderr = launcher.stderr.read()
+    assert all(f"rank {rank} stopped: its launcher (torchrun, pid {launcher.pid}) is gone" in stderr for rank in (0, 1)), stderr[-3000:]

@@ -451,3 +451,52 @@ def test_a_comparison_of_runs_that_computed_differently_says_so():
     assert "did not compute alike (torch_compile: False vs True)" in notes["alpha=0.9"]
     assert "did not compute alike (device: cpu vs cuda)" in notes["alpha=0.6"]
     assert "compute alike" not in notes["alpha=0.5"] and "compute alike" not in notes["alpha=0.7"]
+
+
+# --- values from the runs in summary.md (issue 28.7) -----------------------------------------------------
+
+INJECTION = "evil\n# Injected <script>alert(1)</script> [click](javascript:alert(1)) | cell `code` $\\frac$ &lt;"
+
+
+def subset_data(strategy: str, seed: int = 0) -> dict:
+    return {"scene_labels": ["a", "b"], "event_labels": ["x"], "rows": {}, "fingerprints": {}, "bad_audio": [],
+            "aet_subset": {"k": 10, "hours": 90, "strategy": strategy, "seed": seed}}
+
+
+def test_values_from_the_runs_are_text_in_summary_md_never_markup(tmp_path):
+    import re
+    import shutil
+
+    runs = tmp_path / "runs"
+    for seed in range(3):
+        write_run(runs, "base", seed, 0.0, 0.6 + 0.01 * seed)
+        for index, strategy in enumerate(("random", INJECTION)):
+            write_run(runs, f"strategy{index}", seed, 0.95, 0.65 + 0.01 * seed + 0.02 * index, 0.5, data=subset_data(strategy))
+    shutil.copytree(runs / "base" / "run0", runs / "base" / "copy\n# Heading <b>x</b>")  # a duplicate with an odd name
+    summary = report.write_report(run_readings.load_runs(runs), tmp_path / "out")
+    markdown = (tmp_path / "out" / "summary.md").read_text()
+    headings = [line for line in markdown.splitlines() if line.startswith("#")]
+    assert headings and all(line == "# Results" or line.startswith("## ") for line in headings), headings
+    assert not re.search(r"(?<!\\)<[A-Za-z/]", markdown) and not re.search(r"(?<!\\)\]\(javascript:", markdown)  # no tag, no link
+    assert "evil # Injected \\<script>alert(1)\\</script> \\[click\\](javascript:alert(1)) \\| cell \\`code\\` \\$\\\\frac\\$ \\&lt;" in markdown
+    rows = [line for line in markdown.splitlines() if line.startswith("| evil")]
+    assert rows and all(len(re.findall(r"(?<!\\)\|", row)) == 11 for row in rows)  # 10 cells: the value's `|` is text
+    assert "- kept " in markdown and "copy # Heading \\<b>x\\</b>" in markdown
+    # the figure draws the value as text too (`$\frac$` as mathtext stopped the report), and JSON keeps it as it is
+    assert (tmp_path / "out" / figures.FIGURES["strategy"][0]).read_bytes().startswith(PNG_SIGNATURE)
+    assert INJECTION in [row["value"] for row in json.loads((tmp_path / "out" / "summary.json").read_text())["groups"]["strategy"]]
+    assert summary["runs"] == 9
+
+
+def test_runs_on_different_event_subsets_are_not_duplicates(tmp_path):
+    """One --aet_dataset folder rebuilt with another strategy between two runs: the configurations are equal, the
+    recorded subsets are not, so these are two measurements."""
+    write_run(tmp_path, "a", 0, 0.95, 0.70, 0.5, data=subset_data("random"))
+    write_run(tmp_path, "b", 0, 0.95, 0.72, 0.5, data=subset_data("correlated"))
+    write_run(tmp_path, "c", 0, 0.95, 0.71, 0.5, data=subset_data("random", seed=1))  # another draw
+    copy = write_run(tmp_path, "d", 0, 0.95, 0.70, 0.5, data=subset_data("random"))
+    unrecorded = write_run(tmp_path, "e", 0, 0.95, 0.70, 0.5, data={})  # as a run read from W&B: no subset recorded
+    runs = run_readings.load_runs(tmp_path)
+    assert len({run.identity for run in runs}) == 1  # the configurations are the same
+    unique, duplicates = run_readings.drop_duplicates(runs)
+    assert len(unique) == 3 and duplicates == {str(tmp_path / "a" / "run0"): [str(copy), str(unrecorded)]}

@@ -174,3 +174,68 @@ def test_a_checkpoint_signed_with_the_raw_feature_flags_resumes_when_the_resolve
     demo = run_signature(ModelArguments(), DataArguments(), JointTrainingArguments(), 0.95, 1)
     with pytest.raises(CheckpointError, match=r"match this run:\n  feature_hop_length: checkpoint 320 vs now 640$"):
         check_resume_matches(tmp_path, {**demo, "hop_length": 320, "feature_hop_length": 320}, demo)
+
+
+# --- YAML and JSON a user writes (issue 28.9) ----------------------------------------------------------------
+
+
+def billion_laughs(key: str, indent: str = "") -> str:
+    """Nine lines of YAML that stand for 9^9 (387 million) values under `key`."""
+    lines = [f"{key}:", f'{indent}  - &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for previous, name in zip("abcdefgh", "bcdefghi"):
+        lines.append(f"{indent}  - &{name} [" + ", ".join([f"*{previous}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_config_alias_bomb_is_refused_at_once(tmp_path):
+    import time
+
+    config = tmp_path / "run.yaml"
+    config.write_text(billion_laughs("alpha"))
+    started = time.perf_counter()
+    # before: "alpha: [[[...]]] is not a single value" printed 387 million values (MemoryError after ~30 s)
+    with pytest.raises(ValueError, match=rf"--config {config}: not valid YAML \(refused: its aliases expand it to over 100,000"):
+        parse_args(PARSE, ["--config", str(config)])
+    assert time.perf_counter() - started < 5
+    config.write_text("seeds: &seeds 7\nseed: *seeds\n")  # an alias within the bound is read as before
+    with pytest.raises(ValueError, match=r"unknown argument\(s\) \['seeds'\]"):
+        parse_args(PARSE, ["--config", str(config)])
+
+
+def test_what_a_config_error_prints_of_a_value_is_capped(tmp_path):
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"alpha": list(range(1_000_000)), "run_name": {"x" * 1_000_000: 1}, "y" * 1_000_000: 1}))
+    with pytest.raises(ValueError) as error:
+        parse_args(PARSE, ["--config", str(config)])
+    assert len(str(error.value)) < 1_000 and "unknown argument(s) ['yyyyy" in str(error.value)
+    config.write_text(json.dumps({"alpha": list(range(1_000_000)), "run_name": {"x" * 1_000_000: 1}}))
+    with pytest.raises(ValueError, match=r"alpha: \[0, 1, 2, 3, 4, 5, 6, 7, \.\.\.\] is not a single value; run_name: \{'xxx") as error:
+        parse_args(PARSE, ["--config", str(config)])
+    assert len(str(error.value)) < 1_000
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+def test_a_config_nested_too_deeply_or_with_a_byte_order_mark(tmp_path, suffix):
+    config = tmp_path / f"run{suffix}"
+    config.write_text('{"alpha": ' + "[" * 100_000 + "]" * 100_000 + "}")  # RecursionError escaped as a traceback
+    with pytest.raises(ValueError, match=rf"--config {config}: nested too deeply to read"):
+        parse_args(PARSE, ["--config", str(config)])
+    config.write_bytes(b"\xef\xbb\xbf" + b'{"alpha": "0.5"}')  # JSON with a BOM was "not valid JSON"
+    assert parse_args(PARSE, ["--config", str(config)])[2].alpha == "0.5"
+
+
+def test_a_sweep_file_alias_bomb_is_refused_at_once(tmp_path):
+    from sceneevent.study.sweeps import load_sweep
+
+    sweep = tmp_path / "bomb.yaml"
+    sweep.write_text("method: grid\nparameters:\n  alpha:\n" + billion_laughs("    values", indent="    "))
+    # before: the grid expanded 387 million values into its runs (MemoryError after ~25 s)
+    with pytest.raises(ValueError, match=rf"sweep file {sweep}: not valid UTF-8 YAML \(refused: its aliases expand it"):
+        load_sweep(sweep)
+
+
+def test_distributed_timeout_must_be_positive(tmp_path):
+    from sceneevent.training.launch import make_accelerator
+
+    with pytest.raises(ValueError, match="--distributed_timeout must be a positive number of seconds, got 0"):
+        make_accelerator(JointTrainingArguments(output_dir=str(tmp_path), distributed_timeout=0), tmp_path)

@@ -7,7 +7,9 @@ Every loader returns a `DatasetDict` with columns `audio` (undecoded `{"bytes", 
 from __future__ import annotations
 
 import csv
+import logging
 import os
+import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +29,8 @@ TUT2018_SCENES = (
 TUT2018_HUB_ID = "wetdog/TUT-urban-acoustic-scenes-2018-development"
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 _MAX_LISTED = 20  # problems listed per kind in a layout error; the rest are counted
+
+logger = logging.getLogger(__name__)
 
 
 class TUT2018LayoutError(ValueError):
@@ -141,7 +145,9 @@ def load_tut2018(path: str | os.PathLike, *, fold: int = 1, read_durations: bool
             }
         )
         splits[split] = dataset_from_arrow(table, tut2018_features(), split=split)
-    return datasets.DatasetDict(splits)
+    data = datasets.DatasetDict(splits)
+    warn_missing_classes(data, str(root))
+    return data
 
 
 def city_of(identifier: str) -> str:
@@ -167,7 +173,7 @@ def _read_table(file: Path, columns: Sequence[str], problems: list[str]) -> list
     if not file.is_file():
         problems.append(f"{file.parent.name + '/' if file.parent.name == 'evaluation_setup' else ''}{file.name}: missing")
         return []
-    with open(file, newline="", encoding="utf-8") as handle:
+    with open(file, newline="", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark (Excel, Notepad) is not text
         lines = [line for line in csv.reader(handle, delimiter="\t") if line and any(cell.strip() for cell in line)]
     if not lines:
         problems.append(f"{file.name}: empty")
@@ -249,7 +255,42 @@ def load_tut2018_hub(
     identifiers = list(dataset["identifier"])
     dataset = dataset.add_column("city", [city_of(i) for i in identifiers])
     train, test = group_split(identifiers, list(dataset["scene"]), test_size=test_size, seed=seed)
-    return datasets.DatasetDict({"train": dataset.select(train), "test": dataset.select(test)})
+    data = datasets.DatasetDict({"train": dataset.select(train), "test": dataset.select(test)})
+    warn_missing_classes(data, hub_id)
+    return data
+
+
+def check_scene_names(names: Sequence, source: str) -> None:
+    """Refuse scene names that differ only in case, surrounding spaces or Unicode form (`Park`, `park`, `park `):
+    they would be separate classes, each holding part of one scene. Which spelling is meant is for the data's
+    owner to say, so this is an error, not a silent merge."""
+    spellings: dict[str, list[str]] = defaultdict(list)
+    for name in map(str, names):
+        spellings[unicodedata.normalize("NFKC", name).strip().casefold()].append(name)
+    clashes = [group for group in spellings.values() if len(group) > 1]
+    if clashes:
+        shown = "; ".join(", ".join(map(repr, group)) for group in clashes)
+        raise ValueError(f"{source}: scene names that differ only in case, surrounding spaces or Unicode form would be "
+                         f"separate classes: {shown}; give each scene one spelling")
+
+
+def warn_missing_classes(data: datasets.DatasetDict, source: str) -> None:
+    """Warn, naming them and the split, about scene classes a split has no clip of: without training clips a class
+    cannot be learnt; without clips in an evaluation split it scores 0 there (macro accuracy averages over every
+    class)."""
+    names = data["train"].features["scene"].names
+    present = {split: set(dataset.unique("scene")) for split, dataset in data.items()}
+    for split, found in present.items():
+        missing = [index for index in range(len(names)) if index not in found]
+        if not missing:
+            continue
+        if split == "train":
+            where = "; ".join(f"{names[i]!r} (clips in: {', '.join(s for s in present if i in present[s]) or 'no split'})"
+                              for i in missing)
+            logger.warning("%s: scene class(es) with no clip in the train split, which the model cannot learn: %s", source, where)
+        else:
+            logger.warning("%s: scene class(es) %s have no clip in the %s split: each scores 0 in its macro accuracy, "
+                           "which averages over all %d classes", source, [names[i] for i in missing], split, len(names))
 
 
 def to_scene_dataset(
@@ -262,9 +303,11 @@ def to_scene_dataset(
     if isinstance(feature, datasets.ClassLabel):
         if names is not None and list(feature.names) != list(names):
             raise ValueError(f"{source}: {label_column!r} has classes {feature.names}, expected {list(names)}")
+        check_scene_names(feature.names, f"{source} column {label_column!r}")
         return dataset.rename_column(label_column, "scene") if label_column != "scene" else dataset
     values = sorted(set(dataset.unique(label_column)))
     names = list(names) if names is not None else [str(v) for v in values]
+    check_scene_names(names, f"{source} column {label_column!r}")
     unknown = [v for v in values if str(v) not in names]
     if unknown:
         raise ValueError(f"{source}: {label_column!r} holds values {unknown} outside the scene classes {names}")
@@ -295,6 +338,7 @@ def load_scene_audiofolder(path: str | os.PathLike) -> datasets.DatasetDict:
     if "train" not in files or not files["train"]:
         raise ValueError(f"{root}: expected an audiofolder tree <split>/<scene>/<file> with a non-empty 'train' split (found {sorted(files)})")
     names = sorted({scene for rows in files.values() for scene, _ in rows})
+    check_scene_names(names, str(root))
     features = datasets.Features({"audio": AUDIO_FEATURE, "scene": datasets.ClassLabel(names=names)})
     out = {}
     for split, rows in files.items():
@@ -309,4 +353,6 @@ def load_scene_audiofolder(path: str | os.PathLike) -> datasets.DatasetDict:
             }
         )
         out["test" if split in ("test", "validation", "eval") and "test" not in files else split] = dataset_from_arrow(table, features, split=split)
-    return datasets.DatasetDict(out)
+    data = datasets.DatasetDict(out)
+    warn_missing_classes(data, str(root))
+    return data

@@ -39,7 +39,14 @@ def carve_validation(train: datasets.Dataset, fraction: float, seed: int = 0) ->
             f"--asc_validation_split {fraction}: no validation clips could be drawn from {train.num_rows} training clips "
             "(every scene needs at least two recording locations)"
         )
-    return train.select(keep), train.select(held)
+    train, validation = train.select(keep), train.select(held)
+    names = train.features["scene"].names
+    missing = sorted(set(train.unique("scene")) - set(validation.unique("scene")))
+    if missing:
+        logger.warning("--asc_validation_split: scene class(es) %s have no clip in the validation split (each has one "
+                       "recording location, or one clip without `identifier`, and it stays in training): each scores 0 in "
+                       "every validation accuracy, so the epoch is chosen on the other classes", [names[index] for index in missing])
+    return train, validation
 
 
 def split_held_out(evaluation: datasets.Dataset) -> tuple[datasets.Dataset, datasets.Dataset]:

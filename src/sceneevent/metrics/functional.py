@@ -8,7 +8,8 @@ from typing import Sequence
 import numpy as np
 
 
-def macro_accuracy(y_true, y_pred, labels: Sequence[int] | None = None) -> float:
+def macro_accuracy(y_true, y_pred, labels: Sequence[int] | None = None, *, label_names: Sequence[str] | None = None,
+                   split: str | None = None) -> float:
     """Mean of the per-class accuracies (recalls): sed_eval's class-wise average accuracy.
 
     Args:
@@ -17,6 +18,8 @@ def macro_accuracy(y_true, y_pred, labels: Sequence[int] | None = None) -> float
         labels: every class of the task. Each counts equally; a class absent from `y_true` scores 0 (as in
             sed_eval) and a warning names it. A prediction outside `labels` is simply wrong. Default: the
             classes present in `y_true`.
+        label_names: the class names, indexed by class (`ClassLabel.names`), and `split` the evaluated split's
+            name: the warning then names the classes and the split. They do not change the score.
     """
     y_true = np.asarray(y_true).reshape(-1)
     y_pred = np.asarray(y_pred).reshape(-1)
@@ -30,8 +33,9 @@ def macro_accuracy(y_true, y_pred, labels: Sequence[int] | None = None) -> float
         raise ValueError(f"y_true holds classes outside labels: {unknown.tolist()}")
     absent = [c.item() for c in classes if not np.any(y_true == c)]
     if absent:
-        warnings.warn(f"macro_accuracy: classes {absent} have no reference sample; each scores 0 (sed_eval convention)",
-                      stacklevel=2)
+        where = f"macro_accuracy on the {split} split" if split else "macro_accuracy"
+        named = f"{[label_names[c] for c in absent]} (indices {absent})" if label_names is not None else str(absent)
+        warnings.warn(f"{where}: classes {named} have no reference sample; each scores 0 (sed_eval convention)", stacklevel=2)
     recalls = [np.mean(y_pred[y_true == c] == c) if np.any(y_true == c) else 0.0 for c in classes]
     return float(np.mean(recalls))
 

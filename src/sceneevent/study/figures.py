@@ -10,6 +10,7 @@ import numpy as np
 
 from ..io_utils import staged_file
 from .factors import AET_ONLY, ASC_ONLY, LABELS, GroupRow, baseline, group_table
+from .markup import plot_text
 from .run_readings import METRICS, RunReading
 from .seed_statistics import GroupStats
 
@@ -106,7 +107,7 @@ def plot_bars(rows: list[GroupRow], factor: str, path: Path, title: str, everyth
     axis.bar(positions, mean, yerr=half, capsize=5, color="tab:blue", alpha=0.8, label=CI_LABEL)
     reference = baseline(everything, 0.0, "asc_macro_accuracy")
     _baseline_line(axis, reference, ASC_ONLY, "gray")
-    axis.set_xticks(positions, [f"{value}\n(n = {n})" for value, n in zip(values, counts)])
+    axis.set_xticks(positions, [f"{plot_text(value)}\n(n = {n})" for value, n in zip(values, counts)])
     lows = list(mean - np.nan_to_num(half)) + [reference.ci_low if reference.ci_low is not None else reference.mean]
     lows = [low for low in lows if low is not None]
     axis.set_ylim(max(0.0, min(lows, default=0.0) - 0.05), None)  # bars start near the data, as in the paper

@@ -3,7 +3,8 @@ the layout of Parikh et al. (Interspeech 2022), written as summary.csv, summary.
 
 The runs come from `run_readings` (results.json files or W&B), the slices and comparisons from `factors`,
 the numbers from `seed_statistics`, the figures from `figures`. Runs with the same configuration and seed (a
-copied run folder) count once.
+copied run folder) count once, unless they recorded different event subsets. Values from the runs appear in
+summary.md as text (`markup`), never as markup.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from ..io_utils import atomic_write_json, atomic_write_text
 from .factors import FACTORS, LABELS, GroupRow, factor_comparisons, factor_slice, format_value, group_table
 from .figures import FIGURES, GRADIENT_FIGURE, draw_factor, plot_gradients
+from .markup import markdown_text
 from .run_readings import METRICS, RunReading, drop_duplicates
 from .seed_statistics import POWER, SIGNIFICANCE, GroupStats, PairedComparison, describe, pearson
 
@@ -164,11 +166,12 @@ def to_markdown(summary: dict) -> str:
              f"by seed (setting − baseline); significant means a two-sided paired t-test p < {SIGNIFICANCE:g}, with no "
              "correction for the number of comparisons.", ""]
     for factor, rows in summary["groups"].items():
-        fixed = ", ".join(f"{key}={format_value(value)}" for key, value in summary["slices"][factor]["fixed"].items() if value is not None)
+        fixed = ", ".join(f"{key}={markdown_text(format_value(value))}" for key, value in summary["slices"][factor]["fixed"].items()
+                          if value is not None)
         lines += [f"## {LABELS[factor]}", "", f"Fixed: {fixed or '—'}. Figure: `{summary['figures'][factor]}`.", "",
                   "| value | runs | scene mean | sd | 95 % CI | n | lwlrap mean | sd | 95 % CI | n |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {format_value(row.value)} | {row.runs} | {stats_cells(row.asc_macro_accuracy)} | {stats_cells(row.aet_lwlrap)} |"
+        lines += [f"| {markdown_text(format_value(row.value))} | {row.runs} | {stats_cells(row.asc_macro_accuracy)} | {stats_cells(row.aet_lwlrap)} |"
                   for row in rows]
         lines += [""] + comparison_table(summary["comparisons"][factor])
     lines += ["## Pearson correlation of scene accuracy (individual runs)", "", "| with | r | p | runs |", "|---|---|---|---|"]
@@ -177,7 +180,8 @@ def to_markdown(summary: dict) -> str:
         lines.append(f"| {LABELS[factor]} | {'–' if r is None else f'{r:.4f}'} | {'–' if p is None else f'{p:.4g}'} | {result['n']} |")
     if summary["duplicates"]:
         lines += ["", "## Duplicate runs (same configuration and seed, counted once)", ""]
-        lines += [f"- kept {kept}; left out {', '.join(copies)}" for kept, copies in summary["duplicates"].items()]
+        lines += [f"- kept {markdown_text(kept)}; left out {', '.join(map(markdown_text, copies))}"
+                  for kept, copies in summary["duplicates"].items()]
     if summary["skipped"]:
         lines += ["", "## Not drawn", ""] + [f"- {factor}: {reason}" for factor, reason in summary["skipped"].items()]
     return "\n".join(lines) + "\n"
@@ -187,6 +191,9 @@ def comparison_table(comparisons: list[PairedComparison]) -> list[str]:
     """Markdown lines: the paired comparisons of one factor as a table, then in words."""
     if not comparisons:
         return []
+    # the names and notes carry values from the runs (a strategy, a folder): shown as text, not as markup
+    comparisons = [dataclasses.replace(comparison, setting=markdown_text(comparison.setting), baseline=markdown_text(comparison.baseline),
+                                       notes=[markdown_text(note) for note in comparison.notes]) for comparison in comparisons]
     lines = ["Paired by seed (setting − baseline):", "",
              "| setting | baseline | metric | n pairs | difference | 95 % CI | paired t p | Wilcoxon p | detectable (power 0.8) |",
              "|---|---|---|---|---|---|---|---|---|"]

@@ -9,7 +9,8 @@ Its factors:
   `config.aet_dataset` folder: `k=35`, `hours=90` (or `T=90`), `strategy_random` (or `strategy=random`).
   An alpha = 0 run uses no event data, so its event factors are unknown and match any slice; likewise
   the alpha of a pretrain_finetune run (its stages are single-task).
-Runs with the same configuration and seed (a copied run folder) are one measurement (`drop_duplicates`).
+Runs with the same configuration and seed (a copied run folder) are one measurement (`drop_duplicates`), unless
+they recorded different event subsets.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class RunReading:
     best_epoch: int | None = None  # the epoch selected on validation
     event_draw: str | None = None  # the event subset's folder: runs that share it trained on one draw of the data
     arithmetic: dict = field(default_factory=dict)  # ARITHMETIC_FIELDS as the run used them (None: not recorded)
+    event_subset: dict | None = None  # `data.aet_subset` as the run recorded it (None: not recorded, as from W&B)
 
     def factor(self, name: str) -> Any:
         value = getattr(self, name)
@@ -95,7 +97,7 @@ def run_from_results(results: RunResults, source: str) -> RunReading:
     return RunReading(
         source=source, seed=seed, alpha=alpha, mode=mode, k=k, hours=hours, strategy=strategy,
         asc_macro_accuracy=_number(final.asc_macro_accuracy), aet_lwlrap=_number(final.aet_lwlrap),
-        task_gradients=gradients, identity=run_identity(config, seed, alpha),
+        task_gradients=gradients, identity=run_identity(config, seed, alpha), event_subset=data.get("aet_subset"),
         best_epoch=final.best_epoch if _is_number(final.best_epoch) else None,
         event_draw=_event_draw(config) if strategy not in (None, FULL_EVENT_SET) else None,
         arithmetic=_arithmetic(results),
@@ -243,11 +245,21 @@ def load_wandb_runs(project: str, timeout: int = 30, skip_old_results: bool = Fa
 
 
 def drop_duplicates(runs: list[RunReading]) -> tuple[list[RunReading], dict[str, list[str]]]:
-    """The runs with each identity once (the first seen), and per kept source the sources dropped as its copies."""
-    kept: dict[str, RunReading] = {}
+    """The runs with each measurement once (the first seen), and per kept source the sources dropped as its copies.
+
+    A copy has the identity of a kept run and its event subset: one `--aet_dataset` folder rebuilt with another
+    strategy, k or draw between two runs gives two measurements that the configuration cannot tell apart. A run
+    that recorded no subset (read from W&B) is a copy of the first run of its identity, as when one run is read
+    from its folder and from W&B."""
+    kept: dict[str, list[RunReading]] = defaultdict(list)
     copies: dict[str, list[str]] = defaultdict(list)
+    unique = []
     for run in runs:
-        first = kept.setdefault(run.identity, run)
-        if first is not run:
+        first = next((other for other in kept[run.identity] if None in (other.event_subset, run.event_subset)
+                      or other.event_subset == run.event_subset), None)
+        if first is None:
+            kept[run.identity].append(run)
+            unique.append(run)
+        else:
             copies[first.source].append(run.source)
-    return list(kept.values()), dict(copies)
+    return unique, dict(copies)

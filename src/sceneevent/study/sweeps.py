@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from ..training.arguments import BoundedYamlLoader
 from ..training.checkpointing import LOCK_FILE, checkpoint_dirs
 from ..training.results import has_results
 
@@ -70,8 +71,11 @@ def load_sweep(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"sweep file {path}: no such file")
-    with open(path) as handle:
-        config = yaml.safe_load(handle)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = yaml.load(handle, Loader=BoundedYamlLoader)  # an alias bomb would expand into the run grid
+    except (UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ValueError(f"sweep file {path}: not valid UTF-8 YAML ({error})") from None
     violations = schema_violations(config)
     if violations:
         raise ValueError(f"sweep file {path} is not a valid W&B sweep configuration:\n  " + "\n  ".join(violations))

@@ -37,14 +37,17 @@ def predict_split(accelerator: Accelerator, model, reader: BatchReader, batch_si
     return gather_rows(accelerator, local_logits).cpu().numpy(), gather_rows(accelerator, local_labels).cpu().numpy()
 
 
-def evaluate_tasks(accelerator, model, scene_reader, event_reader, batch_size, metrics, num_workers: int = 0) -> dict[str, float]:
-    """Scene macro accuracy over every scene class and event lwlrap, for the readers given (either may be None)."""
+def evaluate_tasks(accelerator, model, scene_reader, event_reader, batch_size, metrics, num_workers: int = 0, *,
+                   split: str | None = None, scene_labels: list[str] | None = None) -> dict[str, float]:
+    """Scene macro accuracy over every scene class and event lwlrap, for the readers given (either may be None).
+    `split` ("validation", "test") and `scene_labels` only name the split and the classes in the metric's warnings."""
     model.eval()
     results = {}
     if scene_reader is not None:
         logits, labels = predict_split(accelerator, model, scene_reader, batch_size, "scene_logits", num_workers)
         results["asc_macro_accuracy"] = metrics["macro_accuracy"].compute(
-            predictions=logits.argmax(axis=1), references=labels, labels=list(range(scene_reader.num_classes))
+            predictions=logits.argmax(axis=1), references=labels, labels=list(range(scene_reader.num_classes)),
+            label_names=scene_labels, split=split,
         )["macro_accuracy"]
     if event_reader is not None:
         scores, truth = predict_split(accelerator, model, event_reader, batch_size, "event_logits", num_workers)

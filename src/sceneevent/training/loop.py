@@ -321,7 +321,8 @@ class Run:
         """Both metrics on the `validation` or `test` splits; keys `val_*` for validation, bare for test."""
         started = time.perf_counter()
         scores = evaluate_tasks(self.accelerator, self.model, self.readers.get(f"scene_{role}"), self.readers.get(f"event_{role}"),
-                                self.args.eval_batch_size, self.metrics, self.loader.loader_kwargs["num_workers"])
+                                self.args.eval_batch_size, self.metrics, self.loader.loader_kwargs["num_workers"],
+                                split=role, scene_labels=list(self.config.scene_labels))
         self.state.timing["eval"] += time.perf_counter() - started
         return {f"val_{k}" if role == "validation" else k: v for k, v in scores.items()}
 

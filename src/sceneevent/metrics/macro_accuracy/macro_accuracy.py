@@ -22,6 +22,8 @@ Args:
     predictions (`list[int]`): predicted class indices.
     references (`list[int]`): true class indices.
     labels (`list[int]`, optional): every class of the task; default: the classes present in the references.
+    label_names (`list[str]`, optional): the class names, indexed by class, for the warning about a class without references.
+    split (`str`, optional): the evaluated split's name, for that warning.
 Returns:
     macro_accuracy (`float`): in [0, 1].
 Examples:
@@ -41,5 +43,5 @@ class MacroAccuracy(evaluate.Metric):
             features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
         )
 
-    def _compute(self, predictions, references, labels=None):
-        return {"macro_accuracy": macro_accuracy(references, predictions, labels=labels)}
+    def _compute(self, predictions, references, labels=None, label_names=None, split=None):
+        return {"macro_accuracy": macro_accuracy(references, predictions, labels=labels, label_names=label_names, split=split)}

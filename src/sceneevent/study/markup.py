@@ -1,0 +1,23 @@
+"""Text that comes from runs (folder names, values in results.json such as `data.aet_subset.strategy`) as the
+reports show it: literally, never as markup of the report's own."""
+
+from __future__ import annotations
+
+import re
+
+# A line break in a value would end a table row or start a heading; every control character becomes a space.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# What starts Markdown or HTML inside a line: backslash escapes, code, emphasis, links and images, table cells,
+# entities, strikethrough, math, and `<` before a tag, comment or autolink (`p < 0.05` stays as it is). `_` is
+# left alone: ordinary values are full of it (`speech_music`) and, inside words, it never emphasises.
+_MARKUP = re.compile(r"[\\`*\[\]|&~$]|<(?=\S)")
+
+
+def markdown_text(value) -> str:
+    """`value` for a Markdown line or table cell: control characters as spaces, markup characters escaped."""
+    return _MARKUP.sub(lambda found: "\\" + found[0], _CONTROL.sub(" ", str(value)))
+
+
+def plot_text(value) -> str:
+    """`value` for a matplotlib label: a `$` would start mathtext, and malformed math stops the figure from drawing."""
+    return str(value).replace("$", r"\$")
