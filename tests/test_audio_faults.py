@@ -17,7 +17,7 @@ import torch
 
 from sceneevent import LogMelFeatureExtractor
 from sceneevent.data.audio import AudioDecodeError, StreamingResampler, load_audio
-from sceneevent.data.feature_cache import build_feature_cache
+from sceneevent.data.feature_store import FeatureStore
 from sceneevent.models.feature_extraction_sceneevent import MAX_KERNEL_TAPS, resample, resampler, resampling_ratio
 from sceneevent.io_utils import atomic_write_text, replace_files_from, scrub_secrets
 
@@ -102,8 +102,8 @@ def test_cache_build_skips_an_absurd_rate_and_names_it(tmp_path: Path):
     rows = datasets.Dataset.from_dict({"audio": [{"bytes": None, "path": str(good)}, {"bytes": None, "path": str(bad)}],
                                        "scene": [0, 1]})
     extractor = LogMelFeatureExtractor(num_mel_bins=16, sampling_rate=8000, clip_seconds=0.5, hop_length=80, n_fft=256)
-    cached, dropped = build_feature_cache(rows, extractor, split_name="odd_rates", skip_bad_audio=True)
-    assert len(cached) == 1 and cached[0]["scene"] == 0
+    cached, dropped = FeatureStore(tmp_path / "store", extractor).store_split(rows, split_name="odd_rates", skip_bad_audio=True)
+    assert len(cached) == 1 and cached.dataset[0]["scene"] == 0
     assert len(dropped) == 1 and "claims_1MHz.wav" in dropped[0] and "1000003 Hz" in dropped[0]
 
 

@@ -237,6 +237,9 @@ def test_scene_names_differing_only_in_case_or_spaces_are_an_error_naming_them(t
     tree = make_tree(tmp_path / "tree", {"train": ["Park", "park", "bus"], "test": ["park ", "bus"]})
     with pytest.raises(ValueError, match=r"differ only in case.*'Park', 'park', 'park '.*give each scene one spelling"):
         load_scene_audiofolder(tree)
+    with pytest.raises(ValueError) as caught:  # through --asc_dataset: the names are the problem, not the layout
+        load_scene_source(str(tree))
+    assert "differ only in case" in str(caught.value) and "not a TUT 2018" not in str(caught.value)
     saved = tmp_path / "saved"
     datasets.DatasetDict({"train": place_split(["Bus", "park"]), "test": place_split(["bus", "park"])}).save_to_disk(str(saved))
     with pytest.raises(ValueError, match=r"saved\[train\] column 'place'.*'Bus', 'bus'"):

@@ -260,6 +260,10 @@ def load_tut2018_hub(
     return data
 
 
+class SceneNamesError(ValueError):
+    """Scene names that would split one scene into several classes."""
+
+
 def check_scene_names(names: Sequence, source: str) -> None:
     """Refuse scene names that differ only in case, surrounding spaces or Unicode form (`Park`, `park`, `park `):
     they would be separate classes, each holding part of one scene. Which spelling is meant is for the data's
@@ -270,7 +274,7 @@ def check_scene_names(names: Sequence, source: str) -> None:
     clashes = [group for group in spellings.values() if len(group) > 1]
     if clashes:
         shown = "; ".join(", ".join(map(repr, group)) for group in clashes)
-        raise ValueError(f"{source}: scene names that differ only in case, surrounding spaces or Unicode form would be "
+        raise SceneNamesError(f"{source}: scene names that differ only in case, surrounding spaces or Unicode form would be "
                          f"separate classes: {shown}; give each scene one spelling")
 
 

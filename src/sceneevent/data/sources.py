@@ -14,7 +14,16 @@ import datasets
 
 from ._columns import with_plain_audio
 from .audioset import load_audioset
-from .scenes import TUT2018_HUB_ID, is_tut2018_folder, load_scene_audiofolder, load_tut2018, load_tut2018_hub, to_scene_dataset
+from .scenes import (
+    TUT2018_HUB_ID,
+    SceneNamesError,
+    is_tut2018_folder,
+    load_scene_audiofolder,
+    load_tut2018,
+    load_tut2018_hub,
+    to_scene_dataset,
+    warn_missing_classes,
+)
 from .subsets import with_held_out_splits
 from .synthetic import load_synthetic_events, load_synthetic_scenes
 
@@ -37,6 +46,8 @@ def load_scene_source(source: str = SYNTHETIC, label_column: str = "scene", seed
             return _standard_scene_splits(datasets.load_from_disk(str(path)), label_column, str(source))
         try:
             return load_scene_audiofolder(path)
+        except SceneNamesError:
+            raise  # an audiofolder tree whose names are the problem, not the layout
         except ValueError as error:
             raise ValueError(
                 f"--asc_dataset {source!r}: a folder, but not a TUT 2018 development set (meta.csv + evaluation_setup/), "
@@ -71,7 +82,9 @@ def _standard_scene_splits(data: datasets.DatasetDict, label_column: str, source
         if "audio" in dataset.column_names:
             dataset = with_plain_audio(dataset)
         out[split] = to_scene_dataset(dataset, label_column, names=names, source=f"{source}[{name}]")
-    return datasets.DatasetDict(out)
+    out = datasets.DatasetDict(out)
+    warn_missing_classes(out, source)
+    return out
 
 
 def load_event_source(source: str = SYNTHETIC, seed: int = 0, **synthetic_kwargs) -> datasets.DatasetDict:

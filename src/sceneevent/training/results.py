@@ -157,7 +157,7 @@ def read_results(run_dir: str | os.PathLike, *, require_validation_selection: bo
     if not path.is_file():
         raise ResultsError(f"{path}: no results.json (is {path.parent} a finished run folder?)")
     try:
-        results = RunResults.from_dict(json.loads(path.read_text()))
+        results = RunResults.from_dict(json.loads(path.read_text(encoding="utf-8-sig")))
     except json.JSONDecodeError as error:
         raise ResultsError(f"{path}: not valid JSON ({error})") from error
     except (ResultsError, TypeError) as error:
