@@ -10,7 +10,8 @@ class SpecAugment(nn.Module):
     """Frequency and time masks (Park et al. 2019), drawn independently for every clip.
 
     Masked cells take the clip's mean log-mel value, so that a mask looks like nothing, not like
-    silence. Does nothing in eval mode.
+    silence. Does nothing in eval mode. Not torchaudio's `transforms.SpecAugment`: it draws its masks from the
+    random stream in another order (and fills with a constant), so every reading made so far would change.
 
     Args:
         freq_masks, time_masks: masks per clip along each axis.
