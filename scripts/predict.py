@@ -8,7 +8,8 @@ Inputs are files, folders (searched recursively) or glob patterns of WAV/FLAC/OG
 sampling rate (1 to 384 kHz) and channel count, of any length (read window by window). Files that
 cannot be read, and what folders and patterns skipped (other audio formats, dangling links), are
 listed at the end (and in the CSV or JSON output) without stopping the others; the exit code is 0
-when at least one file was processed.
+when at least one file was processed. A model whose type the installed sceneevent does not know is
+refused in one line; `--trust_remote_code` runs the Python code that comes with it instead.
 `--help` lists every argument.
 """
 
@@ -25,7 +26,7 @@ from transformers import HfArgumentParser
 
 from sceneevent.inference.files import expand_inputs, predict_files
 from sceneevent.inference.formats import format_table, plot_prediction, to_csv, to_json_dict
-from sceneevent.inference.pipeline import EVENT_POOLING, load_pipeline
+from sceneevent.inference.pipeline import EVENT_POOLING, RemoteCodeRefusedError, load_pipeline
 from sceneevent.io_utils import atomic_write_json, atomic_write_text
 from sceneevent.models.modeling_sceneevent import WeightsMismatchError
 
@@ -45,6 +46,11 @@ class PredictArguments:
     batch_size: int = field(default=8, metadata={"help": "Windows per forward pass."})
     plot: str | None = field(default=None, metadata={"help": "Folder for one PNG per file: log-mel spectrogram and event scores over time."})
     device: str | None = field(default=None, metadata={"help": "torch device, e.g. cpu or cuda:0. Default: the first accelerator if any, else CPU."})
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "Run the Python code that comes with --model (its *.py files) to load a model whose type the "
+                          "installed sceneevent does not know. Off by default: such a model is refused. Only for code you trust."},
+    )
     disable_tqdm: bool = field(default=False, metadata={"help": "Hide the progress bar."})
 
 
@@ -111,9 +117,11 @@ def main(args: list[str] | None = None) -> int:
     files, failures = expand_inputs(inputs)
     refuse_output_over_input(options.output_file, files)
     try:
-        model = load_pipeline(options.model, device=options.device)
+        model = load_pipeline(options.model, device=options.device, trust_remote_code=options.trust_remote_code)
     except WeightsMismatchError as error:  # a broken model folder: one clear line, no traceback
         raise SystemExit(f"predict.py: error: --model {error}") from None
+    except RemoteCodeRefusedError as error:  # one line naming this script's flag, not the library's argument
+        raise SystemExit(f"predict.py: error: --model {RemoteCodeRefusedError(error.model, '--trust_remote_code')}") from None
     predictions, unreadable = predict_files(
         model,
         files,

@@ -47,6 +47,10 @@ def model_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny_model")
     model.save_pretrained(folder)
     LogMelFeatureExtractor(num_mel_bins=32, sampling_rate=16000, clip_seconds=1.0, n_fft=512, hop_length=160).save_pretrained(folder)
+    # What a run folder holds beside the model: its lock, a killed save's staging file, checkpoints.
+    (folder / ".lock").write_text("")
+    (folder / ".model.safetensors.k3j2.tmp").write_bytes(b"half a model")
+    (folder / "checkpoints" / "step_1").mkdir(parents=True)
     return folder
 
 
@@ -66,7 +70,10 @@ def pytorch_logits(model_dir: Path, features: np.ndarray) -> list[np.ndarray]:
 
 def test_export_writes_the_graph_and_the_feature_settings(exported, model_dir: Path):
     output, report = exported
-    assert {"model.onnx", "preprocessor_config.json", "config.json"} <= {p.name for p in output.iterdir()}
+    names = {p.name for p in output.iterdir()}
+    assert {"model.onnx", "preprocessor_config.json", "config.json"} <= names
+    # Nothing of the run folder is taken along: no lock, no staging, no checkpoints (the extractor's code is its own).
+    assert not [name for name in names if name.startswith(".") or name == "checkpoints" or name.endswith(".tmp")]
     assert not [p for p in output.parent.iterdir() if p.name.startswith(f".{output.name}.")]  # staging removed
     assert json.loads((output / "preprocessor_config.json").read_text()) == json.loads((model_dir / "preprocessor_config.json").read_text())
     graph = onnx.load(str(output / "model.onnx"))

@@ -235,3 +235,85 @@ def test_push_uploads_a_fresh_card_and_writes_it_only_after_success(tmp_path: Pa
     assert api.uploaded["README.md"] == (run / "README.md").read_bytes() == render_model_card(run, "me/x").encode()
     assert api.uploaded["model.safetensors"] == (run / "model.safetensors").read_bytes()
     assert not api.folder.exists()  # the staging folder is removed
+
+
+# ---------------------------------------------------------------------------------------------- issue 28
+
+EVIL = "evil\n# heading <script>alert(1)</script> [x](javascript:alert(1)) | cell"
+
+
+def test_card_shows_run_text_as_text_never_as_markup(tmp_path: Path):
+    import re
+
+    run = make_run(tmp_path / 'my "run"\n# Owned <script>x')  # a folder name may hold all of these
+    payload = json.loads((run / "results.json").read_text())
+    payload["data"]["aet_subset"]["strategy"] = EVIL
+    payload["config"]["lr_scheduler_type"] = "cosine | 1 |\n## injected"
+    payload["final"]["selected_by"] = "val`<b>x</b>"
+    (run / "results.json").write_text(json.dumps(payload))
+    config = json.loads((run / "config.json").read_text())
+    config["event_labels"] = ["Speech", "<img src=x onerror=alert(1)>", "a\n## h", "tick`tock"]
+    config["encoder"] = "resnet18 <script>"
+    (run / "config.json").write_text(json.dumps(config))
+    body = render_model_card(run).split("\n---\n", 1)[1]
+    outside_code = re.sub(r"```.*?```", "", body, flags=re.DOTALL)
+    headings = [line for line in outside_code.splitlines() if line.startswith("#")]
+    assert headings == ['# my "run" # Owned \\<script>x', "## Results", "## Labels", "## Event training data (AET subset)",
+                        "## Training settings", "## Intended use and limits", "## How to use", "## Citation"]
+    assert "| Class selection strategy | evil # heading \\<script>alert(1)\\</script> \\[x\\](javascript:alert(1)) \\| cell |" in body
+    assert "| Schedule | cosine \\| 1 \\| ## injected |" in body
+    for line in body.splitlines():  # every table row keeps its two cells
+        if line.startswith("| "):
+            assert len(re.findall(r"(?<!\\)\|", line)) == 3, line
+    # Code spans hold the text literally (HTML inside one is not HTML); a backtick inside gets a longer fence.
+    assert "`Speech`, `<img src=x onerror=alert(1)>`, `a ## h`, ``tick`tock``." in body
+    assert "selected on the validation split by ``val`<b>x</b>``;" in body and "Encoder: `resnet18 <script>`" in body
+    assert not re.search(r"(?<!\\)<(script|img)", re.sub(r"(`+).*?\1", "", outside_code))  # tags: only inside code
+
+
+def test_card_code_snippets_hold_the_name_as_a_python_string(tmp_path: Path):
+    import ast
+    import re
+    import shlex
+
+    name = 'my "run"\\ it\'s\n# Owned'
+    run = make_run(tmp_path / name)
+    body = render_model_card(run).split("\n---\n", 1)[1]
+    blocks = re.findall(r"```python\n(.*?)```", body, re.DOTALL)
+    assert len(blocks) == 3
+    for block in blocks:
+        strings = {node.value for node in ast.walk(ast.parse(block)) if isinstance(node, ast.Constant)}
+        assert name in strings  # the code parses and names the folder exactly
+    (command,) = re.findall(r"`(python scripts/predict\.py [^`]*)`", body)
+    assert shlex.split(command)[4] == name.replace("\n", " ")  # a code span cannot hold a line break
+
+
+def test_card_of_ordinary_names_keeps_plain_python_strings(run_dir: Path):
+    body = render_model_card(run_dir, "me/sceneevent-test")
+    assert 'model = load_pipeline("me/sceneevent-test")' in body
+    assert 'AutoModel.from_pretrained("me/sceneevent-test", trust_remote_code=True)' in body
+    assert "`python scripts/predict.py recordings/ --model me/sceneevent-test --output_format json" in body
+
+
+def test_push_uploads_only_the_model_files_never_locks_or_staging(tmp_path: Path, monkeypatch):
+    import sceneevent.inference.hub as hub
+
+    run = make_run(tmp_path / "run")
+    (run / ".lock").write_text("")  # the training run's lock, beside the model files
+    (run / ".model.safetensors.k3j2.tmp").write_bytes(b"half a model")  # a killed save's staging file
+    (run / ".README.md.x1.tmp").write_text("half a card")
+    (run / "model.safetensors.tmp").write_bytes(b"")
+    (run / "._model.safetensors").write_bytes(b"macOS metadata")  # hidden names that the allowed patterns match
+    (run / ".#modeling_sceneevent.py").write_text("an editor's lock")
+    (run / ".run.q9.tmp").mkdir()  # a staging folder
+    (run / ".run.q9.tmp" / "model.safetensors").write_bytes(b"staged")
+    (run / "wandb").mkdir()
+    (run / "wandb" / "run.py").write_text("# W&B's copy of code")
+    (run / "train.log").write_text("log")
+    api = FakeHubApi()
+    monkeypatch.setattr(hub, "_authenticated_api", lambda token: (api, FAKE_TOKEN))
+    push_run_to_hub(run, "me/x")
+    code = {path.name for path in run.glob("*.py") if not path.name.startswith(".")}
+    assert "modeling_sceneevent.py" in code  # the model's custom code ships with it
+    assert set(api.uploaded) == {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"} | code
+    assert api.uploaded["model.safetensors"] == (run / "model.safetensors").read_bytes()

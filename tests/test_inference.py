@@ -453,3 +453,99 @@ def test_cli_refuses_to_write_over_an_input(run_dir: Path, tmp_path: Path, throu
     with pytest.raises(SystemExit, match="--output_file .* is the input file"):
         script.main([str(audio), "--model", str(run_dir), "--output_file", str(output), "--device", "cpu", "--disable_tqdm"])
     assert audio.read_bytes() == before
+
+
+# ---------------------------------------------------------------------------------------------- issue 28
+
+
+def loud(peak: float, seconds: float = 2.0, rate: int = 16000) -> np.ndarray:
+    """(samples, 2) float32 samples of a finite tone reaching `peak`: valid floats, far outside ±1."""
+    t = np.arange(int(seconds * rate)) / rate
+    tone = np.sin(2 * np.pi * 440 * t)
+    return (peak * np.stack([tone, tone], axis=1)).astype(np.float32)
+
+
+@pytest.mark.parametrize("peak", [1e29, 3e38])
+def test_loud_finite_audio_is_bad_audio_not_a_broken_model(classifier, run_dir: Path, tmp_path: Path, peak: float):
+    from sceneevent.data.audio import AudioDecodeError
+    from sceneevent.inference.pipeline import NonFiniteFeaturesError
+
+    sf.write(tmp_path / "loud.wav", loud(peak), 16000, subtype="FLOAT")  # passes the NaN/Inf check of the samples
+    sf.write(tmp_path / "good.wav", noise(2, 16000, 1, 8), 16000)
+    with pytest.raises(NonFiniteFeaturesError, match=r"loud\.wav: gives non-finite log-mel features \(peak sample \d"):
+        predict(classifier, tmp_path / "loud.wav")
+    with pytest.raises(AudioDecodeError, match="<array>: gives non-finite log-mel features"):  # audio in memory too
+        predict(classifier, loud(peak)[:, 0], sampling_rate=16000)
+    # Many files: the loud one is a failure named as bad audio, the other is processed.
+    predictions, failures = predict_files(classifier, [tmp_path / "loud.wav", tmp_path / "good.wav"], progress=False)
+    assert [Path(p.source).name for p in predictions] == ["good.wav"]
+    (failure,) = failures
+    assert failure["source"].endswith("loud.wav") and f"peak sample {peak:.3g}" in failure["error"]
+    assert "±1" in failure["error"] and "weights" not in failure["error"]
+    # The CLI lists it at the end, and the JSON stays valid.
+    output = tmp_path / "predictions.json"
+    script = load_script("predict")
+    assert script.main([str(tmp_path), "--model", str(run_dir), "--device", "cpu", "--disable_tqdm",
+                        "--output_format", "json", "--output_file", str(output)]) == 0
+    payload = json.loads(output.read_text())
+    assert [Path(item["source"]).name for item in payload["files"]] == ["good.wav"]
+    assert [Path(item["source"]).name for item in payload["failures"]] == ["loud.wav"]
+    assert "non-finite log-mel features" in payload["failures"][0]["error"]
+
+
+def test_nan_in_audio_given_as_an_array_is_bad_audio(classifier):
+    from sceneevent.data.audio import AudioDecodeError
+
+    samples = noise(1, RATE, 1, 9)[:, 0]
+    samples[100] = np.nan
+    with pytest.raises(AudioDecodeError, match=r"<array>: holds NaN or Inf samples"):  # as a file with NaN is named
+        predict(classifier, {"array": samples, "sampling_rate": RATE})
+
+
+def test_plot_of_a_file_whose_name_holds_mathtext(run_dir: Path, tmp_path: Path):
+    audio = tmp_path / "take $\\frac$.wav"  # `$\frac$` is malformed mathtext: it stopped the plot and the run
+    sf.write(audio, noise(1, 8000, 1, 10), 8000)
+    script = load_script("predict")
+    output, plots = tmp_path / "p.json", tmp_path / "plots"
+    assert script.main([str(audio), "--model", str(run_dir), "--device", "cpu", "--disable_tqdm", "--plot", str(plots),
+                        "--output_format", "json", "--output_file", str(output)]) == 0
+    assert [path.name for path in plots.iterdir()] == ["take $\\frac$.png"]
+    assert len(json.loads(output.read_text())["files"]) == 1
+
+
+def test_model_with_code_of_its_own_is_refused_in_one_line_unless_trusted(run_dir: Path, tmp_path: Path):
+    from sceneevent.inference.pipeline import RemoteCodeRefusedError
+
+    folder = tmp_path / "forked"
+    import shutil
+
+    shutil.copytree(run_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["model_type"] = "sceneevent_fork"  # not registered by the installed package: only its own code loads it
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RemoteCodeRefusedError, match=r"forked: .*pass trust_remote_code=True only if you trust"):
+        load_pipeline(folder, device="cpu")  # never the interactive prompt of transformers
+    sf.write(tmp_path / "a.wav", noise(1, 8000, 1, 11), 8000)
+    script = load_script("predict")
+    with pytest.raises(SystemExit) as stopped:
+        script.main([str(tmp_path / "a.wav"), "--model", str(folder), "--device", "cpu", "--disable_tqdm"])
+    message = str(stopped.value.code)
+    assert message.startswith(f"predict.py: error: --model {folder}: ") and "\n" not in message
+    assert "pass --trust_remote_code only if you trust that code" in message and "trust_remote_code=True" not in message
+    # With the flag, the folder's own code loads it.
+    output = tmp_path / "p.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    completed = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "predict.py"), str(tmp_path / "a.wav"), "--model", str(folder),
+         "--device", "cpu", "--disable_tqdm", "--trust_remote_code", "--output_format", "json", "--output_file", str(output)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert json.loads(output.read_text())["files"][0]["aggregate"]["scene"] in SCENES
+
+
+def test_predict_help_explains_trust_remote_code(capsys):
+    script = load_script("predict")
+    with pytest.raises(SystemExit):
+        script.parse(["--help"])
+    assert "Python code that comes with --model" in " ".join(capsys.readouterr().out.split())

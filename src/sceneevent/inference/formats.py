@@ -75,15 +75,15 @@ def plot_prediction(prediction: RecordingPrediction, path: str | os.PathLike, to
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, height_ratios=[3, 2], layout="constrained")
     image = top.imshow(prediction.log_mel, origin="lower", aspect="auto", cmap="magma",
                        extent=[0, prediction.log_mel.shape[1] / prediction.frames_per_second, 0, prediction.log_mel.shape[0]])
-    top.set_title(f"{Path(prediction.source).name}: {prediction.scene} "
-                  f"(p = {prediction.scene_probabilities.max():.2f})")
+    top.set_title(_plot_text(f"{Path(prediction.source).name}: {prediction.scene} "
+                             f"(p = {prediction.scene_probabilities.max():.2f})"))
     top.set_ylabel("mel bin")
     # Scores as steps over each window's hop span: what the model said about that stretch of audio.
     edges = [start for start, _ in prediction.window_times] + [prediction.window_times[-1][1]]
     for event in prediction.top_events(top_k):
         column = prediction.event_labels.index(event["label"])
         scores = prediction.event_scores[:, column]
-        bottom.step(edges, np.append(scores, scores[-1]), where="post", label=f"{event['label']} ({event['score']:.2f})")
+        bottom.step(edges, np.append(scores, scores[-1]), where="post", label=_plot_text(f"{event['label']} ({event['score']:.2f})"))
     bottom.set_ylim(0, 1.02)
     bottom.set_xlim(0, max(prediction.duration_seconds, 1e-3))
     bottom.set_xlabel("time (s)")
@@ -95,3 +95,8 @@ def plot_prediction(prediction: RecordingPrediction, path: str | os.PathLike, to
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def _plot_text(text: str) -> str:
+    """A file name or label for matplotlib, drawn as it is: a `$` would start mathtext (`$\\frac$` stops the plot)."""
+    return text.replace("$", r"\$")

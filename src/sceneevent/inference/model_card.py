@@ -3,6 +3,10 @@
 Cards are public: secrets are scrubbed from what the card shows and local paths are shown by their last
 component only. Results written before the best epoch was chosen on validation still render, their
 event figure worded as validation (`training.results.VALIDATION_SELECTION_SCHEMA`).
+
+Text from the run (its folder or Hub name, labels, settings in config.json and results.json) is shown as text,
+never as the card's own markup: escaped in Markdown lines and table cells, a code span of its own in backticks,
+a Python string literal in the code snippets and a shell-quoted word in the command line.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 from pathlib import Path
 
 from ..io_utils import atomic_write_text, scrub_secrets
@@ -23,6 +28,11 @@ CITATION = """@inproceedings{parikh2022impact,
   year      = {2022},
 }"""
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # user/name or org/name
+# The report's rule for text in Markdown (`study.markup`, which inference may not import; one shared module would
+# serve both): a line break would end a table row or start a heading, so control characters become spaces; what
+# starts Markdown or HTML inside a line is backslash-escaped (`_` is left alone: it never emphasises inside words).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_MARKUP = re.compile(r"[\\`*\[\]|&~$]|<(?=\S)")
 
 
 def write_model_card(run_dir: str | os.PathLike, repo_id: str | None = None, output_path: str | os.PathLike | None = None) -> Path:
@@ -126,14 +136,14 @@ def _event_split(results: RunResults) -> str:
 def _intro_section(name: str, config: dict, results: RunResults) -> str:
     alpha = _recorded(results.alpha, config.get("alpha"))
     return (
-        f"# {name}\n\n"
+        f"# {_text(name)}\n\n"
         "One network for **acoustic scene classification** (one scene per clip, softmax head) and "
         "**acoustic event tagging** (any number of events per clip, sigmoid head), trained jointly as in "
         "Parikh et al., *Impact of Acoustic Event Tagging on Scene Classification in a Multi-Task Learning "
         f"Framework* (Interspeech 2022), with the `sceneevent` code.\n\n"
-        f"- Encoder: `{config.get('encoder', 'resnet18')}` (timm, one input channel) on log-mel spectrograms, "
+        f"- Encoder: {_code(config.get('encoder', 'resnet18'))} (timm, one input channel) on log-mel spectrograms, "
         "shared by both heads.\n"
-        f"- Loss: `alpha * L_AET + (1 - alpha) * L_ASC` with **alpha = {_fmt(alpha)}** "
+        f"- Loss: `alpha * L_AET + (1 - alpha) * L_ASC` with **alpha = {_text(_fmt(alpha))}** "
         "(0 = scene task only, 1 = event task only).\n"
     )
 
@@ -149,7 +159,7 @@ def _results_section(results: RunResults) -> str:
         ("Final training loss, scenes", final.loss_asc),
         ("Final training loss, events", final.loss_aet),
     ]
-    table = "\n".join(f"| {label} | {_fmt(value)} |" for label, value in rows if value is not None)
+    table = "\n".join(f"| {label} | {_cell(value)} |" for label, value in rows if value is not None)
     return f"## Results\n\n| Metric | Value |\n|---|---|\n{table}\n\n{_selection_note(final)}"
 
 
@@ -157,8 +167,8 @@ def _selection_note(final: FinalMetrics) -> str:
     selected_by, value = final.selected_by, final.selected_value
     if selected_by and selected_by != LAST_EPOCH:
         shown = f" ({_fmt(value)})" if isinstance(value, (int, float)) else ""
-        note = (f"The model kept is that of epoch {_fmt(final.best_epoch)}, selected on the validation split by "
-                f"`{selected_by}`{shown}; the test figures above played no part in that choice.")
+        note = (f"The model kept is that of epoch {_text(_fmt(final.best_epoch))}, selected on the validation split by "
+                f"{_code(selected_by)}{_text(shown)}; the test figures above played no part in that choice.")
     elif selected_by == LAST_EPOCH:
         note = "The run had no validation split, so the model of the last epoch is kept; the figures above are on the test split."
     else:
@@ -170,9 +180,9 @@ def _labels_section(scenes: list[str], events: list[str]) -> str:
     return (
         "## Labels\n\n"
         f"**Scenes ({len(scenes)})**, the `audio-classification` labels (`config.id2label`): "
-        f"{', '.join(f'`{label}`' for label in scenes)}.\n\n"
+        f"{', '.join(map(_code, scenes))}.\n\n"
         f"**Events ({len(events)})**, the tagging head (`config.event_labels`): "
-        f"{', '.join(f'`{label}`' for label in events)}.\n"
+        f"{', '.join(map(_code, events))}.\n"
     )
 
 
@@ -186,12 +196,12 @@ def _subset_section(results: RunResults, events: list[str]) -> str:
             ("Subset seed", subset.get("seed")),
             ("Source", _display_source(subset.get("source"))),
         ]
-        table = "\n".join(f"| {label} | {_fmt(value)} |" for label, value in rows)
+        table = "\n".join(f"| {label} | {_cell(value)} |" for label, value in rows)
         return f"## Event training data (AET subset)\n\n| Setting | Value |\n|---|---|\n{table}\n"
     source = _display_source(results.config.get("aet_dataset"))
     return (
         "## Event training data (AET subset)\n\n"
-        f"Event data set: `{source}`, k = {len(events)} event classes. The run recorded no subset "
+        f"Event data set: {_code(source)}, k = {len(events)} event classes. The run recorded no subset "
         "description (hours T, selection strategy, seed), so these are not known.\n"
     )
 
@@ -216,7 +226,7 @@ def _training_section(config: dict, results: RunResults, preprocessor: dict) -> 
         ("STFT n_fft / hop", _pair(preprocessor.get("n_fft"), preprocessor.get("hop_length"))),
         ("Wall time (s)", results.wall_time_seconds),
     ]
-    table = "\n".join(f"| {label} | {_fmt(value)} |" for label, value in rows if value is not None)
+    table = "\n".join(f"| {label} | {_cell(value)} |" for label, value in rows if value is not None)
     return f"## Training settings\n\n| Setting | Value |\n|---|---|\n{table}\n"
 
 
@@ -237,13 +247,14 @@ def _use_section() -> str:
 
 
 def _how_to_section(name: str) -> str:
+    model = _python_str(name)  # pasted inside quotes, a `"` in a folder name would end the string
     return (
         "## How to use\n\n"
         "Scene classification with the `transformers` pipeline (the custom code ships with the model):\n\n"
         "```python\n"
         "import soundfile as sf\n"
         "from transformers import pipeline\n\n"
-        f'classifier = pipeline("audio-classification", model="{name}", trust_remote_code=True)\n'
+        f'classifier = pipeline("audio-classification", model={model}, trust_remote_code=True)\n'
         'audio, rate = sf.read("recording.wav", dtype="float32", always_2d=True)\n'
         "# The pipeline takes mono audio (a file path would need ffmpeg); other rates are resampled.\n"
         'classifier({"array": audio.mean(axis=1), "sampling_rate": rate}, top_k=3)  # [{"label", "score"}], softmax\n'
@@ -251,18 +262,18 @@ def _how_to_section(name: str) -> str:
         "Event tagging and long recordings (cut into clip-length windows) with the `sceneevent` package:\n\n"
         "```python\n"
         "from sceneevent.inference import load_pipeline, predict, tag_events\n\n"
-        f'model = load_pipeline("{name}")\n'
+        f'model = load_pipeline({model})\n'
         'tag_events(model, "recording.wav", top_k=5)  # [{"label": event, "score": sigmoid score}, ...]\n'
         'prediction = predict(model, "long_recording.flac")  # per-window and aggregated scenes and events\n'
         "```\n\n"
-        "or from the command line: `python scripts/predict.py recordings/ --model "
-        f"{name} --output_format json --output_file predictions.json`.\n\n"
+        "or from the command line: "
+        f"{_code(f'python scripts/predict.py recordings/ --model {shlex.quote(name)} --output_format json --output_file predictions.json')}.\n\n"
         "Without `sceneevent`, the event scores are `sigmoid(event_logits)` of the model output:\n\n"
         "```python\n"
         "import soundfile as sf, torch\n"
         "from transformers import AutoFeatureExtractor, AutoModel\n\n"
-        f'model = AutoModel.from_pretrained("{name}", trust_remote_code=True).eval()\n'
-        f'extractor = AutoFeatureExtractor.from_pretrained("{name}", trust_remote_code=True)\n'
+        f'model = AutoModel.from_pretrained({model}, trust_remote_code=True).eval()\n'
+        f'extractor = AutoFeatureExtractor.from_pretrained({model}, trust_remote_code=True)\n'
         'audio, rate = sf.read("recording.wav", dtype="float32", always_2d=True)\n'
         "features = extractor(audio.T, sampling_rate=rate, return_tensors=\"pt\")\n"
         "with torch.no_grad():\n"
@@ -315,6 +326,32 @@ def _recorded(value, fallback):
 
 def _pair(first, second) -> str | None:
     return None if first is None and second is None else f"{_fmt(first)} / {_fmt(second)}"
+
+
+def _text(value) -> str:
+    """`value` for a Markdown line or table cell: control characters as spaces, markup characters escaped."""
+    return _MARKUP.sub(lambda found: "\\" + found[0], _CONTROL.sub(" ", str(value)))
+
+
+def _cell(value) -> str:
+    """A table cell: `value` formatted, then escaped (a `|` would split the cell, a newline end the table)."""
+    return _text(_fmt(value))
+
+
+def _code(value) -> str:
+    """`value` as an inline code span, shown literally (HTML and links too): its fence is one backtick longer than the
+    longest run of backticks inside, and it is padded where CommonMark would otherwise strip or merge an edge."""
+    text = _CONTROL.sub(" ", str(value))
+    fence = "`" * (1 + max(map(len, re.findall("`+", text)), default=0))
+    pad = " " if text[:1] == "`" or text[-1:] == "`" or (text[:1] == text[-1:] == " " and text.strip()) else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _python_str(value) -> str:
+    """`value` as a Python string literal (non-printable characters escaped), in double quotes like the rest of the
+    snippets unless it holds one."""
+    text = str(value)
+    return repr(text) if '"' in text else f'"{repr(text)[1:-1]}"'
 
 
 def _fmt(value) -> str:

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..data.audio import StreamingResampler
+from ..data.audio import AudioDecodeError, StreamingResampler
 from ..models.modeling_sceneevent import WeightsMismatchError
-from .windows import SpectrogramTrack, open_stream, resampled, stream_windows
+from .windows import AudioStream, SpectrogramTrack, open_stream, resampled, stream_windows
 
 EVENT_POOLING = ("max", "mean")
 
@@ -38,12 +38,26 @@ EVENT_POOLING = ("max", "mean")
 # ---------------------------------------------------------------------------------------------- loading
 
 
-def load_pipeline(model: str | os.PathLike, *, device: str | int | None = None, trust_remote_code: bool | None = None,
+class RemoteCodeRefusedError(ValueError):
+    """The model folder or Hub repository holds code that would have to run to load it, and it was not trusted."""
+
+    def __init__(self, model: str, switch: str = "trust_remote_code=True"):
+        self.model = model
+        super().__init__(f"{model}: its model type is not one the installed sceneevent and transformers know, so loading "
+                         f"it runs the Python code that comes with it; pass {switch} only if you trust that code")
+
+
+def load_pipeline(model: str | os.PathLike, *, device: str | int | None = None, trust_remote_code: bool = False,
                   revision: str | None = None, token: str | None = None):
     """`pipeline("audio-classification")` of a run folder or Hub id, checked to be a sceneevent model.
 
     With `sceneevent` imported the model classes are registered locally, so `trust_remote_code` is
-    only needed for models whose code differs from the installed package.
+    only needed for models whose code differs from the installed package (another `model_type`);
+    `trust_remote_code=True` runs that code, the Python files of the model folder or repository.
+
+    Raises:
+        RemoteCodeRefusedError: the model needs its own code and `trust_remote_code` is not True (never a prompt).
+        WeightsMismatchError: the weights do not fit the model's config.
     """
     from transformers import pipeline
 
@@ -52,21 +66,24 @@ def load_pipeline(model: str | os.PathLike, *, device: str | int | None = None, 
             "audio-classification",
             model=os.fspath(model),
             device=device,
-            trust_remote_code=trust_remote_code,
+            trust_remote_code=bool(trust_remote_code),  # False, not None: transformers would prompt on a terminal
             revision=revision,
             token=token,
         )
     except ValueError as error:
-        raise _plain_load_error(error) from None
+        raise _plain_load_error(error, str(model)) from None
     return _check_sceneevent(classifier, str(model))
 
 
-def _plain_load_error(error: ValueError) -> ValueError:
-    """The model's own WeightsMismatchError, which `pipeline` buries in a page of tracebacks; else `error`."""
+def _plain_load_error(error: ValueError, model: str) -> ValueError:
+    """One line for what `pipeline` buries in a page of text or tracebacks: the model's own WeightsMismatchError,
+    or the refusal to run a model's code; else `error`."""
     lines = [line for line in str(error).splitlines() if "WeightsMismatchError: " in line]
-    if not lines:
-        return error
-    return WeightsMismatchError(lines[-1].split("WeightsMismatchError: ", 1)[1])
+    if lines:
+        return WeightsMismatchError(lines[-1].split("WeightsMismatchError: ", 1)[1])
+    if "custom code" in str(error) and "trust_remote_code=True" in str(error):  # transformers' refusal, any wording
+        return RemoteCodeRefusedError(model)
+    return error
 
 
 def as_pipeline(model):
@@ -205,8 +222,11 @@ def predict(
             over groups of frames for long recordings, see `windows.MAX_PLOT_FRAMES`).
 
     Raises:
-        AudioDecodeError: the file cannot be read (see `sceneevent.data.audio.load_audio`).
-        NonFiniteScoresError: the model gave NaN or Inf scores (a broken model folder).
+        AudioDecodeError: the file cannot be read (see `sceneevent.data.audio.load_audio`), or its samples
+            (a file's or an array's) hold NaN or Inf.
+        NonFiniteFeaturesError (an AudioDecodeError): finite samples so loud that their log-mel features are
+            not finite (bad audio, named with its peak sample).
+        NonFiniteScoresError: finite features, but the model gave NaN or Inf scores (a broken model folder).
         ValueError: bad settings, or a sampling rate outside 1..384 kHz.
     """
     check_settings(hop_seconds=hop_seconds, event_pooling=event_pooling, batch_size=batch_size)
@@ -222,7 +242,7 @@ def predict(
         spectrogram = SpectrogramTrack(extractor, stream.frames * rate / stream.sampling_rate) if keep_log_mel else None
         if spectrogram is not None:
             mono = spectrogram.tap(mono)
-        scene_probs, event_scores = _score_windows(network, extractor, stream_windows(mono, window, hop), batch_size)
+        scene_probs, event_scores = _score_windows(network, extractor, stream_windows(mono, window, hop), batch_size, stream)
     _check_finite_scores(stream.source, scene_probs, event_scores)
     return RecordingPrediction(
         source=stream.source,
@@ -262,7 +282,12 @@ def check_settings(*, hop_seconds: float | None = None, event_pooling: str = "ma
 
 
 class NonFiniteScoresError(ValueError):
-    """The model gave NaN or Inf scores: they are never reported as a result."""
+    """The model gave NaN or Inf scores for finite features: they are never reported as a result."""
+
+
+class NonFiniteFeaturesError(AudioDecodeError):
+    """A recording whose samples are finite but whose log-mel features are not (samples far beyond ±1 overflow the
+    power spectrum): bad audio, named like the feature store names it, never blamed on the model."""
 
 
 def _batched(items: Iterable, size: int) -> Iterator[list]:
@@ -277,12 +302,16 @@ def _batched(items: Iterable, size: int) -> Iterator[list]:
 
 
 @torch.inference_mode()
-def _score_windows(network, extractor, windows: Iterable[torch.Tensor], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Clip-long (samples,) windows → (W, num_scenes) softmax and (W, num_events) sigmoid, in batches."""
+def _score_windows(network, extractor, windows: Iterable[torch.Tensor], batch_size: int,
+                   stream: AudioStream) -> tuple[np.ndarray, np.ndarray]:
+    """Clip-long (samples,) windows of `stream` → (W, num_scenes) softmax and (W, num_events) sigmoid, in batches."""
     device = next(network.parameters()).device
     scenes, events = [], []
     for batch in _batched(windows, batch_size):
         features = extractor.log_mel(torch.stack(batch))  # already mono, at its rate, clip-long
+        if not torch.isfinite(features).all():  # the audio's fault: checked before the model could be blamed
+            raise NonFiniteFeaturesError(f"{stream.source}: gives non-finite log-mel features (peak sample {stream.peak:.3g}; "
+                                         "audio is expected within about ±1)")
         outputs = network(input_features=features.to(device))
         scenes.append(outputs.scene_logits.float().softmax(-1).cpu())
         events.append(outputs.event_logits.float().sigmoid().cpu())

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..data.audio import DecodedAudio, StreamingResampler, open_audio, read_blocks
+from ..data.audio import AudioDecodeError, DecodedAudio, StreamingResampler, open_audio, read_blocks
 from ..models.feature_extraction_sceneevent import downmix
 
 # Files read this many frames at a time: a long recording is never held whole (~1 MB per channel).
@@ -76,20 +76,37 @@ class AudioStream:
     channels: int
     frames: int  # expected length in samples (from the header for files), for sizing the plot
     blocks: Iterator[torch.Tensor]
+    # The largest |sample| read so far, before downmixing: what an error about too loud audio quotes.
+    peak: float = 0.0
+
+    def measured(self, block: np.ndarray) -> np.ndarray:
+        """`block`, its peak added to `peak`."""
+        if block.size:
+            self.peak = max(self.peak, float(np.abs(block).max()))
+        return block
 
 
 @contextmanager
 def open_stream(audio, sampling_rate: int | None, default_rate: int) -> Iterator[AudioStream]:
-    """A file is read block by block; audio already in memory is cut into blocks of the same size."""
+    """A file is read block by block; audio already in memory is cut into blocks of the same size.
+
+    Raises:
+        AudioDecodeError: the file cannot be read, or the samples (of a file or in memory) hold NaN or Inf.
+    """
     if isinstance(audio, (str, os.PathLike)):
         with open_audio(audio) as (handle, name):
-            blocks = (_downmix_block(block) for block in read_blocks(handle, name, READ_BLOCK_FRAMES))
-            yield AudioStream(name, int(handle.samplerate), int(handle.channels), int(handle.frames), blocks)
+            stream = AudioStream(name, int(handle.samplerate), int(handle.channels), int(handle.frames), iter(()))
+            stream.blocks = (_downmix_block(stream.measured(block)) for block in read_blocks(handle, name, READ_BLOCK_FRAMES))
+            yield stream
         return
     decoded = _decode(audio, sampling_rate, default_rate)
+    if not np.isfinite(decoded.waveform).all():  # as files are checked (`read_blocks`): NaN is bad audio, not a bad model
+        raise AudioDecodeError(f"{decoded.source}: holds NaN or Inf samples")
     channels = 1 if decoded.waveform.ndim == 1 else int(min(decoded.waveform.shape))
     mono = downmix(decoded.waveform)
-    yield AudioStream(decoded.source, decoded.sampling_rate, channels, mono.numel(), iter(mono.split(READ_BLOCK_FRAMES)))
+    stream = AudioStream(decoded.source, decoded.sampling_rate, channels, mono.numel(), iter(mono.split(READ_BLOCK_FRAMES)))
+    stream.measured(np.asarray(decoded.waveform))
+    yield stream
 
 
 def _downmix_block(block: np.ndarray) -> torch.Tensor:
