@@ -215,3 +215,18 @@ def test_a_failed_save_keeps_the_old_subset(source, tmp_path, monkeypatch):
         save_aet_subset(datasets.DatasetDict({"train": subset["train"].select(range(2))}), out, info, overwrite=True)
     assert {path.relative_to(out): path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["subset"]  # the staging folder is removed
+
+
+def test_the_subset_card_shows_event_names_and_settings_as_text():
+    from sceneevent.data.subset_card import subset_card
+
+    events = ["Dog", "Cat | <script>x</script>\n# heading"]
+    dataset = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"events": [[0]]})})
+    info = {"hours_requested": 1.0, "strategy": "random`\n# injected", "seed": 0, "source": "as`et", "train_hours": 1.0,
+            "train_clips": 1, "validation_hours": 0.0, "validation_clips": 0, "available_classes": 2, "events": events,
+            "train_clips_per_class": {}, "validation_clips_per_class": {}}
+    card = subset_card(dataset, info)
+    assert not any(line.startswith(("# heading", "# injected")) for line in card.splitlines())  # no injected heading
+    assert "| Cat \\| \\<script>x\\</script> # heading | 0 | 0 | 0 |" in card  # one table cell, no tag
+    assert "`Dog`, `Cat | <script>x</script> # heading`" in card  # code spans: shown literally
+    assert "Strategy: ``random` # injected``" in card

@@ -7,6 +7,8 @@ import datetime as _dt
 import datasets
 import yaml
 
+from ..markup import code_span, markdown_text
+
 AUDIOSET_CITATION = """@inproceedings{gemmeke2017audioset,
   title     = {Audio Set: An ontology and human-labeled dataset for audio events},
   author    = {Gemmeke, Jort F. and Ellis, Daniel P. W. and Freedman, Dylan and Jansen, Aren and
@@ -45,12 +47,12 @@ def subset_card(dataset_dict: datasets.DatasetDict, info: dict) -> str:
         },
     }
     rows = "\n".join(
-        f"| {name} | {info['train_clips_per_class'].get(name, 0)} | {info['validation_clips_per_class'].get(name, 0)} "
+        f"| {markdown_text(name)} | {info['train_clips_per_class'].get(name, 0)} | {info['validation_clips_per_class'].get(name, 0)} "
         f"| {info.get('test_clips_per_class', {}).get(name, 0)} |" for name in events
     )
     missing = info.get("missing_audio") or {}
     missing_line = (
-        f"Segments dropped because their audio file was missing: {', '.join(f'{s}: {n}' for s, n in missing.items())}.\n" if any(missing.values()) else ""
+        f"Segments dropped because their audio file was missing: {', '.join(f'{markdown_text(s)}: {n}' for s, n in missing.items())}.\n" if any(missing.values()) else ""
     )
     return f"""---
 {yaml.safe_dump(header, sort_keys=False, allow_unicode=True)}---
@@ -62,8 +64,8 @@ scene classification and event tagging (Parikh et al., Interspeech 2022).
 
 ## Construction
 
-- Source: `{info['source']}`
-- Strategy: `{info['strategy']}`{f" (ranking: `{info['ranking']}`)" if info.get('ranking') else ""}
+- Source: {code_span(info['source'])}
+- Strategy: {code_span(info['strategy'])}{f" (ranking: {code_span(info['ranking'])})" if info.get('ranking') else ""}
 - Seed: {info['seed']}
 - Requested hours: {hours_label}; training audio: {info['train_hours']:.2f} h in {info['train_clips']} clips
 - Validation and test (the evaluation split cut in two by clip identity, fixed for this event set whatever
@@ -77,7 +79,7 @@ the total duration is nearest the requested hours (within one clip).
 
 ## Classes
 
-{', '.join(f'`{e}`' for e in events)}
+{', '.join(map(code_span, events))}
 
 ## Clips per class
 

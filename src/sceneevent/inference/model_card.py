@@ -18,6 +18,7 @@ import shlex
 from pathlib import Path
 
 from ..io_utils import atomic_write_text, scrub_secrets
+from ..markup import code_span, markdown_text
 from ..training.results import LAST_EPOCH, FinalMetrics, RunResults, has_results, read_results
 
 CARD_FILE = "README.md"
@@ -28,11 +29,6 @@ CITATION = """@inproceedings{parikh2022impact,
   year      = {2022},
 }"""
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # user/name or org/name
-# The report's rule for text in Markdown (`study.markup`, which inference may not import; one shared module would
-# serve both): a line break would end a table row or start a heading, so control characters become spaces; what
-# starts Markdown or HTML inside a line is backslash-escaped (`_` is left alone: it never emphasises inside words).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_MARKUP = re.compile(r"[\\`*\[\]|&~$]|<(?=\S)")
 
 
 def write_model_card(run_dir: str | os.PathLike, repo_id: str | None = None, output_path: str | os.PathLike | None = None) -> Path:
@@ -136,14 +132,14 @@ def _event_split(results: RunResults) -> str:
 def _intro_section(name: str, config: dict, results: RunResults) -> str:
     alpha = _recorded(results.alpha, config.get("alpha"))
     return (
-        f"# {_text(name)}\n\n"
+        f"# {markdown_text(name)}\n\n"
         "One network for **acoustic scene classification** (one scene per clip, softmax head) and "
         "**acoustic event tagging** (any number of events per clip, sigmoid head), trained jointly as in "
         "Parikh et al., *Impact of Acoustic Event Tagging on Scene Classification in a Multi-Task Learning "
         f"Framework* (Interspeech 2022), with the `sceneevent` code.\n\n"
-        f"- Encoder: {_code(config.get('encoder', 'resnet18'))} (timm, one input channel) on log-mel spectrograms, "
+        f"- Encoder: {code_span(config.get('encoder', 'resnet18'))} (timm, one input channel) on log-mel spectrograms, "
         "shared by both heads.\n"
-        f"- Loss: `alpha * L_AET + (1 - alpha) * L_ASC` with **alpha = {_text(_fmt(alpha))}** "
+        f"- Loss: `alpha * L_AET + (1 - alpha) * L_ASC` with **alpha = {markdown_text(_fmt(alpha))}** "
         "(0 = scene task only, 1 = event task only).\n"
     )
 
@@ -167,8 +163,8 @@ def _selection_note(final: FinalMetrics) -> str:
     selected_by, value = final.selected_by, final.selected_value
     if selected_by and selected_by != LAST_EPOCH:
         shown = f" ({_fmt(value)})" if isinstance(value, (int, float)) else ""
-        note = (f"The model kept is that of epoch {_text(_fmt(final.best_epoch))}, selected on the validation split by "
-                f"{_code(selected_by)}{_text(shown)}; the test figures above played no part in that choice.")
+        note = (f"The model kept is that of epoch {markdown_text(_fmt(final.best_epoch))}, selected on the validation split by "
+                f"{code_span(selected_by)}{markdown_text(shown)}; the test figures above played no part in that choice.")
     elif selected_by == LAST_EPOCH:
         note = "The run had no validation split, so the model of the last epoch is kept; the figures above are on the test split."
     else:
@@ -180,9 +176,9 @@ def _labels_section(scenes: list[str], events: list[str]) -> str:
     return (
         "## Labels\n\n"
         f"**Scenes ({len(scenes)})**, the `audio-classification` labels (`config.id2label`): "
-        f"{', '.join(map(_code, scenes))}.\n\n"
+        f"{', '.join(map(code_span, scenes))}.\n\n"
         f"**Events ({len(events)})**, the tagging head (`config.event_labels`): "
-        f"{', '.join(map(_code, events))}.\n"
+        f"{', '.join(map(code_span, events))}.\n"
     )
 
 
@@ -201,7 +197,7 @@ def _subset_section(results: RunResults, events: list[str]) -> str:
     source = _display_source(results.config.get("aet_dataset"))
     return (
         "## Event training data (AET subset)\n\n"
-        f"Event data set: {_code(source)}, k = {len(events)} event classes. The run recorded no subset "
+        f"Event data set: {code_span(source)}, k = {len(events)} event classes. The run recorded no subset "
         "description (hours T, selection strategy, seed), so these are not known.\n"
     )
 
@@ -267,7 +263,7 @@ def _how_to_section(name: str) -> str:
         'prediction = predict(model, "long_recording.flac")  # per-window and aggregated scenes and events\n'
         "```\n\n"
         "or from the command line: "
-        f"{_code(f'python scripts/predict.py recordings/ --model {shlex.quote(name)} --output_format json --output_file predictions.json')}.\n\n"
+        f"{code_span(f'python scripts/predict.py recordings/ --model {shlex.quote(name)} --output_format json --output_file predictions.json')}.\n\n"
         "Without `sceneevent`, the event scores are `sigmoid(event_logits)` of the model output:\n\n"
         "```python\n"
         "import soundfile as sf, torch\n"
@@ -328,23 +324,9 @@ def _pair(first, second) -> str | None:
     return None if first is None and second is None else f"{_fmt(first)} / {_fmt(second)}"
 
 
-def _text(value) -> str:
-    """`value` for a Markdown line or table cell: control characters as spaces, markup characters escaped."""
-    return _MARKUP.sub(lambda found: "\\" + found[0], _CONTROL.sub(" ", str(value)))
-
-
 def _cell(value) -> str:
     """A table cell: `value` formatted, then escaped (a `|` would split the cell, a newline end the table)."""
-    return _text(_fmt(value))
-
-
-def _code(value) -> str:
-    """`value` as an inline code span, shown literally (HTML and links too): its fence is one backtick longer than the
-    longest run of backticks inside, and it is padded where CommonMark would otherwise strip or merge an edge."""
-    text = _CONTROL.sub(" ", str(value))
-    fence = "`" * (1 + max(map(len, re.findall("`+", text)), default=0))
-    pad = " " if text[:1] == "`" or text[-1:] == "`" or (text[:1] == text[-1:] == " " and text.strip()) else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
+    return markdown_text(_fmt(value))
 
 
 def _python_str(value) -> str:

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..io_utils import staged_file
 from .factors import AET_ONLY, ASC_ONLY, LABELS, GroupRow, baseline, group_table
-from .markup import plot_text
+from ..markup import plot_text
 from .run_readings import METRICS, RunReading
 from .seed_statistics import GroupStats
 

@@ -21,7 +21,7 @@ import numpy as np
 from ..io_utils import atomic_write_json, atomic_write_text
 from .factors import FACTORS, LABELS, GroupRow, factor_comparisons, factor_slice, format_value, group_table
 from .figures import FIGURES, GRADIENT_FIGURE, draw_factor, plot_gradients
-from .markup import markdown_text
+from ..markup import markdown_text
 from .run_readings import METRICS, RunReading, drop_duplicates
 from .seed_statistics import POWER, SIGNIFICANCE, GroupStats, PairedComparison, describe, pearson
 

@@ -1,5 +1,6 @@
-"""Text that comes from runs (folder names, values in results.json such as `data.aet_subset.strategy`) as the
-reports show it: literally, never as markup of the report's own."""
+"""Text that comes from users and runs (folder names, labels, values in results.json such as
+`data.aet_subset.strategy`) as the report, the model card and the data cards show it: literally, never as markup
+of their own."""
 
 from __future__ import annotations
 
@@ -21,3 +22,12 @@ def markdown_text(value) -> str:
 def plot_text(value) -> str:
     """`value` for a matplotlib label: a `$` would start mathtext, and malformed math stops the figure from drawing."""
     return str(value).replace("$", r"\$")
+
+
+def code_span(value) -> str:
+    """`value` as an inline code span, shown literally (HTML and links too): its fence is one backtick longer than the
+    longest run of backticks inside, and it is padded where CommonMark would otherwise strip or merge an edge."""
+    text = _CONTROL.sub(" ", str(value))
+    fence = "`" * (1 + max(map(len, re.findall("`+", text)), default=0))
+    pad = " " if text[:1] == "`" or text[-1:] == "`" or (text[:1] == text[-1:] == " " and text.strip()) else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
