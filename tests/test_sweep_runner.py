@@ -9,6 +9,7 @@ does), and starts a "data worker" that ignores stop signals, like a stuck loader
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -284,3 +285,50 @@ def test_a_sweep_given_twice_is_refused_before_anything_runs(tmp_path):
     with pytest.raises(ValueError, match="two runs .* would write into"):
         sweep_runner.run_sweep(runs + runs, parallel=2, progress=False)
     assert not (tmp_path / "s").exists()
+
+
+# --- the plan's estimate against a real sweep ------------------------------------------------------------
+
+
+def test_the_estimate_of_a_tiny_cpu_sweep_is_within_a_quarter_of_the_time_it_then_takes(tmp_path, capsys):
+    """Two real runs of train_joint.py give the throughput and per-run overhead; the plan of the same sweep grown by
+    two seeds estimates those two, which then run: the estimate must be within ±25 % of their measured wall time."""
+    from test_train_joint import SMALL
+
+    from sceneevent.training.arguments import DataArguments, JointTrainingArguments, ModelArguments, parse_args
+    from sceneevent.training.preparation import make_feature_extractor, prepare_data
+
+    store = tmp_path / "store"
+    # One torch thread: on a shared 2-core machine a second busy process then slows a run far less.
+    flags = [*SMALL, "--feature_store_dir", str(store), "--report_to", "none", "--num_cpu_threads", "1"]
+    data_args = parse_args((ModelArguments, DataArguments, JointTrainingArguments), flags)[1]
+    prepare_data(data_args, make_feature_extractor(data_args), need_events=True)  # built once, as a sweep's first run would
+    program = Path(__file__).resolve().parents[1] / "scripts" / "train_joint.py"
+    sweep_files = []
+    for name, seeds in (("first", [0, 1]), ("grown", [0, 1, 2, 3])):
+        path = tmp_path / name / "tiny.yaml"
+        path.parent.mkdir()
+        path.write_text(yaml.safe_dump({"program": str(program), "method": "grid", "parameters": {"seed": {"values": seeds}}}))
+        sweep_files.append(path)
+    script = importlib.util.module_from_spec(spec := importlib.util.spec_from_file_location("run_sweep_estimate", RUN_SWEEP))
+    spec.loader.exec_module(script)
+    common = ["--output_root", str(tmp_path / "runs"), "--launcher", "python", "--gpus", "none", "--extra_args", " ".join(flags)]
+
+    assert script.main([str(sweep_files[0]), *common]) == 0, capsys.readouterr()
+    capsys.readouterr()
+    assert script.main([str(sweep_files[1]), *common, "--dry_run"]) == 0
+    plan = capsys.readouterr().out
+    assert "# plan: 4 runs, 2 finished, 2 to run on no GPU, 1 run(s) at a time" in plan
+    assert "median train_steady_samples_per_second of 2 finished runs in the sweep folder" in plan
+    assert "wall time as the runner measured it" in plan and "2 run(s) from --max_train_steps" in plan
+    assert "log-mel store " + str(store) in plan and ": built" in plan
+
+    assert script.main([str(sweep_files[1]), *common]) == 0
+    report = capsys.readouterr().out
+    line = next(line for line in report.splitlines() if line.startswith("estimate against measured"))
+    print(line)
+    estimated, measured = (float(value) for value in re.findall(r"([\d.]+) s (?:estimated|measured)", line))
+    walls = {folder.name: round(json.loads((folder / sweeps.RUN_RECORD_FILE).read_text())["wall_seconds"], 1)
+             for folder in sorted((tmp_path / "runs" / "tiny").iterdir()) if folder.is_dir()}
+    print(f"{line}; each run's wall time: {walls}")
+    assert abs(estimated / measured - 1) <= 0.25, f"{line}; each run's wall time: {walls}"

@@ -272,7 +272,9 @@ def test_runner_dry_run_prints_commands_and_runs_nothing(tiny_sweep, capsys):
     path, counter, root = tiny_sweep
     assert load_script("run_sweep").main([str(path), "--output_root", str(root), "--launcher", "python", "--dry_run"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 6 and all("--output_dir=" in line for line in lines)
+    commands = [line for line in lines if not line.startswith("#")]  # the plan's notes are shell comments
+    assert len(commands) == 6 and all("--output_dir=" in line for line in commands)
+    assert "# plan: 6 runs, 0 finished, 6 to run on no GPU, 1 run(s) at a time" in lines
     assert not counter.exists() and not root.exists()
 
 

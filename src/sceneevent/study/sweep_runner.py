@@ -1,8 +1,15 @@
-"""The local sweep runner: the unfinished runs `sweeps.plan_runs` planned, `parallel` at a time, each in its own
-process group with its output in `<run dir>/train.log`; a failed run is recorded and the others go on.
+"""The local sweep runner: the unfinished runs `sweeps.plan_runs` planned, `parallel` at a time or one per free
+GPU set, each in its own process group with its output in `<run dir>/train.log`; a failed run is recorded and
+the others go on.
 
+- GPU placement: a pool of free GPU ids; a run takes `gpus_per_run` of them when it starts (as
+  `CUDA_VISIBLE_DEVICES` in its environment, with its own rendezvous port) and gives them back when it ends, so a
+  run starts as soon as enough GPUs are free and no two runs share one. The pool only hands out ids: it needs
+  no GPU itself.
 - Each run is its own process group; SIGINT / SIGTERM to the runner stop them all and start no more.
 - A lock on the sweep folder, inherited by the runs, keeps a second runner out while any of them lives.
+- A finished run's wall time as the runner saw it (process start to end, start-up included) goes to
+  `<run dir>/sweep_run.json`: what the sweep plan measures its per-run overhead from.
 """
 
 from __future__ import annotations
@@ -11,17 +18,20 @@ import fcntl
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..io_utils import atomic_write_json
 from ..training.results import RESULTS_FILE
-from .sweeps import LOG_FILE, SweepRun, is_finished
+from .sweeps import LOG_FILE, RUN_RECORD_FILE, SweepRun, cuda_visible_devices, is_finished
 
 SWEEP_LOCK_FILE = ".run_sweep.lock"  # in OUTPUT_ROOT/<sweep>/
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -38,6 +48,7 @@ class SweepOutcome:
     interrupted: list[SweepRun] = field(default_factory=list)  # stopped by a signal part-way; a rerun resumes them
     not_started: list[SweepRun] = field(default_factory=list)  # left when a signal stopped the sweep
     stopped_by: str | None = None  # the signal's name, e.g. "SIGINT"
+    wall_seconds: float | None = None  # from the first run's start to the last one's end; None when nothing ran
 
 
 class SweepBusyError(RuntimeError):
@@ -163,23 +174,76 @@ def group_members(group: int) -> list[int]:
     return members
 
 
+# --- GPU placement -----------------------------------------------------------------------------------
+
+
+class GpuPool:
+    """The GPUs no run holds. A run takes `per_run` of them as it starts and gives them back when it ends;
+    `slots` runs fit at once. Ids only: it needs no GPU, and knows nothing of what a GPU does."""
+
+    def __init__(self, gpus: Sequence[int], per_run: int = 1):
+        if per_run < 1:
+            raise ValueError(f"--gpus_per_run must be at least 1, got {per_run}")
+        if len(gpus) < per_run:
+            raise ValueError(f"--gpus_per_run {per_run} needs at least {per_run} GPUs, --gpus gives {len(gpus)}")
+        self.per_run, self.slots = per_run, len(gpus) // per_run
+        self._free = list(gpus)
+        self._condition = threading.Condition()
+
+    @contextmanager
+    def taken(self) -> Iterator[tuple[int, ...]]:
+        with self._condition:
+            self._condition.wait_for(lambda: len(self._free) >= self.per_run)
+            gpus = tuple(self._free[: self.per_run])
+            del self._free[: self.per_run]
+        try:
+            yield gpus
+        finally:
+            with self._condition:
+                self._free.extend(gpus)
+                self._condition.notify()
+
+
+def _free_port() -> int:
+    """A TCP port no process listens on now: each multi-process run's rendezvous (two on port 29500 would clash)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def placed_command(command: list[str], gpus: Sequence[int] | None) -> tuple[list[str], dict[str, str] | None]:
+    """The command and environment of a run on `gpus` (None: as planned, the runner's own environment)."""
+    if gpus is None:
+        return command, None
+    if command[:2] == ["accelerate", "launch"]:
+        command = [*command[:2], f"--main_process_port={_free_port()}", *command[2:]]
+    return command, {**os.environ, "CUDA_VISIBLE_DEVICES": cuda_visible_devices(gpus)}
+
+
+# --- running ---------------------------------------------------------------------------------------------
+
+
 def execute(run: SweepRun, cwd: str | os.PathLike | None = None, children: _Children | None = None,
-            inherit_fds: tuple[int, ...] = ()) -> str | None:
-    """Run one command with its output in `<run dir>/train.log`; return None on success, else the reason.
+            inherit_fds: tuple[int, ...] = (), gpus: Sequence[int] | None = None) -> str | None:
+    """Run one command with its output in `<run dir>/train.log`, on `gpus` when given (its CUDA_VISIBLE_DEVICES);
+    return None on success, else the reason. A finished run's timing goes to `<run dir>/sweep_run.json`.
 
     Raises RunNotStarted or RunInterrupted when a stop signal came before or during the run."""
     children = children or _Children(stop_timeout=DEFAULT_STOP_TIMEOUT)
     if children.stopping:
         raise RunNotStarted
     run.output_dir.mkdir(parents=True, exist_ok=True)
+    command, env = placed_command(run.command, gpus)
     with open(run.output_dir / LOG_FILE, "a") as log:
-        log.write(f"$ {shlex.join(run.command)}\n")
+        placement = f"CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']} " if env else ""
+        log.write(f"$ {placement}{shlex.join(command)}\n")
         log.flush()
+        started, clock = time.time(), time.monotonic()
         try:
-            child = children.start(run.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd,
-                                   pass_fds=inherit_fds)
+            child = children.start(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd,
+                                   pass_fds=inherit_fds, env=env)
         except OSError as error:  # e.g. `accelerate` not on PATH
-            return f"could not start {run.command[0]!r}: {error}"
+            return f"could not start {command[0]!r}: {error}"
         try:
             code = children.wait(child)
         finally:
@@ -190,6 +254,10 @@ def execute(run: SweepRun, cwd: str | os.PathLike | None = None, children: _Chil
         return f"exit code {code} (see {run.output_dir / LOG_FILE})"
     if not is_finished(run):
         return f"exit code 0 but no {RESULTS_FILE} in {run.output_dir}"
+    atomic_write_json(run.output_dir / RUN_RECORD_FILE, {
+        "wall_seconds": time.monotonic() - clock, "started": started, "ended": time.time(), "processes": run.processes,
+        "gpus": list(gpus) if gpus is not None else None, "cuda_visible_devices": env["CUDA_VISIBLE_DEVICES"] if env else None,
+    })
     return None
 
 
@@ -225,17 +293,21 @@ def _lock(path: Path) -> int:
     return descriptor
 
 
-def run_sweep(runs: list[SweepRun], parallel: int = 1, cwd: str | os.PathLike | None = None, progress: bool = True,
-              stop_timeout: float = DEFAULT_STOP_TIMEOUT) -> SweepOutcome:
-    """Run the unfinished runs, `parallel` at a time; a failure is recorded and the others go on.
+def run_sweep(runs: list[SweepRun], parallel: int | None = None, cwd: str | os.PathLike | None = None, progress: bool = True,
+              stop_timeout: float = DEFAULT_STOP_TIMEOUT, gpus: Sequence[int] = (), gpus_per_run: int = 1) -> SweepOutcome:
+    """Run the unfinished runs; a failure is recorded and the others go on. Without `gpus`, `parallel` at a time
+    (default 1); with them, each run on `gpus_per_run` GPUs of its own, as many at once as they allow (at most
+    `parallel`, when given), each starting as soon as enough GPUs are free.
 
     SIGINT / SIGTERM stop the running runs (their whole process groups) and start no more: the outcome
     then names the signal and the interrupted runs, which a rerun resumes from their last checkpoint.
     Raises SweepBusyError when another runner (or a run left by one) works in the same sweep folder."""
-    if parallel < 1:
+    if parallel is not None and parallel < 1:
         raise ValueError(f"--parallel must be at least 1, got {parallel}")
     if stop_timeout < 0:
         raise ValueError(f"--stop_timeout must be at least 0 seconds, got {stop_timeout}")
+    pool = GpuPool(gpus, gpus_per_run) if gpus else None
+    workers = min(parallel or pool.slots, pool.slots) if pool else parallel or 1
     _refuse_shared_folders(runs)
     from tqdm.auto import tqdm
 
@@ -249,16 +321,28 @@ def run_sweep(runs: list[SweepRun], parallel: int = 1, cwd: str | os.PathLike | 
     try:
         with children.handling_signals(), tqdm(total=len(runs), initial=len(outcome.skipped), desc="runs", unit="run",
                                                disable=not progress) as bar:
-            with ThreadPoolExecutor(max_workers=parallel) as pool:
-                futures = {pool.submit(execute, run, cwd, children, tuple(locks)): run for run in pending}
+            started = time.monotonic()
+            with ThreadPoolExecutor(max_workers=workers) as executor:
+                futures = {executor.submit(_placed, pool, run, cwd, children, tuple(locks)): run for run in pending}
                 for future in as_completed(futures):
                     _record(outcome, futures[future], future, bar)
+            outcome.wall_seconds = time.monotonic() - started
     finally:
         for descriptor in locks:
             os.close(descriptor)
     if children.stopping:
         outcome.stopped_by = signal.Signals(children.signal_number).name
     return outcome
+
+
+def _placed(pool: GpuPool | None, run: SweepRun, cwd, children: _Children, inherit_fds: tuple[int, ...]) -> str | None:
+    """`execute` on GPUs taken from `pool` (held until the run ends), or as planned without one."""
+    if pool is None:
+        return execute(run, cwd, children, inherit_fds)
+    if children.stopping:  # no GPUs taken for a run that will not start
+        raise RunNotStarted
+    with pool.taken() as gpus:
+        return execute(run, cwd, children, inherit_fds, gpus=gpus)
 
 
 def _refuse_shared_folders(runs: list[SweepRun]) -> None:

@@ -1,5 +1,6 @@
 """W&B sweep files (`sweeps/*.yaml`) for a local run, without a W&B server: read and checked against W&B's
-schema, expanded into runs, each with its folder and command. `sweep_runner` runs them.
+schema, expanded into runs, each with its folder and command, and the GPU ids they may use (`--gpus`, a run's
+CUDA_VISIBLE_DEVICES). `sweep_runner` runs them.
 
 The same YAML serves `wandb sweep` + `wandb agent` and this runner. Here the grid is expanded the way
 W&B's grid search does it (every combination of the `values` lists; `value` entries are constants),
@@ -22,6 +23,7 @@ import itertools
 import os
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,8 @@ from ..training.checkpointing import LOCK_FILE, checkpoint_dirs
 from ..training.results import has_results
 
 LOG_FILE = "train.log"
-RUNNER_FILES = {LOG_FILE, LOCK_FILE}  # what a run folder may hold and still count as never started
+RUN_RECORD_FILE = "sweep_run.json"  # the runner's own timing of a finished run (its wall time, GPUs, processes)
+RUNNER_FILES = {LOG_FILE, LOCK_FILE, RUN_RECORD_FILE}  # what a run folder may hold and still count as never started
 SWEEP_CHECKPOINTING = {"checkpointing_steps": "epoch", "save_total_limit": 1}
 MODE_PARAMETER = "mode"
 MODE_PROGRAMS = {"joint": "scripts/train_joint.py", "pretrain_finetune": "scripts/pretrain_finetune.py"}
@@ -64,6 +67,13 @@ class SweepRun:
     parameters: dict[str, Any]
     output_dir: Path
     command: list[str] = field(default_factory=list)
+    program: str = ""  # the script the command runs
+    processes: int = 1  # processes (GPUs) the launcher starts for it: `accelerate launch --num_processes`
+
+    @property
+    def arguments(self) -> list[str]:
+        """The flags the program gets (everything after it in the command)."""
+        return self.command[self.command.index(self.program) + 1:] if self.program in self.command else []
 
 
 def load_sweep(path: str | os.PathLike) -> dict:
@@ -202,18 +212,29 @@ def program_for(config: dict, parameters: dict[str, Any]) -> str:
     return config["program"]
 
 
-def launcher_prefix(launcher: str) -> list[str]:
-    if launcher == "accelerate":
-        return ["accelerate", "launch"]
+def launcher_prefix(launcher: str, processes: int | None = None) -> list[str]:
+    """The launcher's part of a run's command. `processes` (the GPUs a run gets) is passed on as
+    `--num_processes` (with `--multi_gpu` above one), so that no machine-wide `accelerate config` decides it;
+    None leaves it to that config, as `wandb agent` does."""
+    if launcher not in LAUNCHERS:
+        raise ValueError(f"--launcher must be one of {LAUNCHERS}, got {launcher!r}")
+    if processes is not None and processes < 1:
+        raise ValueError(f"--gpus_per_run must be at least 1, got {processes}")
     if launcher == "python":
+        if processes is not None and processes > 1:
+            raise ValueError(f"--gpus_per_run {processes} needs --launcher accelerate (python starts one process)")
         return [sys.executable]
-    raise ValueError(f"--launcher must be one of {LAUNCHERS}, got {launcher!r}")
+    if processes is None:
+        return ["accelerate", "launch"]
+    return ["accelerate", "launch", "--num_processes", str(processes), *(["--multi_gpu"] if processes > 1 else [])]
 
 
 def plan_runs(
-    config: dict, sweep_name: str, output_root: str | os.PathLike, launcher: str = "accelerate", extra_args: list[str] | None = None
+    config: dict, sweep_name: str, output_root: str | os.PathLike, launcher: str = "accelerate", extra_args: list[str] | None = None,
+    processes_per_run: int | None = None,
 ) -> list[SweepRun]:
-    """One SweepRun per grid point, each with its own output folder and full command."""
+    """One SweepRun per grid point, each with its own output folder and full command; `processes_per_run`
+    (the GPUs of each run, when the runner places runs on GPUs) goes to the launcher."""
     runs, folders = [], {}
     extra_args = list(extra_args or [])
     for swept, parameters in expand_grid(config):
@@ -223,12 +244,14 @@ def plan_runs(
         folders[name] = swept
         output_dir = Path(output_root) / sweep_name / name
         passed = {key: value for key, value in parameters.items() if key not in ("output_dir", MODE_PARAMETER)}
+        program = program_for(config, parameters)
         command = [
-            *launcher_prefix(launcher), program_for(config, parameters), *format_flags(passed),
+            *launcher_prefix(launcher, processes_per_run), program, *format_flags(passed),
             *checkpointing_flags(passed, extra_args), *continuation_flags(output_dir), f"--output_dir={output_dir}",
             *extra_args,  # last, so they override the sweep's values (argparse keeps the last)
         ]
-        runs.append(SweepRun(name=name, parameters=parameters, output_dir=output_dir, command=command))
+        runs.append(SweepRun(name=name, parameters=parameters, output_dir=output_dir, command=command, program=program,
+                             processes=processes_per_run or 1))
     return runs
 
 
@@ -262,3 +285,48 @@ def holds_leftovers(output_dir: Path) -> bool:
 
 def is_finished(run: SweepRun) -> bool:
     return has_results(run.output_dir)
+
+
+# --- GPUs ----------------------------------------------------------------------------------------------
+
+
+def visible_gpu_count() -> int:
+    """The GPUs this process sees (torch's count, which follows an inherited CUDA_VISIBLE_DEVICES)."""
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def parse_gpus(text: str | None, visible: int | None) -> list[int]:
+    """`--gpus`: "0,1,2,3" → [0, 1, 2, 3]; None → every visible GPU; "none" or "" → none (runs as `--parallel`).
+
+    Ids index the GPUs this process sees. `visible` None skips the check against them (a plan for another machine)."""
+    if text is None:
+        return list(range(visible or 0))
+    if text.strip().lower() in ("", "none"):
+        return []
+    gpus = []
+    for part in text.split(","):
+        try:
+            gpus.append(int(part.strip()))
+        except ValueError:
+            raise ValueError(f"--gpus {text!r}: {part.strip()!r} is not a GPU id (give ids like 0,1,2,3, or none)") from None
+    if any(gpu < 0 for gpu in gpus):
+        raise ValueError(f"--gpus {text!r}: GPU ids are 0 or more, got {min(gpus)}")
+    repeated = sorted({gpu for gpu in gpus if gpus.count(gpu) > 1})
+    if repeated:
+        raise ValueError(f"--gpus {text!r}: GPU {', '.join(map(str, repeated))} given twice (two runs would share it)")
+    if visible is not None and max(gpus) >= visible:
+        seen = f"GPUs 0-{visible - 1}" if visible else "no GPU"
+        raise ValueError(f"--gpus {text!r}: this machine shows {seen} (CUDA_VISIBLE_DEVICES="
+                         f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')!r}), so GPU {max(gpus)} does not exist")
+    return gpus
+
+
+def cuda_visible_devices(gpus: Sequence[int], inherited: str | None = None) -> str:
+    """A run's CUDA_VISIBLE_DEVICES for `gpus` (ids among the GPUs the runner sees): the runner's own
+    CUDA_VISIBLE_DEVICES entries at those positions when it has one (`inherited`, default the environment's),
+    else the ids themselves."""
+    inherited = os.environ.get("CUDA_VISIBLE_DEVICES", "") if inherited is None else inherited
+    entries = [entry.strip() for entry in inherited.split(",") if entry.strip()]
+    return ",".join(entries[gpu] if gpu < len(entries) else str(gpu) for gpu in gpus)
