@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from sceneevent import LogMelFeatureExtractor
-from sceneevent.data import feature_store
+from sceneevent.data import feature_store, featurizing
 from sceneevent.data.audio import AUDIO_FEATURE
 from sceneevent.data.feature_store import BadAudioError, FeatureStore
 
@@ -58,13 +58,13 @@ def read_rows(stored) -> np.ndarray:
 
 def count_decodes(monkeypatch) -> list[str]:
     decoded = []
-    real = feature_store.load_audio
+    real = featurizing.load_audio
 
     def counting(entry):
         decoded.append(entry["path"])
         return real(entry)
 
-    monkeypatch.setattr(feature_store, "load_audio", counting)
+    monkeypatch.setattr(featurizing, "load_audio", counting)
     return decoded
 
 

@@ -18,31 +18,26 @@ names them (they are few).
 from __future__ import annotations
 
 import fcntl
-import inspect
 import json
 import logging
 import os
 import sys
 import time
 import uuid
-from collections import deque
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import datasets
 import numpy as np
-import torch
 import xxhash
 from datasets.fingerprint import Hasher
 from tqdm.auto import tqdm
 
 from ..io_utils import atomic_write_json, remove_staging_leftovers, staged_folder
 from ..models.feature_extraction_sceneevent import LogMelFeatureExtractor
-from .audio import AudioDecodeError, load_audio
+from .featurizing import audio_entries, clip_key, entry_name, extractor_settings, featurizing, file_checksum
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +46,11 @@ KEY_DTYPE = "S32"  # a clip's key: 32 hex digits of an xxh3-128
 # Per stored clip: its key, and the xxh3-128 of its features (the same audio under two names has one content).
 ENTRY_DTYPE = np.dtype([("key", KEY_DTYPE), ("content", KEY_DTYPE)])
 LOCK_FILE = ".lock"
-_HASH_CHUNK = 16 << 20
-_CHUNK_CLIPS = 32  # clips featurised together (the old cache's batch: the same features to the last bit)
+# Clips featurised together. 4, not the old cache's 32: a batch of 32 paper-shape clips makes temporaries of
+# 40-130 MB, past glibc's 32 MiB mmap limit, so each was mapped, faulted in a page at a time and unmapped
+# (40 % of the CPU time); at 4 the heap reuses them: 1.7x the clips/s (docs/performance.md). The features
+# are the same to the last bit at the paper's and the demo's settings, whatever the batch (measured).
+_CHUNK_CLIPS = 4
 
 
 class BadAudioError(ValueError):
@@ -68,158 +66,8 @@ class BadAudioError(ValueError):
         )
 
 
-# --- clip identity --------------------------------------------------------------------------------------
-
-
 def default_store_root() -> Path:
     return Path(datasets.config.HF_DATASETS_CACHE) / "sceneevent_features"
-
-
-def clip_key(entry: dict) -> bytes:
-    """What identifies a clip's audio: the hash of its bytes, or of a local file's real path, size and mtime."""
-    if entry.get("bytes"):
-        return xxhash.xxh3_128_hexdigest(entry["bytes"]).encode()
-    path = entry.get("path") or ""
-    try:
-        stat = os.stat(path)
-        identity = f"file\0{os.path.realpath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}"
-    except OSError:  # missing: it fails to decode and is named; a file that appears later gets a new key
-        identity = f"missing\0{path}"
-    return xxhash.xxh3_128_hexdigest(identity.encode()).encode()
-
-
-def file_checksum(path: Path) -> str:
-    """xxh3-128 of the whole file (xxhash ships with `datasets`; it hashes far faster than a disk reads)."""
-    digest = xxhash.xxh3_128()
-    buffer = bytearray(_HASH_CHUNK)
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as handle:
-        while count := handle.readinto(buffer):
-            digest.update(view[:count])
-    return digest.hexdigest()
-
-
-# --- featurising ----------------------------------------------------------------------------------------
-
-
-class Featurizer:
-    """Decode clips and log-mel them as one batch; a clip that fails is a problem, never an exception."""
-
-    def __init__(self, extractor: LogMelFeatureExtractor):
-        self.extractor = extractor
-        self.shape = (extractor.num_mel_bins, extractor.num_frames)
-
-    def __call__(self, entries: list[dict]) -> tuple[np.ndarray, list[str]]:
-        features = np.zeros((len(entries), *self.shape), dtype=np.float16)
-        problems = [""] * len(entries)
-        clips, rates, good = [], [], []
-        for row, entry in enumerate(entries):
-            try:
-                decoded = load_audio(entry)
-            except AudioDecodeError as error:
-                problems[row] = str(error)
-                continue
-            clips.append(decoded.waveform)
-            rates.append(decoded.sampling_rate)
-            good.append(row)
-        # Clips of one rate are featurised together; rates are rarely mixed within a data set.
-        for rate in sorted(set(rates)):
-            rows = [row for row, r in zip(good, rates) if r == rate]
-            batch = [clip for clip, r in zip(clips, rates) if r == rate]
-            values = self.extractor(batch, sampling_rate=rate, return_tensors="np")["input_features"]
-            features[rows] = values.astype(np.float16)
-        for row in good:  # finite samples can still overflow the power spectrum (or fp16): not a usable clip
-            if not np.isfinite(features[row]).all():
-                peak = float(np.abs(clips[good.index(row)]).max())
-                problems[row] = (f"{_entry_name(entries[row])}: gives non-finite log-mel features (peak sample "
-                                 f"{peak:.3g}; audio is expected within about ±1)")
-        return features, problems
-
-
-def _audio_entries(dataset: datasets.Dataset, with_bytes: bool = True, batch_rows: int = 256) -> Iterator[dict]:
-    """The `audio` entries of `dataset`, a batch of rows in memory at a time (a set's embedded audio may not fit)."""
-    for batch in dataset.select_columns(["audio"]).with_format("arrow").iter(batch_size=batch_rows):
-        column = batch.column("audio").combine_chunks()
-        paths = column.field("path").to_pylist()
-        blobs = column.field("bytes").to_pylist() if with_bytes else [None] * len(paths)
-        yield from ({"bytes": blob, "path": path} for blob, path in zip(blobs, paths))
-
-
-def _entry_name(entry: dict) -> str:
-    return entry.get("path") or "<audio bytes>"
-
-
-_worker_featurizer: Featurizer | None = None
-
-
-def _start_worker(settings: dict) -> None:
-    global _worker_featurizer
-    torch.set_num_threads(1)  # the workers share the cores; each runs one clip batch at a time
-    _worker_featurizer = Featurizer(LogMelFeatureExtractor(**settings))
-
-
-def _featurize_in_worker(entries: list[dict]) -> tuple[np.ndarray, list[str]]:
-    return _worker_featurizer(entries)
-
-
-@contextmanager
-def featurizing(extractor: LogMelFeatureExtractor, num_workers: int) -> Iterator:
-    """A function mapping clip batches to (features, problems) in order: in this process, or in `num_workers`
-    processes. The workers are forked from a fork server that imports this module once (a fork of a process
-    holding torch's threads can hang; the server holds none; spawned workers each imported the package, about
-    4 s of CPU apiece on a quiet machine and 10-60 s of wall on a loaded one). Until the first has started, this
-    process featurises the batches itself, at one thread as the workers do: a build is never slower than in-process.
-    """
-    if num_workers <= 1:
-        featurizer = Featurizer(extractor)
-        yield lambda chunks: map(featurizer, chunks)
-        return
-    context = get_context("forkserver")
-    context.set_forkserver_preload(["__main__", __name__])  # no-op once a server runs; __main__ is not loaded there before 3.14
-    featurizer = Featurizer(extractor)
-
-    def in_this_process(chunk: list[dict]) -> tuple[np.ndarray, list[str]]:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return featurizer(chunk)
-        finally:
-            torch.set_num_threads(threads)
-
-    with ProcessPoolExecutor(num_workers, mp_context=context, initializer=_start_worker,
-                             initargs=(extractor_settings(extractor),)) as pool:
-        import threading
-
-        # Each submit starts a worker, and a worker's start waits for the fork server's imports: in a thread.
-        started = []
-        threading.Thread(target=lambda: started.extend(pool.submit(os.getpid) for _ in range(num_workers)),
-                         name="log-mel workers", daemon=True).start()
-        yield lambda chunks: _ordered_map(pool, chunks, window=2 * num_workers, local=in_this_process, started=started)
-
-
-def _ordered_map(pool: ProcessPoolExecutor, chunks: Iterable[list[dict]], window: int, local=None,
-                 started: list = ()) -> Iterator[tuple[np.ndarray, list[str]]]:
-    """`pool.map` that submits at most `window` batches ahead (`Executor.map` submits every batch at once:
-    all of a large set's audio in memory), and runs a batch with `local` instead while none of the calls
-    `started` has returned (no worker is up yet). Results come in the order of `chunks`."""
-    pending = deque()  # futures, and results computed here
-    for chunk in chunks:
-        if local is not None and not any(call.done() for call in started):
-            pending.append(local(chunk))
-        else:
-            pending.append(pool.submit(_featurize_in_worker, chunk))
-        while pending and (len(pending) >= window or isinstance(pending[0], tuple) or pending[0].done()):
-            head = pending.popleft()
-            yield head if isinstance(head, tuple) else head.result()
-    while pending:
-        head = pending.popleft()
-        yield head if isinstance(head, tuple) else head.result()
-
-
-def extractor_settings(extractor: LogMelFeatureExtractor) -> dict:
-    """The extractor's own settings (what its constructor takes), as JSON reads them back."""
-    accepted = inspect.signature(LogMelFeatureExtractor.__init__).parameters
-    return json.loads(json.dumps({k: v for k, v in extractor.to_dict().items() if k in accepted}))
 
 
 # --- the store ------------------------------------------------------------------------------------------
@@ -318,7 +166,7 @@ class FeatureStore:
                 raise ValueError(f"{name} has no `audio` column (columns: {dataset.column_names})")
             if len(dataset) == 0:
                 raise ValueError(f"{name} is empty: there is nothing to train or evaluate on")
-        keys = {name: np.array([clip_key(entry) for entry in _audio_entries(dataset)], dtype=KEY_DTYPE)
+        keys = {name: np.array([clip_key(entry) for entry in audio_entries(dataset)], dtype=KEY_DTYPE)
                 for name, dataset in splits.items()}
         with self.locked():
             self._remove_abandoned_builds()
@@ -337,7 +185,7 @@ class FeatureStore:
             if bad[name]:
                 logger.warning("dropping %d bad audio file(s) from %s", len(bad[name]), name)
                 dataset = dataset.select(kept, keep_in_memory=True)  # in memory: no indices file to check
-            sources = [_entry_name(entry) for entry in _audio_entries(dataset, with_bytes=False)]
+            sources = [entry_name(entry) for entry in audio_entries(dataset, with_bytes=False)]
             stored[name] = StoredSplit(dataset.remove_columns("audio"), index.paths, locations[kept],
                                        contents=index.content(keys[name][kept]), sources=sources)
         return stored, bad

@@ -205,14 +205,14 @@ def check_data(data_args, need_events: bool, store_indexes: dict) -> DataCheck:
 def _look_up(check: DataCheck, store, splits: dict, sources: dict, store_indexes: dict) -> None:
     import numpy as np
 
-    from ..data.feature_store import StoreIndex, _audio_entries, clip_key
+    from ..data.feature_store import StoreIndex, audio_entries, clip_key
 
     if store.folder not in store_indexes:
         store_indexes[store.folder] = StoreIndex.of(store.segments())
     index, missing = store_indexes[store.folder], 0
     for name, split in splits.items():
         sample = split.select(np.linspace(0, len(split) - 1, SAMPLE_CLIPS).astype(int)) if len(split) > SAMPLE_CLIPS else split
-        keys = np.array([clip_key(entry) for entry in _audio_entries(sample)], dtype="S32")
+        keys = np.array([clip_key(entry) for entry in audio_entries(sample)], dtype="S32")
         absent = keys[index.locate(keys)[:, 0] < 0]
         if sample is split:
             check.missing_keys |= set(absent.tolist())
