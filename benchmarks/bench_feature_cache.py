@@ -145,7 +145,7 @@ def process_featurizing(start_method: str):
     import it), and until the first worker is up this process featurises the batches itself (at one thread)."""
 
     @contextlib.contextmanager
-    def featurizing(extractor: LogMelFeatureExtractor, num_workers: int):
+    def in_processes(extractor: LogMelFeatureExtractor, num_workers: int):
         featurizer = featurizing.Featurizer(extractor)
         context = multiprocessing.get_context(start_method)
         if start_method == "forkserver":
@@ -178,7 +178,7 @@ def process_featurizing(start_method: str):
                              daemon=True).start()
             yield lambda chunks: ordered(pool, chunks, 2 * num_workers, started)
 
-    return featurizing
+    return in_processes
 
 
 class Arms:
@@ -254,7 +254,9 @@ def main(argv: list[str] | None = None) -> dict:
                 multiprocessing.forkserver._forkserver._stop()  # private, but what CPython's own tests use
             return arms.store(name, int(count), processes=args.process_start if kind == "processes" else None)[0]
 
-        # warm-up: imports, filterbank and resampling kernels, the files in the page cache; the bare arm's features
+        # warm-up: imports, filterbank and resampling kernels, the files in the page cache; the bare arm's features.
+        # The store raises glibc's mmap threshold first (`featurizing`); so does this, for the bare arm alike.
+        np.empty((32 << 20) - (1 << 16), dtype=np.uint8)
         torch.set_num_threads(args.threads)
         digest = xxhash.xxh3_128()
         run_bare(paths, extractor, digest)
