@@ -105,7 +105,7 @@ class DataArguments:
         default="training_stream",
         metadata={"help": "How training batches reach a GPU: training_stream (pinned where read, copied non_blocking on the "
                   "training stream, as DataLoader's pin_memory) or side_stream (copied where read on a CUDA stream of "
-                  "their own; on one H200, bf16, the paper's shape, ~1.7 % faster behind a 54 ms step: 54.1 vs 55.0 ms "
+                  "their own; on one H200, bf16, the paper's shape, ~1.7 %% faster behind a 54 ms step: 54.1 vs 55.0 ms "
                   "with one reader thread, a single run, so not the default). No effect on a CPU."},
     )
     asc_validation_split: float = field(
