@@ -1,6 +1,6 @@
 """Log-mel store build speed and disk, at the paper's shape, against a bare loop over the same files.
 
-    python benchmarks/bench_feature_cache.py --num_files 768     # the figures in docs/performance.md (~6 min)
+    python benchmarks/bench_feature_cache.py --num_files 768 --repeats 3   # docs/performance.md's figures (~5 min)
     python benchmarks/bench_feature_cache.py --num_files 64 --repeats 1 --arms bare,store_1   # quick look
 
 Generated files: `--num_files` WAVs (or `--audio_format flac`) of 10 s, 44.1 kHz stereo PCM_24, so downmix and

@@ -107,12 +107,12 @@ def _start_worker() -> None:
 def featurizing(extractor: LogMelFeatureExtractor, num_workers: int) -> Iterator:
     """A function mapping clip batches to (features, problems) in order: in this process, or in `num_workers`
     threads of it, torch at one thread each. Threads, not processes: decoding (libsndfile), resampling and the
-    STFT run outside the GIL, so 2 threads featurise 1.8x as fast as one at the same CPU time a clip; worker
-    processes first import the package (4-12 s each) and send every batch's features back through a pipe
-    (1.4x; `benchmarks/bench_feature_cache.py`, docs/performance.md)."""
+    STFT run outside the GIL, so 2 threads featurise 1.9x as fast as one at the same CPU time a clip; worker
+    processes first import the package (4 s of CPU each, 11-60 s of wall on a loaded machine) and send every
+    batch's features back through a pipe (1.2-1.4x; `benchmarks/bench_feature_cache.py`, docs/performance.md)."""
     # glibc maps each allocation above its mmap threshold afresh (a page fault per 4 KiB) until freeing such a
     # mapping raises the threshold; freeing one of 32 MiB raises it as far as it goes (the heap's trim threshold
-    # to 64 MiB), so that the batches' temporaries (< 17 MB) are reused from the heap: about 20 % less CPU a clip.
+    # to 64 MiB), so that the batches' temporaries (< 17 MB) are reused from the heap: 10-20 % less CPU a clip.
     np.empty((32 << 20) - (1 << 16), dtype=np.uint8)  # dropped at once; under other allocators, a no-op
     featurizer = Featurizer(extractor)
     if num_workers <= 1:
