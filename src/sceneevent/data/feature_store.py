@@ -224,8 +224,8 @@ class FeatureStore:
         if not missing:
             return {}
         order = list(missing.items())
-        # Chunks never span two splits: a fresh store then batches each split's clips as the old per-split cache
-        # did (batched STFTs round differently in the last bit; the readings stay identical to the last digit).
+        # Chunks never span two splits, in dataset order, so that a split's batches do not depend on the others
+        # (a batched STFT can round the last bit differently; README command 1 reads the same at 4 or 32 a chunk).
         bounds = []
         for name in splits:
             rows = [i for i, (_, (n, _)) in enumerate(order) if n == name]
