@@ -31,6 +31,7 @@ def results_payload(subset: bool) -> dict:
             "num_train_epochs": 12, "seed": 3, "feature_sampling_rate": 8000, "feature_clip_seconds": 2.0,
             "feature_num_mel_bins": 16, "hub_token": FAKE_TOKEN, "report_to": "none",
             "model_name_or_path": "someone/sceneevent-aet-pretrained",
+            "encoder_pretrained": "/home/alice/weights/resnet18.safetensors",
         },
         "schema_version": 2,
         "alpha": 0.95,
@@ -38,7 +39,7 @@ def results_payload(subset: bool) -> dict:
         "history": [{"epoch": 0, "asc_macro_accuracy": 0.5, "aet_lwlrap": 0.3}],
         "final": {"asc_macro_accuracy": 0.6125, "aet_lwlrap": 0.4375, "loss_asc": 1.1, "loss_aet": 0.2,
                   "best_epoch": 0, "selected_by": "val_asc_macro_accuracy", "val_asc_macro_accuracy": 0.58,
-                  "last_epoch": {"epoch": 0}},
+                  "last_epoch": {"epoch": 0}, "floor_asc_macro_accuracy": 0.65, "floor_c": 0.1},
         "steps": 10,
         "wall_time_seconds": 12.5,
         "data": {"scene_labels": SCENES, "event_labels": EVENTS, "rows": {}, "fingerprints": {}, "bad_audio": []},
@@ -103,6 +104,9 @@ def test_card_says_how_the_model_was_selected(run_dir: Path):
     body = render_model_card(run_dir, "me/sceneevent-test").split("\n---\n", 1)[1]
     assert "| Event lwlrap (test) | 0.4375 |" in body and "| Scene macro-average accuracy (test) | 0.6125 |" in body
     assert "selected on the validation split by `val_asc_macro_accuracy` (0.58)" in body and "epoch 0" in body
+    assert "| Its floor: logistic regression on per-mel mean and sd (test) | 0.65 |" in body
+    assert "the network **does not clear it**" in body
+    assert "started from the pretrained weights `resnet18.safetensors`" in body and "/home/alice/weights" not in body
 
 
 def test_card_of_an_older_run_labels_event_lwlrap_as_validation(tmp_path: Path):

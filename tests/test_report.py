@@ -51,6 +51,11 @@ def fixture_runs() -> list[dict]:
     return runs
 
 
+def floor_of(run: dict) -> float | None:
+    """The fixture's floor: a run with a scene task has one, the same for every setting of a seed."""
+    return None if run["asc"] is None else 0.5 + 0.01 * run["seed"]
+
+
 def write_results(root: Path, run: dict, index: int) -> None:
     config = {"alpha": run["alpha"], "seed": run["seed"], "aet_dataset": subset_name(run["k"], run["hours"], run["strategy"]),
               "asc_dataset": "synthetic"}
@@ -68,7 +73,8 @@ def write_results(root: Path, run: dict, index: int) -> None:
     results = {"schema_version": 2, "config": config, "alpha": run["alpha"], "seed": run["seed"], "history": history,
                "final": {"asc_macro_accuracy": run["asc"], "aet_lwlrap": run["lwlrap"], "loss_asc": 1.0, "loss_aet": 0.1,
                          "best_epoch": 1, "selected_by": "val_asc_macro_accuracy",
-                         "last_epoch": {"epoch": 1, "asc_macro_accuracy": run["asc"], "aet_lwlrap": run["lwlrap"]}},
+                         "last_epoch": {"epoch": 1, "asc_macro_accuracy": run["asc"], "aet_lwlrap": run["lwlrap"]},
+                         "floor_asc_macro_accuracy": floor_of(run)},
                "train_runtime": 1.0, "data": data}
     folder = root / run["sweep"] / f"run{index}"
     folder.mkdir(parents=True)
@@ -113,6 +119,21 @@ def test_every_figure_is_a_real_png(written, factor):
     assert summary["figures"][factor] == name
     data = (out / name).read_bytes()
     assert data.startswith(PNG_SIGNATURE) and len(data) > 15_000
+
+
+def test_the_floor_is_the_mean_over_runs_in_the_summary_and_a_dashed_line_in_the_figures(written):
+    runs, out, summary = written
+    floors = [floor_of(run) for run in runs if floor_of(run) is not None]
+    assert summary["floor"] == {"asc_macro_accuracy": pytest.approx(np.mean(floors)), "runs": len(floors)}
+    assert f"Floor: {np.mean(floors):.4f}" in (out / "summary.md").read_text()
+    readings = [reading({"schema_version": 2, "final": {"asc_macro_accuracy": 0.6, "floor_asc_macro_accuracy": value}}, f"run{i}")
+                for i, value in enumerate((0.4, 0.5, None))]
+    figure, axis = figures.pyplot().subplots()
+    figures._floor_line(axis, readings)
+    (line,) = axis.lines
+    assert line.get_linestyle() == "--" and list(line.get_ydata()) == [pytest.approx(0.45)] * 2
+    assert "n = 2" in line.get_label()
+    figures.pyplot().close(figure)
 
 
 def test_gradient_figure_and_cosines(written):

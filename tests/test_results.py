@@ -43,10 +43,12 @@ def test_a_file_written_before_reads_typed_and_writes_back_byte_for_byte(tmp_pat
 
 
 def test_a_run_without_selection_and_a_pretrained_run_keep_their_keys():
-    final = FinalMetrics(asc_macro_accuracy=0.5, best_epoch=2, selected_by="last_epoch", aet_lwlrap_pretrained=0.25)
+    final = FinalMetrics(asc_macro_accuracy=0.5, best_epoch=2, selected_by="last_epoch", aet_lwlrap_pretrained=0.25,
+                         floor_asc_macro_accuracy=0.625, floor_c=0.1)
     written = RunResults(schema_version=2, final=final, pretrain={"steps": 4}).to_dict()
     assert list(written["final"]) == ["asc_macro_accuracy", "aet_lwlrap", "best_epoch", "selected_by", "loss_asc",
-                                      "loss_aet", "last_epoch", "aet_lwlrap_pretrained"]
+                                      "loss_aet", "last_epoch", "aet_lwlrap_pretrained", "floor_asc_macro_accuracy", "floor_c"]
+    assert RunResults(final=final).clears_floor is False and RunResults().clears_floor is None
     assert written["pretrain"] == {"steps": 4} and RunResults.from_dict(written).to_dict() == written
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from sceneevent.training.floor import FLOOR_C_GRID
 from sceneevent.training.arguments import DataArguments, JointTrainingArguments, ModelArguments, parse_args
 from sceneevent.training.loop import train
 
@@ -50,7 +51,10 @@ def test_two_step_joint_run_with_offline_wandb_writes_results_and_model(tmp_path
     assert len(results["data"]["scene_labels"]) == 10 and "Speech" in results["data"]["event_labels"]
     assert {"config.json", "model.safetensors", "preprocessor_config.json"} <= {p.name for p in out.iterdir()}
     assert any((out / "wandb").glob("offline-run-*")), "W&B logged offline into the run folder"
-    assert "done: alpha=0.9" in done.stdout
+    assert "done: alpha=0.9" in done.stdout and f"(floor {final['floor_asc_macro_accuracy']:.4f})" in done.stdout
+    assert final["floor_c"] in FLOOR_C_GRID and 0.0 <= final["floor_asc_macro_accuracy"] <= 1.0
+    below = final["asc_macro_accuracy"] <= final["floor_asc_macro_accuracy"]
+    assert ("does not clear its floor" in done.stdout) is below
 
 
 @pytest.mark.parametrize("alpha,has_events", [("0", False), ("1", True)])
@@ -61,8 +65,10 @@ def test_baselines_train_one_task(tmp_path, alpha, has_events):
     final = results["final"]
     if has_events:
         assert final["loss_aet"] > 0 and final["loss_asc"] is None and final["aet_lwlrap"] > 0
+        assert "floor_asc_macro_accuracy" not in final  # no scene task, no floor
     else:
         assert final["loss_asc"] > 0 and final["loss_aet"] is None and final["aet_lwlrap"] is None
+        assert 0.0 <= final["floor_asc_macro_accuracy"] <= 1.0
 
 
 def test_cache_on_device_trains_exactly_like_the_loader(tmp_path):

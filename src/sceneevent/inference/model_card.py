@@ -108,7 +108,7 @@ def _front_matter(name: str, results: RunResults, scenes: list[str], events: lis
         ))
     # Only Hub ids belong under `datasets` and `base_model`; local paths would leak the trainer's file system.
     hub_datasets = sorted({dataset_id for dataset_id in (asc_id, aet_id) if dataset_id})
-    base_model = run_config.get("model_name_or_path")
+    base_model = run_config.get("model_name_or_path") or run_config.get("encoder_pretrained")
     card = ModelCardData(
         library_name="transformers",
         pipeline_tag="audio-classification",
@@ -138,10 +138,16 @@ def _intro_section(name: str, config: dict, results: RunResults) -> str:
         "Parikh et al., *Impact of Acoustic Event Tagging on Scene Classification in a Multi-Task Learning "
         f"Framework* (Interspeech 2022), with the `sceneevent` code.\n\n"
         f"- Encoder: {code_span(config.get('encoder', 'resnet18'))} (timm, one input channel) on log-mel spectrograms, "
-        "shared by both heads.\n"
+        f"shared by both heads; {_encoder_start(config.get('encoder_pretrained') or results.config.get('encoder_pretrained'))}.\n"
         f"- Loss: `alpha * L_AET + (1 - alpha) * L_ASC` with **alpha = {markdown_text(_fmt(alpha))}** "
         "(0 = scene task only, 1 = event task only).\n"
     )
+
+
+def _encoder_start(source: str | None) -> str:
+    if not source:
+        return "trained from random initialisation"
+    return f"started from the pretrained weights {code_span(_display_source(source))}"
 
 
 def _results_section(results: RunResults) -> str:
@@ -150,13 +156,22 @@ def _results_section(results: RunResults) -> str:
         return "## Results\n\nNo results.json was found in the run folder: no evaluation figures to report.\n"
     rows = [
         ("Scene macro-average accuracy (test)", final.asc_macro_accuracy),
+        ("Its floor: logistic regression on per-mel mean and sd (test)", final.floor_asc_macro_accuracy),
         (f"Event lwlrap ({_event_split(results)})", final.aet_lwlrap),
         ("Best epoch (model kept)", final.best_epoch),
         ("Final training loss, scenes", final.loss_asc),
         ("Final training loss, events", final.loss_aet),
     ]
     table = "\n".join(f"| {label} | {_cell(value)} |" for label, value in rows if value is not None)
-    return f"## Results\n\n| Metric | Value |\n|---|---|\n{table}\n\n{_selection_note(final)}"
+    return f"## Results\n\n| Metric | Value |\n|---|---|\n{table}\n\n{_selection_note(final)}{_floor_note(results)}"
+
+
+def _floor_note(results: RunResults) -> str:
+    if results.clears_floor is None:
+        return ""
+    verdict = "clears it" if results.clears_floor else "**does not clear it**: it has learnt less about the scenes than that"
+    return ("\nThe floor is a plain multinomial logistic regression on each clip's per-mel mean and standard deviation of the "
+            "same log-mels and splits (fit on train, L2 strength chosen on validation); the network " + verdict + ".\n")
 
 
 def _selection_note(final: FinalMetrics) -> str:

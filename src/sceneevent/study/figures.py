@@ -68,6 +68,20 @@ def _baseline_line(axis, reference: GroupStats, label: str, color: str) -> None:
         axis.axhspan(reference.ci_low, reference.ci_high, color=color, alpha=0.12)
 
 
+def floor_value(runs: list[RunReading]) -> tuple[float, int] | None:
+    """Mean floor of the runs that carry one, and their count; None when none does."""
+    floors = [run.floor_asc_macro_accuracy for run in runs if run.floor_asc_macro_accuracy is not None]
+    return (float(np.mean(floors)), len(floors)) if floors else None
+
+
+def _floor_line(axis, everything: list[RunReading]) -> None:
+    """The scene floor (training/floor.py) as a dashed line: what a linear model on per-mel statistics reads."""
+    floor = floor_value(everything)
+    if floor is not None:
+        axis.axhline(floor[0], color="tab:red", linestyle="--", linewidth=1.2,
+                     label=f"floor (logistic regression on per-mel mean, sd): {floor[0]:.3f}, n = {floor[1]}")
+
+
 def plot_alpha(runs: list[RunReading], path: Path, everything: list[RunReading]) -> None:
     """Figure 2: scene accuracy and lwlrap against alpha; the alpha=0 and alpha=1 baselines as lines.
 
@@ -86,6 +100,8 @@ def plot_alpha(runs: list[RunReading], path: Path, everything: list[RunReading])
         for axis in row_axes:
             axis.errorbar(x, mean, yerr=half, marker="o", markersize=4, capsize=3, color=color, label=f"joint ({CI_LABEL})")
             _baseline_line(axis, reference, base_label, "gray")
+            if metric == "asc_macro_accuracy":
+                _floor_line(axis, everything)
             axis.grid(alpha=0.3)
         row_axes[0].set_ylabel(METRICS[metric])
         row_axes[0].set_xlim(-0.02, 1.02)
@@ -107,8 +123,11 @@ def plot_bars(rows: list[GroupRow], factor: str, path: Path, title: str, everyth
     axis.bar(positions, mean, yerr=half, capsize=5, color="tab:blue", alpha=0.8, label=CI_LABEL)
     reference = baseline(everything, 0.0, "asc_macro_accuracy")
     _baseline_line(axis, reference, ASC_ONLY, "gray")
+    _floor_line(axis, everything)
     axis.set_xticks(positions, [f"{plot_text(value)}\n(n = {n})" for value, n in zip(values, counts)])
-    lows = list(mean - np.nan_to_num(half)) + [reference.ci_low if reference.ci_low is not None else reference.mean]
+    floor = floor_value(everything)
+    lows = list(mean - np.nan_to_num(half)) + [reference.ci_low if reference.ci_low is not None else reference.mean,
+                                               floor[0] if floor else None]
     lows = [low for low in lows if low is not None]
     axis.set_ylim(max(0.0, min(lows, default=0.0) - 0.05), None)  # bars start near the data, as in the paper
     axis.set_xlabel(LABELS[factor])
@@ -129,6 +148,7 @@ def plot_line(rows: list[GroupRow], factor: str, path: Path, title: str, correla
         label += f"\nPearson r = {correlation['r']:.3f}, p = {correlation['p']:.2g} (n = {correlation['n']})"
     axis.errorbar(x, mean, yerr=half, marker="o", capsize=4, color="tab:blue", label=label)
     _baseline_line(axis, baseline(everything, 0.0, "asc_macro_accuracy"), ASC_ONLY, "gray")
+    _floor_line(axis, everything)
     if len(x) and min(x) > 0:
         axis.set_xscale("log")  # the grids double (11, 22, 45, ... h)
     axis.set_xticks(x, [f"{value:g}" for value in x])

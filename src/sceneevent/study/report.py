@@ -20,7 +20,7 @@ import numpy as np
 
 from ..io_utils import atomic_write_json, atomic_write_text
 from .factors import FACTORS, LABELS, GroupRow, factor_comparisons, factor_slice, format_value, group_table
-from .figures import FIGURES, GRADIENT_FIGURE, draw_factor, plot_gradients
+from .figures import FIGURES, GRADIENT_FIGURE, draw_factor, floor_value, plot_gradients
 from ..markup import markdown_text
 from .run_readings import METRICS, RunReading, drop_duplicates
 from .seed_statistics import POWER, SIGNIFICANCE, GroupStats, PairedComparison, describe, pearson
@@ -40,8 +40,10 @@ def write_report(runs: list[RunReading], output_dir: str | Path) -> dict:
     warn_duplicates(duplicates)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    floor = floor_value(unique)
     summary: dict[str, Any] = {"runs": len(unique), "runs_read": len(runs), "duplicates": duplicates, "figures": {},
-                               "skipped": {}, "slices": {}, "groups": {}, "comparisons": {}, "pearson": {}}
+                               "skipped": {}, "slices": {}, "groups": {}, "comparisons": {}, "pearson": {},
+                               "floor": {"asc_macro_accuracy": floor[0], "runs": floor[1]} if floor else None}
     for factor in FACTORS:
         members, fixed = factor_slice(unique, factor)
         values = {run.factor(factor) for run in members}
@@ -165,6 +167,10 @@ def to_markdown(summary: dict) -> str:
              "Per group: mean, sample sd, 95 % CI of the mean (Student t) and n runs (seeds). Comparisons pair runs "
              f"by seed (setting − baseline); significant means a two-sided paired t-test p < {SIGNIFICANCE:g}, with no "
              "correction for the number of comparisons.", ""]
+    if summary.get("floor"):
+        lines += [f"Floor: {summary['floor']['asc_macro_accuracy']:.4f} test scene macro accuracy, the mean over "
+                  f"{summary['floor']['runs']} run(s) of a logistic regression on per-mel mean and sd of the same log-mels "
+                  "(training/floor.py; the dashed red line in the figures). A setting below it has learnt less than that.", ""]
     for factor, rows in summary["groups"].items():
         fixed = ", ".join(f"{key}={markdown_text(format_value(value))}" for key, value in summary["slices"][factor]["fixed"].items()
                           if value is not None)

@@ -72,6 +72,7 @@ class RunReading:
     event_draw: str | None = None  # the event subset's folder: runs that share it trained on one draw of the data
     arithmetic: dict = field(default_factory=dict)  # ARITHMETIC_FIELDS as the run used them (None: not recorded)
     event_subset: dict | None = None  # `data.aet_subset` as the run recorded it (None: not recorded, as from W&B)
+    floor_asc_macro_accuracy: float | None = None  # the run's floor (training/floor.py) on the same test split
 
     def factor(self, name: str) -> Any:
         value = getattr(self, name)
@@ -100,7 +101,7 @@ def run_from_results(results: RunResults, source: str) -> RunReading:
         task_gradients=gradients, identity=run_identity(config, seed, alpha), event_subset=data.get("aet_subset"),
         best_epoch=final.best_epoch if _is_number(final.best_epoch) else None,
         event_draw=_event_draw(config) if strategy not in (None, FULL_EVENT_SET) else None,
-        arithmetic=_arithmetic(results),
+        arithmetic=_arithmetic(results), floor_asc_macro_accuracy=_number(final.floor_asc_macro_accuracy),
     )
 
 
@@ -236,7 +237,8 @@ def load_wandb_runs(project: str, timeout: int = 30, skip_old_results: bool = Fa
         if not any(key.startswith("test/") for key in summary):
             old.append(source)
             continue
-        final = FinalMetrics(asc_macro_accuracy=summary.get("test/asc_macro_accuracy"), aet_lwlrap=summary.get("test/aet_lwlrap"))
+        final = FinalMetrics(asc_macro_accuracy=summary.get("test/asc_macro_accuracy"), aet_lwlrap=summary.get("test/aet_lwlrap"),
+                             floor_asc_macro_accuracy=summary.get("test/floor_asc_macro_accuracy"))
         results = RunResults(schema_version=VALIDATION_SELECTION_SCHEMA, config=config, alpha=config.get("alpha"),
                              seed=config.get("seed"), final=final)
         runs.append(run_from_results(results, source))

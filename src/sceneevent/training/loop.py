@@ -43,6 +43,7 @@ from .checkpointing import (
 from .checks import check_arguments, check_output_dir, resolve_alpha, run_signature, signature_defaults
 from .epoch_losses import EpochLossSums
 from .evaluation import evaluate_tasks
+from .floor import scene_floor
 from .launch import claim_output_dir, environment, make_accelerator, reader_threads, wandb_init_kwargs
 from .preparation import PreparedData, cache_splits, load_splits, make_feature_extractor
 from .results import LAST_EPOCH, RESULTS_SCHEMA_VERSION, FinalMetrics, RunResults, throughput, write_results
@@ -118,6 +119,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Join
     if accelerator.is_main_process:
         write_results(output_dir, results)
         print(_done_line(results, output_dir))
+        if results.clears_floor is False:
+            print(f"WARNING: the network's test scene macro accuracy {results.final.asc_macro_accuracy:.4f} does not clear its "
+                  f"floor {results.final.floor_asc_macro_accuracy:.4f} (a logistic regression on each clip's per-mel mean and "
+                  "standard deviation, same splits): it has learnt less about the scenes than that; see docs/own_recordings.md")
     accelerator.end_training()
     return results
 
@@ -400,8 +405,11 @@ def build_results(run: Run, data: PreparedData, wall: float) -> RunResults:
     state, accelerator = run.state, run.accelerator
     last_test, selected_test = run.test()
     test_keys = ("asc_macro_accuracy", "aet_lwlrap")
+    floor = (scene_floor(data.scene_train, data.scene_validation, data.scene_test, len(data.scene_labels))
+             if run.alpha < 1.0 else None)
     accelerator.log({f"test/{k}": selected_test.get(k) for k in test_keys if selected_test.get(k) is not None}
-                    | {"test/best_epoch": state.selected["epoch"]}, step=state.global_step)
+                    | {"test/best_epoch": state.selected["epoch"]}
+                    | ({"test/floor_asc_macro_accuracy": floor.asc_macro_accuracy} if floor else {}), step=state.global_step)
     last = state.history[-1]
     final = FinalMetrics(
         **{k: selected_test.get(k) for k in test_keys},
@@ -412,6 +420,8 @@ def build_results(run: Run, data: PreparedData, wall: float) -> RunResults:
         loss_asc=last.get("train_loss_asc"),
         loss_aet=last.get("train_loss_aet"),
         last_epoch={"epoch": last["epoch"], **{k: last_test.get(k) for k in test_keys}},
+        floor_asc_macro_accuracy=floor.asc_macro_accuracy if floor else None,
+        floor_c=floor.c if floor else None,
     )
     samples_per_step = accelerator.num_processes * (
         (run.args.asc_batch_size if run.alpha < 1.0 else 0) + (run.args.aet_batch_size if run.alpha > 0.0 else 0))
@@ -427,8 +437,9 @@ def build_results(run: Run, data: PreparedData, wall: float) -> RunResults:
 def _done_line(results: RunResults, output_dir: Path) -> str:
     final = results.final
     lwlrap = f"{final.aet_lwlrap:.4f}" if final.aet_lwlrap is not None else "n/a"
+    floor = f" (floor {final.floor_asc_macro_accuracy:.4f})" if final.floor_asc_macro_accuracy is not None else ""
     return (
-        f"done: alpha={results.alpha} test asc_macro_accuracy={final.asc_macro_accuracy:.4f} test aet_lwlrap={lwlrap} "
+        f"done: alpha={results.alpha} test asc_macro_accuracy={final.asc_macro_accuracy:.4f}{floor} test aet_lwlrap={lwlrap} "
         f"best_epoch={final.best_epoch} (by {final.selected_by}) steps={results.steps} "
         f"{results.train_samples_per_second:.1f} samples/s wall={results.wall_time_seconds:.0f}s → {output_dir}"
     )

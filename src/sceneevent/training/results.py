@@ -40,6 +40,9 @@ class FinalMetrics:
     loss_aet: float | None = None
     last_epoch: dict | None = None  # {"epoch", and the last epoch's test metrics}
     aet_lwlrap_pretrained: float | None = None  # pre-train → fine-tune runs: stage 1's event lwlrap
+    # The floor (training/floor.py): a logistic regression on per-mel statistics, same splits; runs with a scene task
+    floor_asc_macro_accuracy: float | None = None  # test
+    floor_c: float | None = None  # its inverse L2 strength, chosen on validation
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -58,8 +61,9 @@ class FinalMetrics:
             "best_epoch": self.best_epoch, "selected_by": self.selected_by, **selection,
             "loss_asc": self.loss_asc, "loss_aet": self.loss_aet, "last_epoch": self.last_epoch,
         }
-        if self.aet_lwlrap_pretrained is not None:
-            written["aet_lwlrap_pretrained"] = self.aet_lwlrap_pretrained
+        for name in ("aet_lwlrap_pretrained", "floor_asc_macro_accuracy", "floor_c"):
+            if getattr(self, name) is not None:
+                written[name] = getattr(self, name)
         return written | self.extra
 
 
@@ -86,6 +90,13 @@ class RunResults:
     environment: dict = field(default_factory=dict)
     pretrain: dict | None = None  # pre-train → fine-tune runs: stage 1's final, history, steps, wall time, data
     extra: dict = field(default_factory=dict)  # keys this version does not know, kept as they were
+
+    @property
+    def clears_floor(self) -> bool | None:
+        """Whether the network's test scene macro accuracy is above its floor's; None without both readings."""
+        if self.final.asc_macro_accuracy is None or self.final.floor_asc_macro_accuracy is None:
+            return None
+        return self.final.asc_macro_accuracy > self.final.floor_asc_macro_accuracy
 
     @property
     def selected_on_validation(self) -> bool:
