@@ -32,9 +32,9 @@ import signal
 import sys
 from pathlib import Path
 
-from sceneevent.study.sweep_plan import comparison_lines, plan_sweep, run_line, summary_lines
+from sceneevent.study.sweep_plan import command_lines, comparison_lines, plan_sweep, summary_lines
 from sceneevent.study.sweep_runner import DEFAULT_STOP_TIMEOUT, GpuPool, SweepBusyError, run_sweep
-from sceneevent.study.sweeps import LAUNCHERS, cuda_visible_devices, load_sweep, parse_gpus, plan_runs, visible_gpu_count
+from sceneevent.study.sweeps import LAUNCHERS, load_sweep, parse_gpus, plan_runs, visible_gpu_count
 
 
 def parse_args(args: list[str] | None = None) -> argparse.Namespace:
@@ -80,7 +80,7 @@ def main(args: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if options.dry_run:
-        print_plan(plan)
+        print("\n".join(command_lines(plan)))
         return 0
     if plan is not None:
         print("\n".join(summary_lines(plan)), file=sys.stderr)
@@ -121,18 +121,6 @@ def make_plan(runs, gpus: list[int], options: argparse.Namespace):
             raise ValueError(f"no plan: {error}") from error
         print(f"no estimate ({type(error).__name__}: {error}); running the sweep without one", file=sys.stderr)
         return None
-
-
-def print_plan(plan) -> None:
-    """Each run as a shell line with its GPU (CUDA_VISIBLE_DEVICES=...), its estimate as a comment above it, then the totals."""
-    for estimate in plan.runs:
-        if estimate.finished:
-            print("# done: " + shlex.join(estimate.run.command))
-            continue
-        print(run_line(plan, estimate))
-        placement = f"CUDA_VISIBLE_DEVICES={cuda_visible_devices(estimate.gpus)} " if estimate.gpus else ""
-        print(placement + shlex.join(estimate.run.command))
-    print("\n".join(f"# {line}" for line in summary_lines(plan)))
 
 
 def report_interruption(outcome) -> int:

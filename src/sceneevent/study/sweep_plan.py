@@ -26,6 +26,7 @@ import heapq
 import io
 import json
 import re
+import shlex
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from pathlib import Path
 
 from ..training.results import ResultsError, has_results, read_results
 from .sweep_runner import GpuPool
-from .sweeps import RUN_RECORD_FILE, SweepRun, is_finished
+from .sweeps import RUN_RECORD_FILE, SweepRun, cuda_visible_devices, is_finished
 
 TRAINING_PROGRAMS = {"train_joint.py", "pretrain_finetune.py"}  # programs whose flags the plan reads
 # Clips of data sets whose split sizes are documented, for a plan made where they are not (yet): (train, test).
@@ -385,6 +386,19 @@ def run_line(plan: SweepPlan, estimate: RunEstimate) -> str:
         data += f", +{_size(estimate.store_bytes)} to the log-mel store" if estimate.store_bytes else ""
     time = f"≈ {_duration(estimate.seconds)}" if estimate.seconds is not None else "time unknown"
     return f"# {estimate.run.name}: {where}; {work}; {time}{data}"
+
+
+def command_lines(plan: SweepPlan) -> list[str]:
+    """Each run as a shell line with its GPUs (CUDA_VISIBLE_DEVICES=...), its estimate as a comment above it, then
+    the totals as comments: what `--dry_run` prints."""
+    lines = []
+    for estimate in plan.runs:
+        if estimate.finished:
+            lines.append("# done: " + shlex.join(estimate.run.command))
+            continue
+        placement = f"CUDA_VISIBLE_DEVICES={cuda_visible_devices(estimate.gpus)} " if estimate.gpus else ""
+        lines += [run_line(plan, estimate), placement + shlex.join(estimate.run.command)]
+    return lines + [f"# {line}" for line in summary_lines(plan)]
 
 
 def summary_lines(plan: SweepPlan) -> list[str]:
