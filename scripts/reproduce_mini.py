@@ -5,6 +5,8 @@ detects a planted effect and invents none.
     python scripts/reproduce_mini.py                    # about 60 minutes on 2 CPU cores
     python scripts/reproduce_mini.py --scale gpu        # the same study, larger, on one GPU
     python scripts/reproduce_mini.py --dry_run          # print every run's command
+    python scripts/reproduce_mini.py --link_only --link_seeds 100-115 --report_dir reports/replication
+                                                        # the instrument check alone, on new seeds
 
 Each world runs the alpha sweep (0, 0.5, 0.9, balanced alpha of eq. 3, 1), correlated vs uncorrelated event
 classes at equal k and hours with an A/A null control, and pre-train + fine-tune vs joint; the planted world
@@ -14,6 +16,11 @@ and are kept: running the command again resumes (finished runs are skipped). The
 summary.md (the verdict table with n, paired differences, CIs, p-values and the smallest detectable
 difference, and the instrument check), verdicts.json, verdicts.png, and each world's Figures 2-5 in
 REPORT_DIR/<world>/. The exit code is 1 when a run failed or the instrument check did not pass.
+
+The instrument check: where the link is planted, correlated minus uncorrelated classes must have its 95 % CI
+above 0; where it is not, and between two draws of the correlated classes (A/A) in both worlds, the 95 % CI
+must lie inside +-margin. Its seeds come in pairs (2p, 2p + 1), one in each role assignment, each pair with
+its own scene world and event draws. `--link_only` runs just those runs (96 at 16 seeds) and writes the check.
 """
 
 import argparse
@@ -22,7 +29,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from sceneevent.study.design import SCALES, WORLDS
+from dataclasses import replace
+
+from sceneevent.study.design import SCALES, WORLDS, parse_seed_range
 from sceneevent.study.mini import reproduce, stage_one, stage_two
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -36,25 +45,41 @@ def parse_args(args=None) -> argparse.Namespace:
     parser.add_argument("--report_dir", type=Path, default=Path("reports/mini"), help="Where the verdicts and figures go.")
     parser.add_argument("--parallel", type=int, default=None, help="Runs at a time (default: the scale's).")
     parser.add_argument("--dry_run", action="store_true", help="Print the stage-one and stage-two commands; run nothing.")
+    parser.add_argument("--link_only", action="store_true",
+                        help="Run only the correlated / uncorrelated / A/A runs of both worlds and write the instrument "
+                             "check (exit code 0 only if it passes).")
+    parser.add_argument("--link_seeds", type=_seed_range, default=None,
+                        help="The link runs' seeds, in pairs (2p, 2p + 1), e.g. 100-115 or 0-3,8,9 (default: the scale's).")
     return parser.parse_args(args)
+
+
+def _seed_range(text: str) -> tuple[int, ...]:
+    try:
+        return parse_seed_range(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def main(args=None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     options = parse_args(args)
     scale = SCALES[options.scale]
+    if options.link_seeds:
+        scale = replace(scale, link_seeds=options.link_seeds)
     root = options.output_root.resolve()
     if options.dry_run:
-        runs = stage_one(root, scale) + stage_two(root, scale)
+        runs = stage_one(root, scale, options.link_only) + stage_two(root, scale, options.link_only)
         for run in runs:
             print(shlex.join(run.command))
         print(f"{len(runs)} runs in {len(WORLDS)} worlds", file=sys.stderr)
         return 0
-    outcome = reproduce(scale, root, options.report_dir.resolve(), options.parallel, project_dir=PROJECT_DIR)
+    outcome = reproduce(scale, root, options.report_dir.resolve(), options.parallel, project_dir=PROJECT_DIR,
+                        link_only=options.link_only)
     print(f"mini reproduction ({options.scale}): report in {options.report_dir}; the study's runs took "
           f"{outcome.wall_minutes:.1f} minutes of wall time in all (summed over the calls that ran some)")
     for check in outcome.instrument_check["checks"]:
-        print(f"  {check['world']}, {check['question']}: expected {check['expected']}; got {check['verdict']}")
+        print(f"  {check['world']}, {check['question']}: expected {check['expected']}; got {check['verdict']} "
+              f"[{check['ci_low']}, {check['ci_high']}]")
     print("instrument check " + ("passed" if outcome.instrument_check["passed"] else "FAILED"))
     for failure in outcome.failed:
         print(f"  FAILED {failure}")

@@ -2,6 +2,9 @@
 on fixture results with known differences (checked against scipy's paired t-test and Pearson r)."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ from sceneevent.study import design, mini, mini_report
 from sceneevent.training.results import RESULTS_SCHEMA_VERSION
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+ROOT = Path(__file__).resolve().parent.parent
 SCALE = design.SCALES["cpu"]
 
 
@@ -44,13 +48,14 @@ def test_the_ground_truth_ranking_orders_classes_by_how_often_scenes_plant_them(
 def test_the_plan_runs_every_setting_with_the_same_seeds_in_both_worlds(tmp_path):
     first, second = mini.stage_one(tmp_path, SCALE), mini.stage_two(tmp_path, SCALE)
     seeds, link_seeds = len(SCALE.seeds), len(SCALE.link_seeds)
-    assert set(SCALE.seeds) <= set(SCALE.link_seeds)  # the link runs pair with the scene-only runs too
     # Per world: alpha 4 values and pre-train with `seeds`; correlated, uncorrelated and the A/A redraw with
     # `link_seeds`. The planted world adds T and k.
     grid = len(SCALE.grid_subsets())
     assert grid == 5  # k = 2, 10, 40 at 0.2 h and T = 0.1, 0.4 h at k = 40 (0.2 h shared)
     assert len(first) == seeds * ((4 + 1) * 2 + grid) + link_seeds * 3 * 2
     assert len(second) == seeds * 2
+    assert mini.stage_one(tmp_path, SCALE, link_only=True) == mini.link_runs(tmp_path, SCALE)
+    assert len(mini.link_runs(tmp_path, SCALE)) == link_seeds * 3 * 2 and mini.stage_two(tmp_path, SCALE, link_only=True) == []
     folders = [run.output_dir for run in first + second]
     assert len(set(folders)) == len(folders)
     for world, informativeness in design.WORLDS.items():
@@ -58,7 +63,7 @@ def test_the_plan_runs_every_setting_with_the_same_seeds_in_both_worlds(tmp_path
         assert all(f"--synthetic_event_informativeness={informativeness}" in run.command for run in runs)
         by_setting = {}
         for run in runs:
-            if run.output_dir.parent.name == "link":  # run s of an arm trains on that arm's own draw s
+            if run.output_dir.parent.name == "link":
                 arm = next(arm for arm in design.LINK_ARMS if run.parameters["aet_dataset"]
                            == str(mini.subset_dir(tmp_path, SCALE.link_subset(arm, run.parameters["seed"]))))
                 setting = ("link", arm)
@@ -68,17 +73,26 @@ def test_the_plan_runs_every_setting_with_the_same_seeds_in_both_worlds(tmp_path
         for setting, found in by_setting.items():  # every comparison is paired
             assert found == set(SCALE.link_seeds if setting[0] == "link" else SCALE.seeds), setting
         assert sum(setting[0] == "link" for setting in by_setting) == 3
-    # Odd seeds of the link arms run in the world with event roles swapped, on subsets ranked in that world; the
-    # other experiments all run in the default world.
-    for run in first:
+    # The link seeds come in pairs (2p, 2p + 1): the odd seed runs with event roles swapped, on subsets ranked in
+    # that world; both run in the pair's own scene world. The other experiments run in the default world 0.
+    def flag(run, name):
+        return next((part.split("=", 1)[1] for part in run.command if part.startswith(f"--{name}=")), None)
+
+    for run in first + second:
         seed, link = run.parameters["seed"], run.output_dir.parent.name == "link"
         assert ("--synthetic_swap_event_roles=true" in run.command) == (link and seed % 2 == 1), run.output_dir
+        assert flag(run, "synthetic_seed") == (str(1000 + seed // 2) if link else None)
         if link:
             assert run.parameters["aet_dataset"].endswith("_roles=swapped") == (seed % 2 == 1)
-    # The arms' draws: correlated and uncorrelated share each seed's generated event set; the A/A arm does not.
-    draws = {arm: {SCALE.link_subset(arm, seed).seed for seed in SCALE.link_seeds} for arm in design.LINK_ARMS}
-    assert draws["correlated"] == draws["uncorrelated"] == set(SCALE.link_seeds)
-    assert not draws["correlated"] & draws["correlated, redrawn"]
+    # The arms' draws: one per arm and pair (both seeds of a pair share it), distinct between arms and pairs, and
+    # none equal to any training seed.
+    draws = {(arm, seed): SCALE.link_subset(arm, seed).seed for arm in design.LINK_ARMS for seed in SCALE.link_seeds}
+    for (arm, seed), draw in draws.items():
+        assert draw == draws[(arm, seed ^ 1)]
+    assert len(set(draws.values())) == 3 * link_seeds // 2
+    assert not set(draws.values()) & set(SCALE.link_seeds) and min(draws.values()) > max(SCALE.link_seeds)
+    assert all(SCALE.link_subset(arm, 0).pool_clips == 2560 and "_pool=2560" in SCALE.link_subset(arm, 0).folder
+               for arm in design.LINK_ARMS)
     # The balanced runs read the alpha = 0 and alpha = 1 runs of the first seed of their own world.
     planned = {str(folder) for folder in folders}
     for run in second:
@@ -89,6 +103,18 @@ def test_the_plan_runs_every_setting_with_the_same_seeds_in_both_worlds(tmp_path
     # Every run trains for the same number of epochs; pre-training + fine-tuning adds up to it.
     epochs = SCALE.pretrain_epochs + SCALE.finetune_epochs
     assert all(f"--num_train_epochs={epochs}" in run.command for run in first + second)
+
+
+@pytest.mark.parametrize("text, seeds", [("100-103", (100, 101, 102, 103)), ("0,1,4,5", (0, 1, 4, 5)), ("0-1,8,9", (0, 1, 8, 9))])
+def test_link_seed_ranges(text, seeds):
+    assert design.parse_seed_range(text) == seeds
+
+
+@pytest.mark.parametrize("text, message", [("1-4", r"\[1, 4\] lack their partner"), ("0-x", "expected e.g. 100-115"),
+                                           ("2", r"\[2\] lack")])
+def test_link_seeds_that_do_not_form_pairs_are_refused(text, message):
+    with pytest.raises(ValueError, match=message):
+        design.parse_seed_range(text)
 
 
 def write_fixture(folder: Path, seed: int, alpha, asc, lwlrap, subset: design.Subset | None = None, mode=None) -> None:
@@ -128,23 +154,30 @@ def write_study(root: Path, link_effect: float, rng: np.random.Generator, unplan
     return truth
 
 
+def pair_means(values: dict[int, float]) -> list[float]:
+    """Per pair (2p, 2p + 1), the mean of its two seeds' values, in pair order (by hand)."""
+    return [(values[seed] + values[seed + 1]) / 2 for seed in sorted(values) if seed % 2 == 0]
+
+
 def test_the_verdicts_find_a_planted_difference_with_scipys_numbers(tmp_path):
-    # The fixture's noise is independent per run, so a null row falls below p = 0.05 in 5 % of draws; this
-    # draw is fixed (its A/A p-values: 0.51 planted, 0.11 unplanted; unplanted correlated vs uncorrelated 0.99).
     truth = write_study(tmp_path, link_effect=0.05, rng=np.random.default_rng(2))
     groups = mini.world_groups(tmp_path, SCALE, "planted")
     claims = mini_report.world_claims("planted", groups, SCALE)
     link = claims[0]
     assert "correlated vs uncorrelated" in link.question
+
     def link_run(arm, seed):
         return truth[str(tmp_path / "planted" / "link" / f"aet_dataset={SCALE.link_subset(arm, seed).folder}_seed={seed}")]
 
-    ours = [link_run("correlated", seed) for seed in SCALE.link_seeds]
-    theirs = [link_run("uncorrelated", seed) for seed in SCALE.link_seeds]
+    # The link rows read pairs: a pair's value is the mean of its two seeds' differences.
+    ours = pair_means({seed: link_run("correlated", seed) for seed in SCALE.link_seeds})
+    theirs = pair_means({seed: link_run("uncorrelated", seed) for seed in SCALE.link_seeds})
     assert link.comparison.n_pairs == 8
     assert link.comparison.difference.mean == pytest.approx(np.mean(np.subtract(ours, theirs)), abs=1e-12)
     assert link.comparison.t_test_p == pytest.approx(ttest_rel(ours, theirs).pvalue, rel=1e-9)
-    assert link.as_expected and link.verdict == "correlated higher"
+    assert link.as_expected and link.verdict == "correlated higher" and link.expected == "95 % CI above 0"
+    aa = claims[1]
+    assert aa.expected == "95 % CI inside ±0.025" and aa.as_expected and aa.verdict.startswith("equivalent within ±0.025")
     # The T trend: Pearson r over the 12 runs of the T grid, as scipy computes it.
     hours = next(claim for claim in claims if "against T" in claim.question)
     points = [(s.hours, truth[str(tmp_path / "planted" / "subsets" / f"aet_dataset={s.folder}_seed={seed}")])
@@ -159,10 +192,14 @@ def test_the_verdicts_find_a_planted_difference_with_scipys_numbers(tmp_path):
     assert not any("against T" in claim.question for claim in unplanted)  # the grids run in the planted world only
     payload = mini_report.write_verdicts(claims + unplanted, {"planted": groups}, SCALE, tmp_path / "report",
                                          [{"minutes": 1.5, "runs": 3}, {"minutes": 2.0, "runs": 1}], tmp_path)
-    assert payload["instrument_check"]["passed"]
-    assert payload["wall_minutes"] == 3.5
+    check = payload["instrument_check"]
+    assert check["passed"] and check["margin"] == 0.025 and len(check["checks"]) == 4
+    oc = check["operating_characteristics"]
+    assert oc["n_pairs"] == 8 and oc["pass_if_unbiased"] > 0.9 and min(oc["fail_if_biased"].values()) > 0.97
+    assert payload["wall_minutes"] == 3.5 and payload["link_seeds"] == list(SCALE.link_seeds)
     text = (tmp_path / "report" / "summary.md").read_text()
     assert "Wall time: 3.5 min in 2 invocations: 1.5 min (3 runs), 2.0 min (1 runs)" in text
+    assert "Operating characteristics at 8 pairs" in text and "inside ±0.025" in text
     # A resumed study adds its time to the invocations this report recorded; another study's report does not count.
     assert mini.previous_invocations(tmp_path / "report", tmp_path) == payload["invocations"]
     assert mini.previous_invocations(tmp_path / "report", tmp_path / "elsewhere") == []
@@ -171,32 +208,81 @@ def test_the_verdicts_find_a_planted_difference_with_scipys_numbers(tmp_path):
     assert json.loads((tmp_path / "report" / "verdicts.json").read_text())["instrument_check"]["passed"]
 
 
+def check_of(root: Path) -> dict:
+    claims = [claim for world in design.WORLDS
+              for claim in mini_report.world_claims(world, mini.world_groups(root, SCALE, world), SCALE)]
+    return mini_report.instrument_check(claims, SCALE.equivalence_margin)
+
+
 def test_the_check_fails_when_the_planted_link_does_not_come_out(tmp_path):
-    # No link: correlated and uncorrelated differ by noise only (this draw: p = 0.77; a draw may fall below 0.05
-    # by chance, which is the test's 5 % false-positive rate, so the draw is fixed).
     write_study(tmp_path, link_effect=0.0, rng=np.random.default_rng(4))
-    claims = [claim for world in design.WORLDS
-              for claim in mini_report.world_claims(world, mini.world_groups(tmp_path, SCALE, world), SCALE)]
-    check = mini_report.instrument_check(claims)
+    check = check_of(tmp_path)
     assert not check["passed"]
     failed = [item for item in check["checks"] if not item["as_expected"]]
-    assert [(item["world"], item["expected"], item["verdict"]) for item in failed] == [
-        ("planted", "correlated higher, p < 0.05", "no significant difference")]
-    assert failed[0]["p"] == pytest.approx(0.7705, abs=1e-4)
+    assert [(item["world"], item["expected"]) for item in failed] == [("planted", "95 % CI above 0")]
+    assert failed[0]["ci_low"] <= 0
 
 
-def test_the_check_fails_when_a_difference_comes_out_where_nothing_is_planted(tmp_path):
+def test_the_check_fails_when_a_difference_as_large_as_the_margin_comes_out_where_nothing_is_planted(tmp_path):
     write_study(tmp_path, link_effect=0.05, rng=np.random.default_rng(2), unplanted_effect=-0.03)
-    claims = [claim for world in design.WORLDS
-              for claim in mini_report.world_claims(world, mini.world_groups(tmp_path, SCALE, world), SCALE)]
-    check = mini_report.instrument_check(claims)
+    check = check_of(tmp_path)
     failed = [item for item in check["checks"] if not item["as_expected"]]
     assert not check["passed"]
-    assert [(item["world"], item["expected"], item["verdict"]) for item in failed] == [
-        ("unplanted", "no significant difference", "correlated lower")]
+    assert [(item["world"], item["expected"]) for item in failed] == [("unplanted", "95 % CI inside ±0.025")]
+    assert failed[0]["verdict"].startswith("not shown equivalent within ±0.025") and failed[0]["ci_low"] < -0.025
+
+
+def test_a_significant_difference_well_inside_the_margin_passes_as_equivalent(tmp_path):
+    # Equivalence, not significance: an unplanted difference of -0.012 with a tight CI is "significant" and yet
+    # shows that the instrument invents nothing as large as the margin (this draw: -0.0126 [-0.0165, -0.0087]).
+    write_study(tmp_path, link_effect=0.05, rng=np.random.default_rng(3), unplanted_effect=-0.012)
+    check = check_of(tmp_path)
+    unplanted = next(item for item in check["checks"] if item["world"] == "unplanted" and "correlated vs" in item["question"])
+    assert unplanted["p"] < 0.05 and -0.025 < unplanted["ci_low"] < unplanted["ci_high"] < 0
+    assert unplanted["as_expected"] and check["passed"]
 
 
 def test_missing_runs_read_as_not_measured(tmp_path):
     claims = mini_report.world_claims("planted", {}, SCALE)
     assert claims[0].verdict.startswith("not measured")
-    assert not mini_report.instrument_check(claims)["passed"]
+    check = mini_report.instrument_check(claims, SCALE.equivalence_margin)
+    assert not check["passed"] and check["operating_characteristics"] is None
+
+
+def test_a_seed_without_its_pair_partner_is_left_out_and_named(tmp_path):
+    write_study(tmp_path, link_effect=0.05, rng=np.random.default_rng(2))
+    groups = mini.world_groups(tmp_path, SCALE, "planted")
+    label = SCALE.arm_label("uncorrelated")
+    groups[label] = [run for run in groups[label] if run.seed != 5]
+    link = mini_report.world_claims("planted", groups, SCALE)[0]
+    assert link.comparison.n_pairs == 7 and "seeds without their pair partner left out: [4]" in link.comparison.notes
+
+
+def test_link_only_runs_the_check_end_to_end_on_the_given_seeds(tmp_path):
+    """`reproduce_mini.py --link_only --link_seeds 0-1` at the smoke scale: 12 real runs (both worlds, three arms,
+    one pair), each in its pair's world and role assignment, and the check written; one pair gives no CI, so
+    the check cannot pass and the exit code says so."""
+    report = tmp_path / "report"
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "reproduce_mini.py"), "--scale", "smoke", "--link_only",
+                             "--link_seeds", "0-1", "--output_root", str(tmp_path / "runs"), "--report_dir", str(report)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=900,
+                            env={**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "instrument check FAILED" in result.stdout
+    results = {path.parent.name: json.loads(path.read_text()) for path in (tmp_path / "runs").rglob("results.json")}
+    assert len(results) == 12 and not list((tmp_path / "runs").glob("planted/alpha"))  # only the link runs
+    smoke = design.SCALES["smoke"]
+    for world in design.WORLDS:
+        for seed in (0, 1):
+            for arm in design.LINK_ARMS:
+                run = json.loads((tmp_path / "runs" / world / "link" / f"aet_dataset={smoke.link_subset(arm, seed).folder}_seed={seed}"
+                                  / "results.json").read_text())
+                # The run's scene world and event draw are recorded, as the design says.
+                assert run["seed"] == seed and run["config"]["synthetic_seed"] == 1000
+                assert run["config"]["synthetic_swap_event_roles"] == (seed == 1)
+                assert run["data"]["aet_subset"]["seed"] == design.draw_seed(arm, seed)
+    verdicts = json.loads((report / "verdicts.json").read_text())
+    assert verdicts["link_seeds"] == [0, 1] and not verdicts["instrument_check"]["passed"]
+    assert [item["n_pairs"] for item in verdicts["instrument_check"]["checks"]] == [1, 1, 1, 1]
+    assert "Link seeds: 0, 1" in (report / "summary.md").read_text()
+    assert not (report / "planted").exists()  # no per-world figures: --link_only writes the check alone

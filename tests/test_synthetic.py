@@ -226,6 +226,20 @@ def test_swapped_roles_give_another_scene_set_with_the_same_backgrounds():
     assert all(x["bytes"] != y["bytes"] for x, y in zip(default["audio"], swapped["audio"]))
 
 
+def test_where_nothing_is_planted_the_swap_only_renames_the_classes():
+    # At informativeness 0 the swapped world is the default world clip for clip (one cache), so a study's
+    # unplanted comparison differs between role assignments only in which classes it calls correlated.
+    kwargs = dict(seed=3, train_clips_per_scene=2, test_clips_per_scene=1, clip_seconds=0.5, event_informativeness=0.0)
+    default, swapped = load_synthetic_scenes(**kwargs), load_synthetic_scenes(swap_event_roles=True, **kwargs)
+    for split in ("train", "test"):
+        assert default[split]._fingerprint == swapped[split]._fingerprint
+        assert [a["bytes"] for a in default[split]["audio"]] == [a["bytes"] for a in swapped[split]["audio"]]
+    assert all(synthetic.scene_clip_events(3, "train", i, event_informativeness=0.0, swap_event_roles=True)
+               == synthetic.scene_clip_events(3, "train", i, event_informativeness=0.0) for i in range(40))
+    # Only the names change: the ranking's top ten (correlated) in one assignment are the other's bottom ten.
+    assert set(synthetic.ground_truth_ranking(True)[:10]) == set(synthetic.ground_truth_ranking(False)[-10:])
+
+
 def test_planted_event_table_is_the_documented_mixture():
     for swap in (False, True):
         tables = synthetic.scene_events(swap)

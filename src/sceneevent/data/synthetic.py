@@ -38,6 +38,7 @@ from .synthetic_world import (
     draw_scene_events,
     ground_truth_ranking,
     planted_event_probabilities,
+    roles_matter,
     scene_events,
     uncorrelated_events,
 )
@@ -47,7 +48,7 @@ __all__ = [
     "DEFAULT_EVENT_INFORMATIVENESS", "EVENTS", "EVENT_NAMES", "LOCATIONS_PER_SCENE", "PARTNERS", "PITCHED_FAMILIES",
     "SAMPLING_RATE", "SCENES", "SCENE_EVENTS", "UNCORRELATED_EVENTS", "WORLD_VERSION", "correlated_events",
     "draw_scene_events", "ground_truth_ranking", "load_synthetic_events", "load_synthetic_scenes",
-    "planted_event_probabilities", "scene_clip_events", "scene_events", "uncorrelated_events",
+    "planted_event_probabilities", "roles_matter", "scene_clip_events", "scene_events", "uncorrelated_events",
 ]
 
 CLIP_SECONDS = 2.0
@@ -76,7 +77,8 @@ def load_synthetic_scenes(
 
     `identifier` names one of `LOCATIONS_PER_SCENE` "recording locations" per scene and split, so a
     validation split can be carved from `train` by location. `swap_event_roles` plants each class's
-    counterpart instead (`scene_events`); the backgrounds and every random draw stay the same.
+    counterpart instead (`scene_events`); the backgrounds and every random draw stay the same, and at
+    `event_informativeness` 0 the clips are the default world's (`roles_matter`).
     """
     check_unit("difficulty", difficulty)
     check_unit("event_informativeness", event_informativeness)
@@ -91,8 +93,10 @@ def load_synthetic_scenes(
         }
     )
     splits = {"train": train_clips_per_scene, "test": test_clips_per_scene}
+    # Where the swap changes no clip, both role assignments share one cache.
     return _generate(_scene_rows, features, splits, seed=seed, difficulty=difficulty, clip_seconds=clip_seconds,
-                     event_informativeness=float(event_informativeness), swap_event_roles=bool(swap_event_roles))
+                     event_informativeness=float(event_informativeness),
+                     swap_event_roles=roles_matter(event_informativeness, swap_event_roles))
 
 
 def load_synthetic_events(

@@ -1,6 +1,6 @@
 """The synthetic world: its scenes and event classes, and the planted scene-event link (the ground truth).
 
-World version 5 (`WORLD_VERSION`), with a planted scene-event link:
+World version 6 (`WORLD_VERSION`), with a planted scene-event link:
 
 - Events (40 classes, "Speech" and "Music" among them) are distinct spectro-temporal patterns, all
   tonal, in 20 pairs. The first of a pair is planted in scenes in the default world (the
@@ -13,7 +13,9 @@ World version 5 (`WORLD_VERSION`), with a planted scene-event link:
   learning one set rather than the other does to the scene task has no fixed sign (pilots where nothing
   was planted: -0.05 to +0.03 of scene accuracy, by the classes chosen); a study that runs half its
   seeds in each world counterbalances it, so that only the link tells correlated from uncorrelated
-  classes apart (`mini.py`).
+  classes apart (`mini.py`). Where nothing is planted (`event_informativeness` 0) the swap is a pure
+  relabelling: the clips are those of the default world, and only which classes are called correlated
+  changes (`roles_matter`; version 6 — in version 5 the swapped world drew each clip's partner class).
 - A scene clip is a background texture (coloured noise whose spectral envelope belongs to the
   scene) plus one planted event that is NOT annotated, quiet (-20 - 12 difficulty dB, +-3 dB).
   Each scene has its own two classes (`scene_events()`: a main one twice as frequent as the other),
@@ -43,7 +45,7 @@ import functools
 
 import numpy as np
 
-WORLD_VERSION = 5
+WORLD_VERSION = 6
 DEFAULT_EVENT_INFORMATIVENESS = 0.5
 
 SCENES = [
@@ -193,10 +195,18 @@ def draw_scene_events(rng: np.random.Generator, scene: str, event_informativenes
                       swap_event_roles: bool = False) -> list[str]:
     """Draw the planted event of one scene clip: one class from `planted_event_probabilities` (a list, for the
     renderer). The same draw in the swapped world gives the counterpart of the default world's class."""
-    order = _draw_order(swap_event_roles)
-    cdf = _cumulative(scene, float(event_informativeness), bool(swap_event_roles))
+    swapped = roles_matter(event_informativeness, swap_event_roles)
+    order = _draw_order(swapped)
+    cdf = _cumulative(scene, float(event_informativeness), swapped)
     pick = np.searchsorted(cdf, rng.random(), side="right")  # inverse CDF
     return [order[min(int(pick), len(order) - 1)]]
+
+
+def roles_matter(event_informativeness: float, swap_event_roles: bool) -> bool:
+    """Whether the swapped roles change any clip: not at `event_informativeness` 0, where every class is equally
+    likely in every scene, so the swapped world is the default one clip for clip (a relabelling: a study's
+    unplanted comparison then differs between role assignments only in which classes it calls correlated)."""
+    return bool(swap_event_roles) and float(event_informativeness) > 0
 
 
 @functools.cache

@@ -15,18 +15,14 @@ from ..data.ranking import write_ranking
 from ..data.subsets import build_aet_subset, save_aet_subset
 from ..data.synthetic import ground_truth_ranking
 from ..training.results import has_results, read_results
-from .design import ALPHAS, JOINT_ALPHA, LINK_ARMS, WORLDS, Scale, Subset, swapped_roles
-from .mini_report import world_claims, write_verdicts
+from .design import ALPHAS, JOINT_ALPHA, LINK_ARMS, WORLDS, Scale, Subset
+from .mini_report import link_claims, world_claims, write_verdicts
 from .report import write_report
 from .run_readings import RunReading, load_runs, run_from_results
 from .sweep_runner import run_sweep
 from .sweeps import SweepRun, plan_runs
 
 # --- the plan -----------------------------------------------------------------------------------------
-
-
-def role_flags(swapped: bool) -> list[str]:
-    return ["--synthetic_swap_event_roles=true"] if swapped else []
 
 
 def subset_dir(root: Path, subset: Subset) -> Path:
@@ -37,7 +33,7 @@ def ranking_path(root: Path, swapped: bool) -> Path:
     return root / ("ranking_roles=swapped.json" if swapped else "ranking.json")
 
 
-def prepare_subsets(root: Path, scale: Scale) -> None:
+def prepare_subsets(root: Path, scale: Scale, link_only: bool = False) -> None:
     """Write the ground-truth rankings (of both role assignments) and build every event subset the study uses
     (kept when present)."""
     for swapped in (False, True):
@@ -46,13 +42,13 @@ def prepare_subsets(root: Path, scale: Scale) -> None:
             write_ranking(ranking, [{"name": name, "rank": rank} for rank, name in enumerate(ground_truth_ranking(swapped), 1)],
                           tagger=f"ground truth of the synthetic world (synthetic.ground_truth_ranking(swap_event_roles={swapped}))",
                           asc_dataset="synthetic")
-    for subset in scale.subsets():
+    for subset in scale.link_subsets() if link_only else scale.subsets():
         folder = subset_dir(root, subset)
         if (folder / "subset_info.json").is_file():
             continue
         data, info = build_aet_subset("synthetic", k=subset.k, hours=subset.hours, strategy=subset.strategy,
                                       ranking=str(ranking_path(root, subset.swapped)), seed=subset.seed,
-                                      difficulty=scale.difficulty, return_info=True)
+                                      difficulty=scale.difficulty, return_info=True, **subset.load_kwargs)
         save_aet_subset(data, folder, info)
 
 
@@ -63,30 +59,43 @@ def _sweep(parameters: dict, seeds: tuple[int, ...], program: str = "scripts/tra
     return {"method": "grid", "program": program, "parameters": {**specs, "seed": {"values": list(seeds)}}}
 
 
-def stage_one(root: Path, scale: Scale) -> list[SweepRun]:
-    """Every run that needs nothing but the data: both worlds' alpha, strategy and pre-train sweeps, and the
-    planted world's T and k grid."""
+def link_runs(root: Path, scale: Scale) -> list[SweepRun]:
+    """The correlated / uncorrelated / A/A runs of both worlds: each seed in its pair's world and role assignment."""
     runs = []
     for world, informativeness in WORLDS.items():
-        flags, out = scale.world_flags(informativeness), root / world
-        sweeps = [
-            ("alpha", _sweep({"alpha": list(ALPHAS)}, scale.seeds), []),
-            *(("link", _sweep({"aet_dataset": [str(subset_dir(root, scale.link_subset(arm, seed))) for arm in LINK_ARMS],
-                               "alpha": JOINT_ALPHA}, (seed,)), role_flags(swapped_roles(seed))) for seed in scale.link_seeds),
-            ("pretrain", _sweep({"mode": "pretrain_finetune", "pretrain_epochs": scale.pretrain_epochs,
-                                 "finetune_epochs": scale.finetune_epochs}, scale.seeds), []),
-        ]
-        if world == "planted":
-            sweeps.append(("subsets", _sweep({"aet_dataset": [str(subset_dir(root, s)) for s in scale.grid_subsets()],
-                                              "alpha": JOINT_ALPHA}, scale.seeds), []))
-        for name, sweep, roles in sweeps:  # roles: the link runs' world (swapped on odd seeds)
-            runs += plan_runs(sweep, name, out, launcher="python", extra_args=flags + roles)
+        for seed in scale.link_seeds:
+            sweep = _sweep({"aet_dataset": [str(subset_dir(root, scale.link_subset(arm, seed))) for arm in LINK_ARMS],
+                            "alpha": JOINT_ALPHA}, (seed,))
+            runs += plan_runs(sweep, "link", root / world, launcher="python",
+                              extra_args=scale.world_flags(informativeness) + scale.link_flags(seed))
     return runs
 
 
-def stage_two(root: Path, scale: Scale) -> list[SweepRun]:
+def stage_one(root: Path, scale: Scale, link_only: bool = False) -> list[SweepRun]:
+    """Every run that needs nothing but the data: the link runs, and unless `link_only` both worlds' alpha and
+    pre-train sweeps and the planted world's T and k grid."""
+    runs = link_runs(root, scale)
+    if link_only:
+        return runs
+    for world, informativeness in WORLDS.items():
+        sweeps = [
+            ("alpha", _sweep({"alpha": list(ALPHAS)}, scale.seeds)),
+            ("pretrain", _sweep({"mode": "pretrain_finetune", "pretrain_epochs": scale.pretrain_epochs,
+                                 "finetune_epochs": scale.finetune_epochs}, scale.seeds)),
+        ]
+        if world == "planted":
+            sweeps.append(("subsets", _sweep({"aet_dataset": [str(subset_dir(root, s)) for s in scale.grid_subsets()],
+                                              "alpha": JOINT_ALPHA}, scale.seeds)))
+        for name, sweep in sweeps:
+            runs += plan_runs(sweep, name, root / world, launcher="python", extra_args=scale.world_flags(informativeness))
+    return runs
+
+
+def stage_two(root: Path, scale: Scale, link_only: bool = False) -> list[SweepRun]:
     """The balanced-alpha runs: `--alpha auto` from the first seed's alpha = 0 and alpha = 1 runs of each world."""
     runs = []
+    if link_only:
+        return runs
     for world, informativeness in WORLDS.items():
         out = root / world
         first = scale.seeds[0]
@@ -110,16 +119,18 @@ def read_group(folders) -> list[RunReading]:
     return [run for run in (read_run(Path(folder)) for folder in folders) if run is not None]
 
 
-def world_groups(root: Path, scale: Scale, world: str) -> dict[str, list[RunReading]]:
-    """The runs of one world by setting: "alpha=0.5", "balanced", "pretrain", and each subset's `label`."""
+def world_groups(root: Path, scale: Scale, world: str, link_only: bool = False) -> dict[str, list[RunReading]]:
+    """The runs of one world by setting: each link arm's label, and unless `link_only` "alpha=0.5", "balanced",
+    "pretrain" and each grid subset's `label`."""
     out = root / world
-    groups = {f"alpha={alpha:g}": read_group(out / "alpha" / f"alpha={alpha}_seed={seed}" for seed in scale.seeds)
-              for alpha in ALPHAS}
+    groups = {scale.arm_label(arm): read_group(out / "link" / f"aet_dataset={scale.link_subset(arm, seed).folder}_seed={seed}"
+                                               for seed in scale.link_seeds) for arm in LINK_ARMS}
+    if link_only:
+        return {name: runs for name, runs in groups.items() if runs}
+    for alpha in ALPHAS:
+        groups[f"alpha={alpha:g}"] = read_group(out / "alpha" / f"alpha={alpha}_seed={seed}" for seed in scale.seeds)
     groups["balanced"] = read_group(out / "balanced" / f"seed={seed}" for seed in scale.seeds)
     groups["pretrain"] = read_group(out / "pretrain" / f"seed={seed}" for seed in scale.seeds)
-    for arm in LINK_ARMS:
-        groups[scale.arm_label(arm)] = read_group(
-            out / "link" / f"aet_dataset={scale.link_subset(arm, seed).folder}_seed={seed}" for seed in scale.link_seeds)
     for subset in scale.grid_subsets():
         groups[subset.label] = read_group(out / "subsets" / f"aet_dataset={subset.folder}_seed={seed}" for seed in scale.seeds)
     return {name: runs for name, runs in groups.items() if runs}
@@ -131,16 +142,17 @@ def environment_threads(scale: Scale) -> dict[str, str]:
     return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "WANDB_MODE": os.environ.get("WANDB_MODE", "disabled")}
 
 
-def prepare_caches(root: Path, scale: Scale) -> None:
-    """Build every log-mel cache the runs will read, once, before runs start in parallel and race to build them."""
+def prepare_caches(runs: list[SweepRun]) -> None:
+    """Build every log-mel store the runs will read, once, before runs start in parallel and race to build them."""
     from ..training.arguments import DataArguments, JointTrainingArguments, ModelArguments, parse_args
     from ..training.preparation import make_feature_extractor, prepare_data
 
-    sources = [("synthetic", [])] + [(str(subset_dir(root, subset)), role_flags(subset.swapped)) for subset in scale.subsets()]
-    for informativeness in WORLDS.values():
-        for source, roles in sources:
-            _, data_args, _ = parse_args((ModelArguments, DataArguments, JointTrainingArguments),
-                                         [*scale.world_flags(informativeness), *roles, f"--aet_dataset={source}"])
+    data_flags = set()
+    for run in runs:  # the data a run reads is set by its data flags alone: prepare each set of them once
+        _, data_args, _ = parse_args((ModelArguments, DataArguments, JointTrainingArguments), run.arguments)
+        key = tuple(sorted(f"{name}={value}" for name, value in vars(data_args).items()))
+        if key not in data_flags:
+            data_flags.add(key)
             prepare_data(data_args, make_feature_extractor(data_args), need_events=True)
 
 
@@ -151,15 +163,17 @@ class StudyOutcome:
     instrument_check: dict
 
 
-def reproduce(scale: Scale, root: Path, report_dir: Path, parallel: int | None = None, project_dir: Path | None = None) -> StudyOutcome:
-    """Build the subsets and caches, run both stages (finished runs are kept), and write every report."""
+def reproduce(scale: Scale, root: Path, report_dir: Path, parallel: int | None = None, project_dir: Path | None = None,
+              link_only: bool = False) -> StudyOutcome:
+    """Build the subsets and caches, run both stages (finished runs are kept), and write every report. With
+    `link_only`, only the link runs of both worlds and their verdicts (the instrument check)."""
     start = time.perf_counter()
     os.environ.update(environment_threads(scale))
-    prepare_subsets(root, scale)
-    prepare_caches(root, scale)
+    prepare_subsets(root, scale, link_only)
+    prepare_caches(stage_one(root, scale, link_only))
     failed, executed = [], 0
     for stage in (stage_one, stage_two):  # stage two reads stage one's baselines
-        outcome = run_sweep(stage(root, scale), parallel=parallel or scale.parallel, cwd=project_dir)
+        outcome = run_sweep(stage(root, scale, link_only), parallel=parallel or scale.parallel, cwd=project_dir)
         failed += [f"{run.output_dir}: {reason}" for run, reason in outcome.failed]
         executed += len(outcome.done) + len(outcome.failed)
         if outcome.stopped_by:
@@ -170,9 +184,12 @@ def reproduce(scale: Scale, root: Path, report_dir: Path, parallel: int | None =
         invocations.append({"minutes": round((time.perf_counter() - start) / 60, 2), "runs": executed})
     groups, claims = {}, []
     for world in WORLDS:
-        write_report(load_runs(root / world), report_dir / world)
-        groups[world] = world_groups(root, scale, world)
-        claims += world_claims(world, groups[world], scale)
+        groups[world] = world_groups(root, scale, world, link_only)
+        if link_only:
+            claims += link_claims(world, groups[world], scale)
+        else:
+            write_report(load_runs(root / world), report_dir / world)
+            claims += world_claims(world, groups[world], scale)
     payload = write_verdicts(claims, groups, scale, report_dir, invocations, root)
     return StudyOutcome(wall_minutes=payload["wall_minutes"], failed=failed, instrument_check=payload["instrument_check"])
 

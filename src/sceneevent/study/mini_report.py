@@ -4,13 +4,14 @@ planted?), and their table, figure and JSON."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..io_utils import atomic_write_json, atomic_write_text
-from .design import ALPHAS, JOINT_ALPHA, WORLDS, Scale, Subset, swapped_roles
+from .design import ALPHAS, JOINT_ALPHA, WORLDS, Scale, Subset, pair_of, swapped_roles
+from .equivalence import Kind, OperatingCharacteristics, Row, expectation_text, operating_characteristics, row_passes
 from .figures import pyplot, save_figure
 from .report import to_plain
 from .run_readings import RunReading
@@ -28,6 +29,7 @@ class Claim:
     verdict: str = ""
     expected: str | None = None  # what the world's ground truth says must come out (the instrument check)
     as_expected: bool | None = None
+    check_kind: Kind | None = None  # "effect" or "null" for a row of the instrument check
 
 
 def paired_claim(world: str, question: str, setting: list[RunReading], reference: list[RunReading], metric: str,
@@ -56,27 +58,58 @@ def correlation_claim(world: str, question: str, runs: list[RunReading], factor:
     return claim
 
 
-def world_claims(world: str, groups: dict[str, list[RunReading]], scale: Scale) -> list[Claim]:
-    """The verdicts of one world, in the order of the table; the first is the instrument check."""
+def paired_by_pair(world: str, question: str, setting: list[RunReading], reference: list[RunReading],
+                   setting_name: str, reference_name: str) -> Claim:
+    """A link row read over pairs of seeds (`design.pair_of`): a pair's value is the mean of its two seeds'
+    differences, so each pair has one seed in each role assignment. Only pairs complete in both groups count."""
+    seeds = {run.seed for run in setting} & {run.seed for run in reference}
+    complete = {seed for seed in seeds if seed is not None and seed ^ 1 in seeds}
+
+    def as_pairs(runs: list[RunReading]) -> list[RunReading]:
+        return [replace(run, seed=pair_of(run.seed)) for run in runs if run.seed in complete]
+
+    claim = paired_claim(world, question, as_pairs(setting), as_pairs(reference), "asc_macro_accuracy", setting_name, reference_name)
+    if len(seeds - complete):
+        claim.comparison.notes.append(f"seeds without their pair partner left out: {sorted(seeds - complete)}")
+    return claim
+
+
+def link_claims(world: str, groups: dict[str, list[RunReading]], scale: Scale) -> list[Claim]:
+    """The correlated / uncorrelated / A/A rows of one world; the first two are rows of the instrument check."""
     def get(name: str) -> list[RunReading]:
         return groups.get(name, [])  # a missing group reads as "not measured"
 
     correlated, uncorrelated, redrawn = (scale.arm_label(arm) for arm in ("correlated", "uncorrelated", "correlated, redrawn"))
-    joint = f"alpha={JOINT_ALPHA:g}"
     claims = [
-        paired_claim(world, f"correlated vs uncorrelated event classes (k = {scale.strategy_k}, T = {scale.subset_hours:g} h, "
-                     f"alpha = {JOINT_ALPHA:g}), scene accuracy", get(correlated), get(uncorrelated), "asc_macro_accuracy",
-                     "correlated", "uncorrelated"),
-        paired_claim(world, "A/A null control: correlated vs correlated drawn again (another subset seed), scene accuracy",
-                     get(redrawn), get(correlated), "asc_macro_accuracy", "second draw", "first draw"),
-        # The comparison within each role assignment: the difference between the two is how the class sets'
-        # sounds act, which the counterbalancing cancels in the first row. (No row sets the link runs against
-        # scene only: on odd seeds they ran in the other world.)
+        paired_by_pair(world, f"correlated vs uncorrelated event classes (k = {scale.strategy_k}, T = {scale.subset_hours:g} h, "
+                       f"alpha = {JOINT_ALPHA:g}), scene accuracy, by pair", get(correlated), get(uncorrelated),
+                       "correlated", "uncorrelated"),
+        paired_by_pair(world, "A/A null control: correlated vs correlated drawn again, scene accuracy, by pair",
+                       get(redrawn), get(correlated), "second draw", "first draw"),
+        # Within each role assignment (by seed): how the two class sets' sounds act is the difference between these
+        # two, which the pairs cancel in the first row.
         *(paired_claim(world, f"correlated vs uncorrelated, {roles} seeds only, scene accuracy",
                        [run for run in get(correlated) if swapped_roles(run.seed) == swapped],
                        [run for run in get(uncorrelated) if swapped_roles(run.seed) == swapped],
                        "asc_macro_accuracy", "correlated", "uncorrelated")
           for swapped, roles in ((False, "default-role (even)"), (True, "swapped-role (odd)"))),
+    ]
+    # The planted link must be found, and nothing as large as the margin invented: not between the class sets where
+    # nothing is planted, not between two draws of one set in either world.
+    expect(claims[0], "effect" if WORLDS[world] > 0 else "null", scale.equivalence_margin)
+    expect(claims[1], "null", scale.equivalence_margin)
+    return claims
+
+
+def world_claims(world: str, groups: dict[str, list[RunReading]], scale: Scale) -> list[Claim]:
+    """The verdicts of one world, in the order of the table; the first two are rows of the instrument check."""
+    def get(name: str) -> list[RunReading]:
+        return groups.get(name, [])
+
+    joint = f"alpha={JOINT_ALPHA:g}"
+    claims = [
+        *link_claims(world, groups, scale),
+        # (No row sets the link runs against scene only: they run in their pairs' own worlds.)
         paired_claim(world, "balanced alpha (eq. 3) vs scene only, scene accuracy", get("balanced"), get("alpha=0"),
                      "asc_macro_accuracy", "balanced alpha", "scene only"),
         paired_claim(world, f"joint at alpha = {JOINT_ALPHA:g} vs scene only, scene accuracy", get(joint), get("alpha=0"),
@@ -102,19 +135,18 @@ def world_claims(world: str, groups: dict[str, list[RunReading]], scale: Scale) 
     if k_runs:
         claims.append(correlation_claim(world, f"scene accuracy against k (T = {scale.subset_hours:g} h, alpha = {JOINT_ALPHA:g})",
                                         k_runs, "k", "asc_macro_accuracy"))
-    if WORLDS[world] > 0:  # the planted link must be found ...
-        expect(claims[0], "correlated higher, p < 0.05", lambda p, mean: p < SIGNIFICANCE and mean > 0)
-    else:  # ... only where it is planted
-        expect(claims[0], "no significant difference", lambda p, mean: p >= SIGNIFICANCE)
-    expect(claims[1], "no significant difference", lambda p, mean: p >= SIGNIFICANCE)  # and nothing invented
     return claims
 
 
-def expect(claim: Claim, expected: str, holds) -> None:
-    """Mark what the world's construction says must come out (the instrument check) and whether it did."""
-    p, mean = claim.comparison.t_test_p, claim.comparison.difference.mean
-    claim.expected = expected
-    claim.as_expected = p is not None and mean is not None and bool(holds(p, mean))
+def expect(claim: Claim, kind: Kind, margin: float) -> None:
+    """Mark the claim as a row of the instrument check: what the world's construction says must come out
+    (`equivalence.row_passes`) and whether it did."""
+    d = claim.comparison.difference
+    claim.check_kind, claim.expected = kind, expectation_text(kind, margin)
+    claim.as_expected = row_passes(kind, d.ci_low, d.ci_high, margin)
+    if d.ci_low is not None and kind == "null":
+        claim.verdict = (f"equivalent within ±{margin:g}" if claim.as_expected
+                         else f"not shown equivalent within ±{margin:g}") + f" ({claim.verdict})"
 
 
 # --- writing ----------------------------------------------------------------------------------------------
@@ -141,12 +173,47 @@ def claim_row(claim: Claim) -> str:
     return f"| {claim.world} | {claim.question} | {r.get('n', 0)} runs | {reading} | {_p(r.get('p'))} | – | {claim.verdict} |"
 
 
-def instrument_check(claims: list[Claim]) -> dict:
+def instrument_check(claims: list[Claim], margin: float) -> dict:
+    """Whether every row of the check held, each row's reading, and the check's operating characteristics
+    from the spread measured here (`equivalence.operating_characteristics`)."""
     checked = [claim for claim in claims if claim.expected is not None]
-    return {"passed": bool(checked) and all(claim.as_expected for claim in checked),
-            "checks": [{"world": claim.world, "question": claim.question, "expected": claim.expected,
-                        "as_expected": claim.as_expected, "verdict": claim.verdict,
-                        "p": claim.comparison.t_test_p, "difference": claim.comparison.difference.mean} for claim in checked]}
+    rows = [{"world": claim.world, "question": claim.question, "kind": claim.check_kind, "expected": claim.expected,
+             "as_expected": claim.as_expected, "verdict": claim.verdict, "n_pairs": claim.comparison.n_pairs,
+             "p": claim.comparison.t_test_p, "difference": claim.comparison.difference.mean,
+             "ci_low": claim.comparison.difference.ci_low, "ci_high": claim.comparison.difference.ci_high,
+             "sd": claim.comparison.difference.sd} for claim in checked]
+    characteristics = check_characteristics(rows, margin)
+    return {"passed": bool(checked) and all(claim.as_expected for claim in checked), "margin": margin, "checks": rows,
+            "operating_characteristics": asdict(characteristics) if characteristics else None}
+
+
+def check_characteristics(rows: list[dict], margin: float) -> OperatingCharacteristics | None:
+    """The check's pass rate without bias and failure rates with a bias of the margin, at this design's pairs and
+    the sds measured here (None until every row has an sd)."""
+    if not rows or any(row["sd"] is None for row in rows):
+        return None
+    simulated = [Row(f"{row['world']}: {row['question']}", row["kind"], row["difference"], row["sd"]) for row in rows]
+    return operating_characteristics(simulated, min(row["n_pairs"] for row in rows), margin)
+
+
+def check_lines(check: dict) -> list[str]:
+    """The instrument check in Markdown: verdict, each row's CI against its rule, the operating characteristics."""
+    lines = [f"**{'passed' if check['passed'] else 'FAILED'}**. What the worlds' construction says must come out "
+             f"(differences by pair of seeds, mean [95 % CI]; a null row passes only inside ±{check['margin']:g}, "
+             "an effect row only above 0):", ""]
+    for item in check["checks"]:
+        ci = "–" if item["ci_low"] is None else f"[{_signed(item['ci_low'])}, {_signed(item['ci_high'])}]"
+        lines.append(f"- {item['world']}, {item['question']}: expected {item['expected']}; got {_signed(item['difference'])} "
+                     f"{ci}, n = {item['n_pairs']} pairs, p = {_p(item['p'])} {'✓' if item['as_expected'] else '✗'}")
+    oc = check["operating_characteristics"]
+    if oc:
+        worst = min(oc["fail_if_biased"].values()) if oc["fail_if_biased"] else None
+        lines += ["", f"Operating characteristics at {oc['n_pairs']} pairs, from the sds measured here ({oc['trials']:,} "
+                  "simulated studies, rows independent, normal pair differences): an instrument with no bias (effect "
+                  f"rows at their measured means) passes with probability **{oc['pass_if_unbiased']:.2f}**"
+                  + (f"; one with a bias of ±{oc['margin']:g} in a null row fails with probability at least **{worst:.3f}**."
+                     if worst is not None else ".")]
+    return lines
 
 
 def wall_time_text(invocations: list[dict]) -> str:
@@ -159,8 +226,8 @@ def wall_time_text(invocations: list[dict]) -> str:
     return f"Wall time: {total:.1f} min in {len(invocations)} invocations: {parts}."
 
 
-def to_markdown(claims: list[Claim], groups: dict[str, dict[str, list[RunReading]]], scale: Scale, invocations: list[dict]) -> str:
-    check = instrument_check(claims)
+def to_markdown(claims: list[Claim], groups: dict[str, dict[str, list[RunReading]]], scale: Scale, invocations: list[dict],
+                check: dict) -> str:
     lines = [
         "# Mini reproduction: verdicts",
         "",
@@ -169,11 +236,10 @@ def to_markdown(claims: list[Claim], groups: dict[str, dict[str, list[RunReading
         "",
         "## Instrument check",
         "",
-        f"**{'passed' if check['passed'] else 'FAILED'}**. What the worlds' construction says must come out:",
+        f"Link seeds: {', '.join(str(seed) for seed in scale.link_seeds)} (pairs 2p, 2p + 1: default and swapped "
+        "roles, one scene world and one event draw per arm and pair).",
         "",
-        *(f"- {item['world']}, {item['question']}: expected {item['expected']}; got {item['verdict']} "
-          f"(difference {_signed(item['difference'])}, p = {_p(item['p'])}) {'✓' if item['as_expected'] else '✗'}"
-          for item in check["checks"]),
+        *check_lines(check),
         "",
         "## Verdicts",
         "",
@@ -232,11 +298,13 @@ def write_verdicts(claims: list[Claim], groups: dict[str, dict[str, list[RunRead
     `invocations` ([{"minutes", "runs"}]) are the calls that ran the study's runs; their sum is its wall time."""
     output_dir.mkdir(parents=True, exist_ok=True)
     invocations = list(invocations or [])
+    check = instrument_check(claims, scale.equivalence_margin)
     payload = {"scale": scale.description, "worlds": WORLDS, "output_root": str(output_root) if output_root else None,
+               "link_seeds": list(scale.link_seeds),
                "wall_minutes": sum(item["minutes"] for item in invocations) if invocations else None,
-               "invocations": invocations, "instrument_check": instrument_check(claims), "claims": to_plain(claims),
+               "invocations": invocations, "instrument_check": check, "claims": to_plain(claims),
                "runs": {world: {name: [run.source for run in runs] for name, runs in g.items()} for world, g in groups.items()}}
-    atomic_write_text(output_dir / "summary.md", to_markdown(claims, groups, scale, invocations))
+    atomic_write_text(output_dir / "summary.md", to_markdown(claims, groups, scale, invocations, check))
     atomic_write_json(output_dir / "verdicts.json", payload)
     plot_claims(claims, output_dir / "verdicts.png")
     return payload

@@ -1,0 +1,85 @@
+"""Does drawing the event subset with the training seed change the scene accuracy? (issue 29, item 4)
+
+The first design of reports/mini drew run `s`'s correlated classes with subset seed `s` (its training seed)
+and the A/A control's with `s + 1000`; its unplanted A/A came out at -0.020 (p = 0.019, 16 seeds). This runs,
+beside a finished `reproduce_mini.py --link_only` study, one more arm in the unplanted world: the correlated
+classes drawn with the training seed ("coupled"), each seed otherwise exactly as the study's link runs (its
+pair's world and role assignment, the same pool of event clips). It then prints the paired differences
+coupled - decoupled (the study's correlated arm) and coupled - redrawn (its A/A arm): if the coupling mattered,
+both would move together; two exchangeable draws differ by zero in expectation.
+
+    python benchmarks/aa_coupling.py --output_root outputs/mini_link --link_seeds 0-15 --report reports/mini/aa_coupling.md
+"""
+
+import argparse
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from sceneevent.data.subsets import build_aet_subset, save_aet_subset
+from sceneevent.io_utils import atomic_write_text
+from sceneevent.study.design import JOINT_ALPHA, SCALES, WORLDS, Subset, parse_seed_range, swapped_roles
+from sceneevent.study.mini import (_sweep, environment_threads, prepare_caches, ranking_path, read_group, subset_dir,
+                                   world_groups)
+from sceneevent.study.seed_statistics import compare_paired
+from sceneevent.study.sweep_runner import run_sweep
+from sceneevent.study.sweeps import plan_runs
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+WORLD = "unplanted"
+
+
+def coupled_subset(scale, seed: int) -> Subset:
+    return Subset(scale.strategy_k, scale.subset_hours, "correlated", seed=seed, swapped=swapped_roles(seed),
+                  pool_clips=scale.link_pool_clips)
+
+
+def main(args=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
+    parser.add_argument("--output_root", type=Path, required=True, help="The finished --link_only study's runs.")
+    parser.add_argument("--link_seeds", type=parse_seed_range, required=True, help="Its seeds, e.g. 0-15.")
+    parser.add_argument("--report", type=Path, default=None, help="Also write the table to this Markdown file.")
+    options = parser.parse_args(args)
+    scale = replace(SCALES[options.scale], link_seeds=options.link_seeds)
+    root = options.output_root.resolve()
+    os.environ.update(environment_threads(scale))
+    runs = []
+    for seed in scale.link_seeds:
+        subset = coupled_subset(scale, seed)
+        folder = subset_dir(root, subset)
+        if not (folder / "subset_info.json").is_file():
+            data, info = build_aet_subset("synthetic", k=subset.k, hours=subset.hours, strategy=subset.strategy,
+                                          ranking=str(ranking_path(root, subset.swapped)), seed=subset.seed,
+                                          difficulty=scale.difficulty, return_info=True, **subset.load_kwargs)
+            save_aet_subset(data, folder, info)
+        sweep = _sweep({"aet_dataset": [str(folder)], "alpha": JOINT_ALPHA}, (seed,))
+        runs += plan_runs(sweep, "coupling", root / WORLD, launcher="python",
+                          extra_args=scale.world_flags(WORLDS[WORLD]) + scale.link_flags(seed))
+    prepare_caches(runs)
+    outcome = run_sweep(runs, parallel=scale.parallel, cwd=PROJECT_DIR)
+    coupled = read_group(run.output_dir for run in runs)
+    groups = world_groups(root, scale, WORLD, link_only=True)
+    lines = [f"Unplanted world, seeds {options.link_seeds[0]}-{options.link_seeds[-1]}: coupled = correlated classes drawn "
+             "with the training seed; decoupled = the study's correlated arm; redrawn = its A/A arm. Paired by seed.", "",
+             "| comparison | n | mean [95 % CI] | sd | paired t p |", "| --- | --- | --- | --- | --- |"]
+    for name, arm in (("coupled - decoupled", "correlated"), ("coupled - redrawn", "correlated, redrawn"),
+                      ("redrawn - decoupled (the A/A row, by seed)", None)):
+        if arm is None:
+            comparison = compare_paired(groups[scale.arm_label("correlated, redrawn")], groups[scale.arm_label("correlated")],
+                                        "asc_macro_accuracy", "redrawn", "decoupled")
+        else:
+            comparison = compare_paired(coupled, groups[scale.arm_label(arm)], "asc_macro_accuracy", "coupled", arm)
+        d = comparison.difference
+        lines.append(f"| {name} | {comparison.n_pairs} | {d.mean:+.4f} [{d.ci_low:+.4f}, {d.ci_high:+.4f}] | {d.sd:.4f} | "
+                     f"{comparison.t_test_p:.3g} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if options.report:
+        atomic_write_text(options.report, text)
+    return 1 if outcome.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
