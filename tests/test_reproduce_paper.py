@@ -74,7 +74,7 @@ def write_audioset_folder(root: Path, train_per_class: int = 6, eval_per_class: 
                 video = f"{csv[0]}{c}{clip:02d}".ljust(11, "x")
                 labels = [mid] + ([list(EVENTS)[(c + 1) % len(EVENTS)]] if clip == 0 else [])  # a few clips carry two
                 lines.append(f'{video}, 0.000, 10.000, "{",".join(labels)}"\n')
-                sf.write(root / "audio" / f"{video}_0.000.wav", _tone(300 + 150 * c, seed=clip)[:, 0], 8000)
+                sf.write(root / "audio" / f"{video}_0.000.wav", _tone(300 + 150 * c, seed=len(lines) + 100 * per_class)[:, 0], 8000)
         (root / csv).write_text(HEADER + "".join(lines))
     return root
 
