@@ -177,3 +177,23 @@ def build_tut2018_repo(root: Path, *, shards: int = 2) -> Path:
         _write_parquet(root / "data" / f"train-{shard:05d}-of-{shards:05d}.parquet", table, features)
     (root / "README.md").write_text(TUT2018_README)
     return root
+
+
+TIMM_WEIGHTS_ID = "timm-tests/test_resnet.tiny_in1k"
+
+
+def build_timm_weights_repo(root: Path, architecture: str = "test_resnet", num_classes: int = 7) -> Path:
+    """A timm weights repository as timm publishes them (`model.safetensors` with the RGB stem and the classifier,
+    `config.json`), of `architecture` at a random initialisation of its own (seed 1), under `root`."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    model = timm.create_model(architecture, pretrained=False, num_classes=num_classes)
+    root.mkdir(parents=True, exist_ok=True)
+    save_file({key: value.contiguous() for key, value in model.state_dict().items()}, root / "model.safetensors")
+    (root / "config.json").write_text(json.dumps({"architecture": architecture, "num_classes": num_classes,
+                                                  "pretrained_cfg": {"first_conv": "conv1.0", "classifier": "fc"}}))
+    (root / "README.md").write_text("---\nlibrary_name: timm\nlicense: apache-2.0\n---\n# test_resnet weights (test copy)\n")
+    return root

@@ -22,9 +22,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
-from hub_repos import AUDIOSET_EVENTS, AUDIOSET_ID, AUDIOSET_README, TUT2018_ID, build_audioset_repo, build_tut2018_repo, tut2018_rows
-from loopback_hub import INSTALL_HINT, LoopbackHub, olah_executable
+from hub_repos import (AUDIOSET_EVENTS, AUDIOSET_ID, AUDIOSET_README, TIMM_WEIGHTS_ID, TUT2018_ID, build_audioset_repo,
+                       build_timm_weights_repo, build_tut2018_repo, tut2018_rows)
+from loopback_hub import INSTALL_HINT, LoopbackHub, free_port, olah_executable
 from tool_gate import tool_missing
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,14 +148,18 @@ def test_train_from_the_hub_and_predict_with_the_pushed_model(hub, tmp_path):
     run_client(hub, hf_home, ["scripts/build_aet_subset.py", "--source", AUDIOSET_ID, "--k", "2", "--seed", "0", "--output_dir", str(subset)])
     assert (subset / "dataset_dict.json").is_file()
 
+    published = build_timm_weights_repo(tmp_path / "weights")
+    weights_sha = hub.publish("model", TIMM_WEIGHTS_ID, published)
     run = tmp_path / "run"
     run_client(hub, hf_home, [
         "scripts/train_joint.py", "--asc_dataset", TUT2018_ID, "--aet_dataset", str(subset), "--output_dir", str(run),
         "--num_train_epochs", "1", "--max_train_steps", "2", "--asc_batch_size", "8", "--aet_batch_size", "8", "--eval_batch_size", "32",
-        "--encoder", "resnet10t", "--report_to", "none", *TINY_FEATURES,
+        "--encoder", "test_resnet", "--encoder_pretrained", TIMM_WEIGHTS_ID, "--learning_rate", "0.001", "--report_to", "none",
+        *TINY_FEATURES,
     ])  # fmt: skip
     results = json.loads((run / "results.json").read_text())
-    assert "final" in results
+    assert "final" in results and results["config"]["encoder_pretrained"] == TIMM_WEIGHTS_ID
+    check_encoder_started_from(published / "model.safetensors", hf_home, weights_sha, run)
 
     # What push_run_to_hub uploads (the same file patterns and a fresh card), committed to the mirror.
     write_model_card(run, MODEL_ID)
@@ -189,10 +195,60 @@ def test_train_from_the_hub_and_predict_with_the_pushed_model(hub, tmp_path):
         print(json.dumps({{"sha": info.sha, "card": info.card_data.to_dict()}}))
     """)
     assert card["sha"] == sha
-    assert card["card"]["pipeline_tag"] == "audio-classification"
+    assert card["card"]["pipeline_tag"] == "audio-classification" and card["card"]["base_model"] == TIMM_WEIGHTS_ID
     assert card["card"]["datasets"] == sorted([AUDIOSET_ID, TUT2018_ID])  # the subset folder records its Hub source
     names = [result["metrics"][0]["name"] for result in card["card"]["model-index"][0]["results"]]
     assert names == ["Scene macro-average accuracy (test)", "Event lwlrap (test)"]
+
+
+def check_encoder_started_from(published: Path, hf_home: Path, sha: str, run: Path) -> None:
+    """The run fetched the published timm weights over HTTP, loads them as timm adapts them, and trained 2 steps from them;
+    its saved model loads without the Hub (this process is offline: conftest)."""
+    from safetensors.torch import load_file
+
+    from sceneevent import SceneEventConfig, SceneEventModel
+
+    (fetched,) = hf_home.glob(f"hub/models--{TIMM_WEIGHTS_ID.replace('/', '--')}/snapshots/{sha}/model.safetensors")
+    assert fetched.read_bytes() == published.read_bytes()
+    weights = load_file(published)
+    model = SceneEventModel(SceneEventConfig(encoder="test_resnet", encoder_pretrained=TIMM_WEIGHTS_ID, num_mel_bins=32))
+    model.load_pretrained_encoder(fetched)
+    loaded = model.encoder.state_dict()
+    assert set(loaded) == {key for key in weights if not key.startswith("fc.")}  # the classifier dropped
+    for key, value in loaded.items():
+        # timm's one-channel stem: the RGB filters summed; every other tensor as published
+        expected = weights[key].sum(dim=1, keepdim=True) if key == "conv1.0.weight" else weights[key]
+        assert torch.equal(value, expected), key
+    trained = SceneEventModel.from_pretrained(run)
+    assert trained.config.encoder_pretrained == TIMM_WEIGHTS_ID
+    moved = max(float((trained.encoder.state_dict()[key] - weights[key]).abs().max()) for key in ("layer1.0.conv1.weight", "layer4.0.conv2.weight"))
+    assert 0.0 < moved < 0.01  # two AdamW steps of lr 1e-3 from the published weights (a fresh start differs by ~0.1)
+
+
+def test_an_unreachable_hub_for_encoder_weights_is_a_clear_error(monkeypatch):
+    import huggingface_hub.utils._http
+
+    from sceneevent.models.modeling_sceneevent import encoder_weights_file
+
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(huggingface_hub.utils._http.time, "sleep", lambda seconds: None)  # its 5 retries, without the waits
+    with pytest.raises(OSError, match=f"encoder_pretrained '{TIMM_WEIGHTS_ID}': could not fetch its weights from the Hub at {endpoint}"):
+        encoder_weights_file(TIMM_WEIGHTS_ID)
+
+
+def test_encoder_weights_that_cannot_be_had_fail_the_run_before_any_data_work(tmp_path):
+    from sceneevent.training.arguments import DataArguments, JointTrainingArguments, ModelArguments, parse_args
+    from sceneevent.training.loop import train
+
+    store = tmp_path / "store"
+    args = parse_args((ModelArguments, DataArguments, JointTrainingArguments),
+                      ["--encoder_pretrained", TIMM_WEIGHTS_ID, "--encoder", "test_resnet", "--output_dir", str(tmp_path / "run"),
+                       "--feature_store_dir", str(store), "--report_to", "none", *TINY_FEATURES])
+    with pytest.raises(OSError, match="could not fetch its weights from the Hub"):  # the tests' Hub is offline (conftest)
+        train(*args)
+    assert not store.exists() and not (tmp_path / "run" / "results.json").exists()
 
 
 def test_server_is_stopped_by_its_pid(tmp_path):

@@ -150,3 +150,34 @@ def test_config_round_trip_keeps_unknown_keys_out_of_labels(tmp_path):
     again = SceneEventConfig.from_pretrained(tmp_path)
     assert again.to_dict()["event_labels"] == EVENTS
     assert again.num_scenes == 3 and again.num_events == 4
+
+
+def test_encoder_from_a_local_weights_file_and_the_saved_model_no_longer_needs_it(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(3)
+    published = timm.create_model("test_resnet", num_classes=5).state_dict()  # RGB stem and a classifier, as timm publishes
+    weights = tmp_path / "test_resnet.safetensors"
+    save_file(published, weights)
+    model = SceneEventModel(SceneEventConfig(encoder="test_resnet", encoder_pretrained=str(weights), num_mel_bins=16))
+    model.load_pretrained_encoder()
+    loaded = model.encoder.state_dict()
+    assert torch.equal(loaded["conv1.0.weight"], published["conv1.0.weight"].sum(dim=1, keepdim=True))
+    assert all(torch.equal(value, published[key]) for key, value in loaded.items() if key != "conv1.0.weight")
+
+    model.save_pretrained(tmp_path / "saved")
+    weights.unlink()  # the saved weights are the model's; its config only records where the encoder started
+    reloaded = SceneEventModel.from_pretrained(tmp_path / "saved")
+    assert reloaded.config.encoder_pretrained == str(weights)
+    assert all(torch.equal(value, loaded[key]) for key, value in reloaded.encoder.state_dict().items())
+
+
+def test_encoder_weights_of_another_architecture_are_refused(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    save_file(timm.create_model("resnet10t", num_classes=5).state_dict(), tmp_path / "resnet10t.safetensors")
+    model = SceneEventModel(SceneEventConfig(encoder="test_resnet", encoder_pretrained=str(tmp_path / "resnet10t.safetensors"), num_mel_bins=16))
+    with pytest.raises(ValueError, match="resnet10t.safetensors: these weights do not fit encoder 'test_resnet'"):
+        model.load_pretrained_encoder()

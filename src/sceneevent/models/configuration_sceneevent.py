@@ -18,6 +18,9 @@ class SceneEventConfig(PretrainedConfig):
         alpha (`float`): weight of the event loss, `loss = alpha * L_AET + (1 - alpha) * L_ASC`, in [0, 1].
         encoder (`str`): a timm model name, created with `in_chans=1, num_classes=0`.
         encoder_kwargs (`dict`): extra keyword arguments for `timm.create_model`.
+        encoder_pretrained (`str`, *optional*): the encoder's starting weights, a Hub id of timm weights (e.g.
+            `timm/resnet18.a1_in1k`) or a local weights file. Recorded here; loaded by
+            `SceneEventModel.load_pretrained_encoder()`, never on `from_pretrained` (the saved weights replace them).
         num_mel_bins (`int`): mel bins of the input log-mel spectrogram.
         dropout (`float`): dropout on the pooled embedding before both heads.
         drop_path_rate (`float`): stochastic depth in the encoder.
@@ -32,6 +35,7 @@ class SceneEventConfig(PretrainedConfig):
         alpha: float = 0.5,
         encoder: str = "resnet18",
         encoder_kwargs: dict | None = None,
+        encoder_pretrained: str | None = None,
         num_mel_bins: int = 128,
         dropout: float = 0.0,
         drop_path_rate: float = 0.0,
@@ -58,6 +62,7 @@ class SceneEventConfig(PretrainedConfig):
         self.alpha = float(alpha)
         self.encoder = encoder
         self.encoder_kwargs = dict(encoder_kwargs or {})
+        self.encoder_pretrained = encoder_pretrained
         self.num_mel_bins = int(num_mel_bins)
         self.dropout = float(dropout)
         self.drop_path_rate = float(drop_path_rate)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import timm
 import torch
@@ -91,6 +92,27 @@ def _check_loading_info(source, config, info: dict) -> None:
         )
 
 
+def encoder_weights_file(source: str) -> Path:
+    """The local file of `source`: the path itself, or a Hub repository's `model.safetensors` (else
+    `pytorch_model.bin`, as timm publishes them) fetched into the Hub cache; a clear error when neither can be had."""
+    if Path(source).expanduser().is_file():
+        return Path(source).expanduser()
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import HFValidationError, RemoteEntryNotFoundError
+
+    try:
+        try:
+            return Path(hf_hub_download(source, "model.safetensors"))
+        except RemoteEntryNotFoundError:  # the repository is there, without that file
+            return Path(hf_hub_download(source, "pytorch_model.bin"))
+    except HFValidationError as error:
+        raise ValueError(f"encoder_pretrained {source!r}: neither a local weights file nor a Hub id ({error})") from error
+    except Exception as error:  # connection, offline mode, no such repository, no weights file: say which
+        raise OSError(f"encoder_pretrained {source!r}: could not fetch its weights from the Hub at {constants.ENDPOINT} "
+                      f"({type(error).__name__}: {str(error)[:500]}). Check the connection and HF_HUB_OFFLINE, or pass a "
+                      "local weights file (.safetensors, .pth, .bin).") from error
+
+
 class SceneEventModel(SceneEventPreTrainedModel):
     """ResNet-18 (or any timm encoder) with one linear scene head and one linear event head."""
 
@@ -113,6 +135,29 @@ class SceneEventModel(SceneEventPreTrainedModel):
         self.event_head = nn.Linear(hidden_size, config.num_events)
         self.scene_head._is_head = self.event_head._is_head = True
         self.post_init()
+
+    def load_pretrained_encoder(self, weights_file: str | Path | None = None) -> None:
+        """Load the encoder's published weights named by `config.encoder_pretrained` (or `weights_file`, that
+        source already fetched): the first convolution summed over its colour channels (timm's `adapt_input_conv`
+        for one input channel), the classifier dropped, every other tensor as published.
+
+        Not part of `__init__`: `from_pretrained` would fetch them again only to replace them with the saved weights.
+        """
+        source = self.config.encoder_pretrained
+        if weights_file is None and not source:
+            raise ValueError("config.encoder_pretrained names no weights to load")
+        path = Path(weights_file) if weights_file is not None else encoder_weights_file(source)
+        weights = timm.models.load_state_dict(str(path))
+        pretrained = self.encoder.pretrained_cfg
+        first_conv, classifier = f"{pretrained['first_conv']}.weight", pretrained.get("classifier")
+        if first_conv in weights and weights[first_conv].shape[1] != 1:
+            weights[first_conv] = timm.models.adapt_input_conv(1, weights[first_conv])
+        weights = {key: value for key, value in weights.items() if not (classifier and key.startswith(f"{classifier}."))}
+        try:
+            self.encoder.load_state_dict(weights)
+        except RuntimeError as error:  # missing, unexpected or misshapen tensors
+            raise ValueError(f"encoder_pretrained {source or path}: these weights do not fit encoder "
+                             f"{self.config.encoder!r}: {str(error)[:1000]}") from error
 
     def forward(
         self,

@@ -22,6 +22,13 @@ from transformers import HfArgumentParser
 @dataclass
 class ModelArguments:
     encoder: str = field(default="resnet18", metadata={"help": "timm encoder name (created with in_chans=1, num_classes=0)."})
+    encoder_pretrained: str | None = field(
+        default=None,
+        metadata={"help": "Start the encoder from published timm weights: a Hub id (e.g. timm/resnet18.a1_in1k; the first "
+                          "convolution is summed to one input channel, the classifier dropped) or a local weights file. "
+                          "Fetched before any data work; with --model_name_or_path the saved model's weights are the start. Default: "
+                          "random initialisation."},
+    )
     dropout: float = field(default=0.2, metadata={"help": "Dropout on the pooled embedding, before both heads."})
     drop_path_rate: float = field(default=0.0, metadata={"help": "Stochastic depth rate inside the encoder."})
     model_name_or_path: str | None = field(

@@ -25,7 +25,7 @@ from ..io_utils import scrub_secrets
 from ..metrics import load_metric
 from ..models.configuration_sceneevent import SceneEventConfig
 from ..models.feature_extraction_sceneevent import LogMelFeatureExtractor
-from ..models.modeling_sceneevent import SceneEventModel
+from ..models.modeling_sceneevent import SceneEventModel, encoder_weights_file
 from .arguments import DataArguments, JointTrainingArguments, ModelArguments, resolve_defaults, to_dict
 from .balancing import LossBalancer, task_gradient_stats
 from .checkpointing import (
@@ -102,13 +102,15 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Join
     uses_aet = alpha > 0.0
     extractor = make_feature_extractor(data_args)
     with accelerator.main_process_first():
+        # fetched first: a Hub that cannot be reached fails the run before any data work
+        encoder_weights = encoder_weights_file(model_args.encoder_pretrained) if _starts_from_encoder_weights(model_args, restored) else None
         splits, scene_labels, event_labels = load_splits(data_args, need_events=uses_aet)
         fingerprints = {name: split._fingerprint for name, split in splits.items()}
         if restored is not None:
             check_resume_matches(resume_from, restored.signature.get("fingerprints"), fingerprints)
         data = cache_splits(splits, data_args, extractor, scene_labels, event_labels)
     state = restored or TrainerState(signature={"settings": signature, "fingerprints": fingerprints})
-    run = Run.build(model_args, data_args, train_args, accelerator, data, extractor, alpha, state, output_dir, mode)
+    run = Run.build(model_args, data_args, train_args, accelerator, data, extractor, alpha, state, output_dir, mode, encoder_weights)
     if restored is not None:
         run.restore(resume_from)
     try:
@@ -152,9 +154,10 @@ class Run:
     first_step_runtime: float | None = None  # seconds; not in checkpoints: a resumed process compiles anew
 
     @classmethod
-    def build(cls, model_args, data_args, train_args, accelerator, data: PreparedData, extractor, alpha, state, output_dir, mode) -> Run:
+    def build(cls, model_args, data_args, train_args, accelerator, data: PreparedData, extractor, alpha, state, output_dir, mode,
+              encoder_weights: Path | None = None) -> Run:
         uses_asc = alpha < 1.0
-        model = build_model(model_args, data, alpha, extractor)
+        model = build_model(model_args, data, alpha, extractor, encoder_weights)
         readers = {name: BatchReader(split, "scene" if name.startswith("scene") else "events",
                                      len(data.scene_labels) if name.startswith("scene") else len(data.event_labels))
                    for name, split in data.splits().items()}
@@ -347,7 +350,9 @@ class Run:
         return last, self.evaluate("test")
 
 
-def build_model(model_args: ModelArguments, data: PreparedData, alpha: float, extractor) -> SceneEventModel:
+def build_model(model_args: ModelArguments, data: PreparedData, alpha: float, extractor,
+                encoder_weights: Path | None = None) -> SceneEventModel:
+    """A saved model (`--model_name_or_path`), or a fresh one whose encoder starts from `encoder_weights` when given."""
     if model_args.model_name_or_path:
         model = SceneEventModel.from_pretrained(model_args.model_name_or_path)
         mismatched = [
@@ -369,11 +374,20 @@ def build_model(model_args: ModelArguments, data: PreparedData, alpha: float, ex
         event_labels=data.event_labels,
         alpha=alpha,
         encoder=model_args.encoder,
+        encoder_pretrained=model_args.encoder_pretrained,
         num_mel_bins=extractor.num_mel_bins,
         dropout=model_args.dropout,
         drop_path_rate=model_args.drop_path_rate,
     )
-    return SceneEventModel(config)
+    model = SceneEventModel(config)
+    if encoder_weights is not None:
+        model.load_pretrained_encoder(encoder_weights)
+    return model
+
+
+def _starts_from_encoder_weights(model_args: ModelArguments, restored) -> bool:
+    # a saved model (--model_name_or_path) or a checkpoint brings its own weights
+    return bool(model_args.encoder_pretrained) and not model_args.model_name_or_path and restored is None
 
 
 def selection_metric(alpha: float, has_scene_validation: bool) -> str | None:
