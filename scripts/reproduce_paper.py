@@ -47,7 +47,7 @@ from sceneevent.study.paper import (
     scene_source,
     wandb_configs,
 )
-from sceneevent.study.sweep_plan import command_lines, summary_lines
+from sceneevent.study.sweep_plan import command_lines, comparison_lines, summary_lines
 from sceneevent.study.sweep_runner import DEFAULT_STOP_TIMEOUT, GpuPool, SweepBusyError
 from sceneevent.study.sweeps import LAUNCHERS, parse_gpus, visible_gpu_count
 
@@ -133,6 +133,7 @@ def main(args: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print("\n".join(plan_lines(plan)), file=sys.stderr)
+    estimate = None
     if not options.wandb:
         try:
             estimate = plan_estimate(plan, gpus, options.gpus_per_run, options.parallel, options.samples_per_second)
@@ -151,6 +152,8 @@ def main(args: list[str] | None = None) -> int:
           f"ran {len(outcome.trained)} training(s) ({len(outcome.failed)} failed)")
     for failure in outcome.failed:
         print(f"  FAILED {failure}")
+    for line in comparison_lines(estimate, outcome.sweep) if estimate is not None and outcome.sweep is not None else []:
+        print(line)
     for name, path in outcome.agents.items():
         print(f"wandb agent {path}    # {name}: on each GPU machine, from {PROJECT_DIR}")
     if outcome.stopped_by:

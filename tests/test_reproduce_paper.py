@@ -117,6 +117,7 @@ def test_a_tiny_study_runs_every_stage_to_the_report_and_a_second_call_runs_noth
     printed = capsys.readouterr()
     assert "built 3 event set(s), wrote the ranking, ran 3 training(s) (0 failed)" in printed.out
     assert "study: Figures 3a: 2 runs (2 Fig. 3a)" in printed.err and "trainings: 3" in printed.err
+    assert re.search(r"estimate against measured: wall time .* estimated, .* measured", printed.out)  # both sweeps
 
     # The tagger is Figure 2's alpha = 1 run of the first seed, trained on the reference set.
     tagger = json.loads((out / "runs" / "alpha" / "alpha=1.0_seed=0" / "results.json").read_text())
@@ -162,10 +163,12 @@ def test_the_dry_run_of_the_paper_prints_152_runs_on_14_event_sets_with_its_esti
     assert "# steps: 136 run(s) from epochs x scene training clips // batch, the clips from the data, loaded undecoded" in printed
     assert "from the H100 profile" in printed
     estimate = next(line for line in printed.splitlines() if line.startswith("# estimate:"))
-    assert re.search(r"[\d.]+ GPU-hours, wall time [\d.]+ (s|min|h)", estimate), estimate
+    assert re.search(r"[\d.]+ GPU-hours, wall time [\d.]+ (s|min|h); it includes [\d.]+ (s|min|h) of decoding into the log-mel "
+                     r"store before the runs start", estimate), estimate
     assert re.search(r"# disk: 136 run folders, [\d.]+ MB each .* \+ log-mel store [\d.]+ GB", printed), printed[-2000:]
     commands = [line for line in printed.splitlines() if line.startswith("CUDA_VISIBLE_DEVICES=")]
-    assert len(commands) == 136 and "--alpha=1.0 --seed=0" in commands[0]  # the tagger first
+    assert len(commands) == 136 and "--alpha=1.0 --seed=0" in commands[0]  # the tagger first, alone: the next run waits for GPU 0
+    assert commands[0].startswith("CUDA_VISIBLE_DEVICES=0 ") and commands[1].startswith("CUDA_VISIBLE_DEVICES=0 ")
     assert {line.split()[0] for line in commands} == {f"CUDA_VISIBLE_DEVICES={gpu}" for gpu in range(4)}
     assert not out.exists()  # a plan builds nothing
 

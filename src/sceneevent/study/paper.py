@@ -326,12 +326,14 @@ def _shared_text(shared: list[tuple[str, str, str]]) -> str:
 
 def plan_estimate(plan: StudyPlan, gpus: list[int], gpus_per_run: int = 1, parallel: int | None = None,
                   samples_per_second: float | None = None):
-    """`sweep_plan.plan_sweep` over every training; with no throughput given and no run finished, the H100
+    """`sweep_plan.plan_sweep` over every training in the order `reproduce` runs them: the tagger first and alone,
+    then the store's build (stage 5), then the others. With no throughput given and no run finished, the H100
     profile's (said so in the plan)."""
     from .sweep_plan import finished_runs, plan_sweep
 
     profile = samples_per_second is None and not finished_runs(plan.runs)
-    estimate = plan_sweep(plan.runs, gpus, gpus_per_run, parallel, PROFILE_SAMPLES_PER_SECOND if profile else samples_per_second)
+    estimate = plan_sweep(plan.runs, gpus, gpus_per_run, parallel, PROFILE_SAMPLES_PER_SECOND if profile else samples_per_second,
+                          first_alone=plan.tagger is not None, store_first=True)  # as `reproduce` orders the stages
     if profile:
         estimate.throughput_source = PROFILE_SOURCE
     return estimate
@@ -457,6 +459,7 @@ class StudyOutcome:
     report: dict[str, Any] | None = None  # the new report's summary; None when the one there was kept
     stopped_by: str | None = None
     agents: dict[str, str] = field(default_factory=dict)  # W&B sweep → entity/project/id, for `wandb agent`
+    sweep: Any = None  # the runner's outcomes (SweepOutcome) added up: the runs, their wall time, against the plan
 
 
 def reproduce(plan: StudyPlan, audioset: str, audioset_config: str = "unbalanced", *, gpus: list[int] = (),
@@ -464,12 +467,17 @@ def reproduce(plan: StudyPlan, audioset: str, audioset_config: str = "unbalanced
               wandb_project: str | None = None, wandb_entity: str | None = None) -> StudyOutcome:
     """Every stage of the study in turn, each skipping what is already there. With `wandb_project`, the sweeps
     are created on W&B (the tagger still trains here) and the report is written only from the runs already here."""
-    from .sweep_runner import run_sweep
+    from .sweep_runner import SweepOutcome, run_sweep
 
     outcome = StudyOutcome()
 
     def train(runs: list[SweepRun]) -> bool:
         result = run_sweep(runs, parallel=parallel, cwd=cwd, gpus=gpus, gpus_per_run=gpus_per_run)
+        total = outcome.sweep = outcome.sweep or SweepOutcome()  # the tagger's sweep and the others', one after the other
+        total.done += result.done
+        total.failed += result.failed
+        if result.wall_seconds is not None:
+            total.wall_seconds = (total.wall_seconds or 0.0) + result.wall_seconds
         outcome.trained += [str(run.output_dir) for run in result.done] + [str(run.output_dir) for run, _ in result.failed]
         outcome.failed += [f"{run.output_dir}: {reason}" for run, reason in result.failed]
         outcome.stopped_by = result.stopped_by

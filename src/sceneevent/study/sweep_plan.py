@@ -94,6 +94,7 @@ class SweepPlan:
     disk_source: str
     wall_seconds: float | None = None
     gpu_hours: float | None = None
+    decode_seconds: float | None = None  # with `store_first`: the store built before the runs, in one process
 
     @property
     def pending(self) -> list[RunEstimate]:
@@ -265,8 +266,12 @@ def model_bytes(encoder: str, num_mel_bins: int, event_classes: int, save_total_
 
 
 def plan_sweep(runs: list[SweepRun], gpus: list[int] = (), gpus_per_run: int = 1, parallel: int | None = None,
-               samples_per_second: float | None = None) -> SweepPlan:
-    """Every run's estimate and GPUs, and the totals. Raises ValueError when `gpus` cannot hold one run."""
+               samples_per_second: float | None = None, first_alone: bool = False, store_first: bool = False) -> SweepPlan:
+    """Every run's estimate and GPUs, and the totals. Raises ValueError when `gpus` cannot hold one run.
+
+    For reproduce_paper's order: `first_alone`, the first pending run finishes before the others start (the tagger,
+    whose ranking the others' data needs); `store_first`, the others' clips are decoded into the store before they
+    start, in one process (`decode_seconds`, in the wall time and not in the GPU-hours), instead of by each run."""
     gpus = list(gpus)
     slots = GpuPool(gpus, gpus_per_run).slots if gpus else parallel or 1
     done = finished_runs(runs)
@@ -298,7 +303,13 @@ def plan_sweep(runs: list[SweepRun], gpus: list[int] = (), gpus_per_run: int = 1
             training = estimate.samples / (plan.throughput * estimate.run.processes)
             estimate.seconds = training + (plan.overhead or 0.0) + estimate.build_seconds
         estimate.run_bytes = plan.run_bytes if plan.run_bytes is not None else estimate.run_bytes
-    _schedule(plan)
+    if store_first:
+        later = plan.pending[1:] if first_alone else plan.pending
+        plan.decode_seconds = sum(estimate.build_seconds for estimate in later)
+        for estimate in later:
+            estimate.seconds = None if estimate.seconds is None else estimate.seconds - estimate.build_seconds
+            estimate.build_seconds = 0.0
+    _schedule(plan, first_alone)
     return plan
 
 
@@ -345,16 +356,20 @@ def _steps(estimate: RunEstimate, train, stages, alpha: float | None, processes:
                              else f"epochs x scene training clips // batch, the clips from {check.rows_source}")
 
 
-def _schedule(plan: SweepPlan) -> None:
+def _schedule(plan: SweepPlan, first_alone: bool = False) -> None:
     """Each pending run, in order, on the set of GPUs (or slot) that frees first: the placement and the wall time."""
     per_run = plan.gpus_per_run
     sets = [tuple(plan.gpus[i * per_run:(i + 1) * per_run]) for i in range(plan.slots)] if plan.gpus else [None] * plan.slots
-    free = [(0.0, number) for number in range(plan.slots)]
+    decode = plan.decode_seconds or 0.0  # the store's build, before the runs it is for start
+    free = [(0.0 if first_alone else decode, number) for number in range(plan.slots)]
     known = all(estimate.seconds is not None for estimate in plan.pending)
-    for estimate in plan.pending:
+    for index, estimate in enumerate(plan.pending):
         at, number = heapq.heappop(free)
         estimate.gpus = sets[number]
-        heapq.heappush(free, (at + (estimate.seconds if known else 1.0), number))
+        end = at + (estimate.seconds if known else 1.0)
+        heapq.heappush(free, (end, number))
+        if first_alone and index == 0:  # every slot waits for it (and the store's build after it)
+            free = sorted((max(time, end) + decode, slot) for time, slot in free)
     if known:
         plan.wall_seconds = max((at for at, _ in free), default=0.0)
         plan.gpu_hours = sum(e.seconds * (e.run.processes if plan.gpus else 0) for e in plan.pending) / 3600
@@ -420,7 +435,9 @@ def summary_lines(plan: SweepPlan) -> list[str]:
                           else plan.throughput_source),
         "per-run overhead: " + (f"{plan.overhead:.1f} s ({plan.overhead_source})" if plan.overhead is not None
                                 else plan.overhead_source),
-        f"estimate: {samples:,} samples, {timing}" + (f" ({resuming} resuming from a checkpoint, counted whole)" if resuming else ""),
+        f"estimate: {samples:,} samples, {timing}" + (f" ({resuming} resuming from a checkpoint, counted whole)" if resuming else "")
+        + (f"; it includes {_duration(plan.decode_seconds)} of decoding into the log-mel store before the runs start "
+           "(one process; not GPU time)" if plan.decode_seconds else ""),
         "disk: " + (f"{len(pending)} run folders, {_size(disk / max(len(pending), 1))} each ({plan.disk_source})" if disk is not None
                     else "run folders unknown (no finished run, a program the plan does not read)")
         + f" + log-mel store {_size(store)} = {_size((disk or 0) + store)}",
