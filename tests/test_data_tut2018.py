@@ -18,10 +18,10 @@ from sceneevent.data.scenes import (
     TUT2018LayoutError,
     city_of,
     group_split,
-    load_scene_audiofolder,
     load_tut2018,
     load_tut2018_hub,
 )
+from sceneevent.data.audiofolder import load_scene_audiofolder
 from sceneevent.data.sources import load_scene_source
 
 CITIES = ("barcelona", "helsinki")

@@ -1,4 +1,5 @@
-"""Scene (ASC) sources: TUT Urban Acoustic Scenes 2018 (development set folder or its Hub mirror), audiofolder.
+"""Scene (ASC) sources: TUT Urban Acoustic Scenes 2018 (development set folder or its Hub mirror); the scene
+class checks every scene source shares (audiofolders: `audiofolder.py`).
 
 Every loader returns a `DatasetDict` with columns `audio` (undecoded `{"bytes", "path"}`) and `scene`
 (`ClassLabel`); the TUT loaders add `identifier`, `city`, `source_label` (device), `filename`, `duration`.
@@ -27,7 +28,6 @@ TUT2018_SCENES = (
     "public_square", "shopping_mall", "street_pedestrian", "street_traffic", "tram",
 )  # fmt: skip
 TUT2018_HUB_ID = "wetdog/TUT-urban-acoustic-scenes-2018-development"
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 _MAX_LISTED = 20  # problems listed per kind in a layout error; the rest are counted
 
 logger = logging.getLogger(__name__)
@@ -321,42 +321,3 @@ def to_scene_dataset(
 
 def _names_to_ids(column: pa.ChunkedArray, keys: pa.Array) -> pa.Array:
     return pa.compute.index_in(pa.compute.cast(column, pa.string()), value_set=keys).cast(pa.int64())
-
-
-# -- audiofolder layout (`<split>/<scene>/<file>`), read without datasets.Audio ------------------
-
-
-def load_scene_audiofolder(path: str | os.PathLike) -> datasets.DatasetDict:
-    """Scenes from an `audiofolder`-style tree: `<path>/<split>/<scene>/*.wav` (splits train, test/validation).
-
-    Read directly (the `audiofolder` builder needs torchcodec to write its `Audio` column). Scene names
-    are the sorted folder names found across all splits.
-    """
-    root = Path(path)
-    splits = [d for d in sorted(os.scandir(root), key=lambda e: e.name) if d.is_dir()] if root.is_dir() else []
-    files = {
-        split.name: [(scene.name, Path(scene.path, f.name)) for scene in sorted(os.scandir(split.path), key=lambda e: e.name) if scene.is_dir()
-                     for f in sorted(os.scandir(scene.path), key=lambda e: e.name) if f.name.lower().endswith(AUDIO_EXTENSIONS)]
-        for split in splits
-    }  # fmt: skip
-    if "train" not in files or not files["train"]:
-        raise ValueError(f"{root}: expected an audiofolder tree <split>/<scene>/<file> with a non-empty 'train' split (found {sorted(files)})")
-    names = sorted({scene for rows in files.values() for scene, _ in rows})
-    check_scene_names(names, str(root))
-    features = datasets.Features({"audio": AUDIO_FEATURE, "scene": datasets.ClassLabel(names=names)})
-    out = {}
-    for split, rows in files.items():
-        if not rows:
-            continue
-        table = pa.table(
-            {
-                "audio": pa.StructArray.from_arrays(
-                    [pa.nulls(len(rows), pa.binary()), pa.array([str(p.resolve()) for _, p in rows], pa.string())], names=["bytes", "path"]
-                ),
-                "scene": pa.array([names.index(s) for s, _ in rows], pa.int64()),
-            }
-        )
-        out["test" if split in ("test", "validation", "eval") and "test" not in files else split] = dataset_from_arrow(table, features, split=split)
-    data = datasets.DatasetDict(out)
-    warn_missing_classes(data, str(root))
-    return data

@@ -1,7 +1,8 @@
 """Resolve a `--asc_dataset` / `--aet_dataset` value to a `DatasetDict` with the standard columns.
 
 Scene sources: `synthetic`, a TUT 2018 development-set folder, a folder saved with `save_to_disk`, an
-audiofolder tree (`<split>/<scene>/<file>`), or a Hub id (the TUT 2018 mirror is split by location).
+audiofolder (`<split>/<scene>/<file>`, or audio with a `metadata.csv`: split by recording), or a Hub id (the
+TUT 2018 mirror is split by location).
 Event sources: `synthetic`, a folder saved by `build_aet_subset.py`, or anything `load_audioset` takes.
 """
 
@@ -13,12 +14,12 @@ from pathlib import Path
 import datasets
 
 from ._columns import with_plain_audio
+from .audiofolder import RecordingSplitError, load_scene_audiofolder
 from .audioset import load_audioset
 from .scenes import (
     TUT2018_HUB_ID,
     SceneNamesError,
     is_tut2018_folder,
-    load_scene_audiofolder,
     load_tut2018,
     load_tut2018_hub,
     to_scene_dataset,
@@ -34,7 +35,8 @@ def load_scene_source(source: str = SYNTHETIC, label_column: str = "scene", seed
     """A scene `DatasetDict` with `train` and `test` splits and columns `audio`, `scene`.
 
     `label_column` names the scene column of a saved dataset or Hub id; it is renamed to `scene` and
-    made a `ClassLabel`. `seed` also seeds the location split of the TUT 2018 Hub mirror.
+    made a `ClassLabel` (in an audiofolder's metadata.csv too). `seed` also seeds the location split of the TUT 2018
+    Hub mirror and the recording split of an audiofolder without split folders.
     """
     if source == SYNTHETIC:
         return load_synthetic_scenes(seed=seed, **synthetic_kwargs)
@@ -45,13 +47,13 @@ def load_scene_source(source: str = SYNTHETIC, label_column: str = "scene", seed
         if (path / "dataset_dict.json").exists():
             return _standard_scene_splits(datasets.load_from_disk(str(path)), label_column, str(source))
         try:
-            return load_scene_audiofolder(path)
-        except SceneNamesError:
-            raise  # an audiofolder tree whose names are the problem, not the layout
+            return load_scene_audiofolder(path, label_column=label_column, seed=seed)
+        except (SceneNamesError, RecordingSplitError):
+            raise  # an audiofolder whose names or recordings are the problem, not the layout
         except ValueError as error:
             raise ValueError(
                 f"--asc_dataset {source!r}: a folder, but not a TUT 2018 development set (meta.csv + evaluation_setup/), "
-                f"a `save_to_disk` folder (dataset_dict.json) or an audiofolder tree ({error})"
+                f"a `save_to_disk` folder (dataset_dict.json) or an audiofolder ({error})"
             ) from error
     if os.path.exists(source) or source.startswith((".", "/", "~")):
         raise ValueError(f"--asc_dataset {source!r}: expected 'synthetic', a folder, or a Hub id; this path is not a folder")
