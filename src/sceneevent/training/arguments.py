@@ -69,7 +69,9 @@ class DataArguments:
                   "temporal pattern), so the correlated and uncorrelated classes trade places: a study that runs half its "
                   "seeds this way counterbalances how the two class sets sound. See data_cards/synthetic.md."},
     )
-    synthetic_seed: int = field(default=0, metadata={"help": "Seed that generates the synthetic data (not the training seed)."})
+    synthetic_seed: int = field(default=0, metadata={"help": "Seed that generates the synthetic data and draws the test split "
+                                                     "of a source without one (the TUT 2018 Hub mirror, an audiofolder "
+                                                     "without split folders); not the training seed."})
     synthetic_train_clips_per_scene: int = field(
         default=64, metadata={"help": "Synthetic scene clips per scene in the train split (the validation split is carved from it)."}
     )
