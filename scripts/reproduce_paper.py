@@ -148,6 +148,12 @@ def main(args: list[str] | None = None) -> int:
     except SweepBusyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # outside the runs (they stop on their own signal handling): building, ranking, reporting
+        print("interrupted: what was finished is kept; run the same command again to go on", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except (ValueError, RuntimeError, FileNotFoundError) as error:  # data that cannot give an event set, no run to report, ...
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(f"built {len(outcome.built)} event set(s), {'wrote' if outcome.ranked else 'kept'} the ranking, "
           f"ran {len(outcome.trained)} training(s) ({len(outcome.failed)} failed)")
     for failure in outcome.failed:
