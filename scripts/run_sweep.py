@@ -1,5 +1,5 @@
-"""Run a W&B sweep file locally, without a W&B server: every grid point, one run per free GPU (or `--parallel`
-at a time on a machine without one), resumable.
+"""Run a W&B sweep file locally, without a W&B server: every grid point (or a random search's `run_cap` draws,
+seeded), one run per free GPU (or `--parallel` at a time on a machine without one), resumable.
 
     python scripts/run_sweep.py sweeps/alpha.yaml --output_root outputs/sweeps            # a run on each visible GPU
     python scripts/run_sweep.py sweeps/alpha.yaml --dry_run --gpus 0,1,2,3                # the plan: GPUs, data, estimate
@@ -39,7 +39,8 @@ from sceneevent.study.sweeps import LAUNCHERS, load_sweep, parse_gpus, plan_runs
 
 def parse_args(args: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sweeps", nargs="+", help="Sweep YAML file(s) with `method: grid`, e.g. sweeps/alpha.yaml.")
+    parser.add_argument("sweeps", nargs="+", help="Sweep YAML file(s) with `method: grid` (every grid point) or `method: random` "
+                                                  "(run_cap draws, seeded by --random_seed), e.g. sweeps/alpha.yaml.")
     parser.add_argument("--output_root", default="outputs/sweeps", help="Runs go to OUTPUT_ROOT/<sweep file name>/<run name>.")
     parser.add_argument("--launcher", default="accelerate", choices=LAUNCHERS,
                         help="`accelerate launch PROGRAM ...` or `python PROGRAM ...` with this interpreter.")
@@ -59,6 +60,8 @@ def parse_args(args: list[str] | None = None) -> argparse.Namespace:
                              "(or --extra_args=--max_train_steps=2).")
     parser.add_argument("--stop_timeout", type=float, default=DEFAULT_STOP_TIMEOUT,
                         help="Seconds a run gets to exit after Ctrl-C / SIGTERM before it is killed.")
+    parser.add_argument("--random_seed", type=int, default=0,
+                        help="Seed of the draws of a `method: random` sweep: the same seed draws the same runs (and resumes them).")
     parser.add_argument("--dry_run", action="store_true",
                         help="Print the plan: each run's command with its GPU, the data it needs, the estimate; run nothing.")
     return parser.parse_args(args)
@@ -74,7 +77,7 @@ def main(args: list[str] | None = None) -> int:
         runs = []
         for path in options.sweeps:
             runs += plan_runs(load_sweep(path), Path(path).stem, options.output_root, options.launcher, extra,
-                              processes_per_run=options.gpus_per_run if gpus else None)
+                              processes_per_run=options.gpus_per_run if gpus else None, random_seed=options.random_seed)
         plan = make_plan(runs, gpus, options)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """The sweep files (W&B schema, grid sizes, the agent's command) and the local runner (resume, failures)."""
 
 import importlib.util
+import itertools
 import json
 import os
 import stat
@@ -8,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -25,7 +27,16 @@ EXPECTED = {  # file -> (swept values other than seed, runs)
     "k": ({"aet_dataset": ["data/aet_subsets/k=2_hours=90_strategy_speech_music"]
            + [f"data/aet_subsets/k={k}_hours=90_strategy_random" for k in (5, 10, 20, 35, 70, 115)]}, 7 * 4),
     "pretrain_vs_joint": ({"mode": ["joint", "pretrain_finetune"]}, 2 * 4),
+    "regularisers": ({"regularisers": ["none", "dropout", "drop_path", "weight_decay", "mixup", "specaugment", "all", "joint"]}, 8 * 4),
+    "batch_composition": ({"asc_batch_size": [8, 16, 32, 64, 128, 256]}, 6 * 4),
+    "alpha_hours": ({"aet_dataset": [f"data/aet_subsets/k=115_hours={t}_strategy_random" for t in (11, 22, 45, 90, 180, 360)],
+                     "alpha": ALPHAS[1:]}, 19 * 6 * 4),
+    "alpha_search": ({"alpha": ALPHAS[1:-1]}, 18),
+    "tuned_control_search": ({}, 18),  # random: run_cap draws
 }
+SEARCHES = ("alpha_search", "tuned_control_search")  # on the search seed, for choosing on validation only
+SEARCH_SEED = 100
+GRIDS = sorted(name for name in EXPECTED if name != "tuned_control_search")
 
 
 def load_script(name: str):
@@ -52,9 +63,9 @@ def test_sweep_follows_the_documented_wandb_keys(name):
     config = read_yaml(name)
     assert sweeps.documented_key_violations(config) == []
     assert sweeps.schema_violations(config) == []
-    assert config["method"] == "grid"
+    assert config["method"] == ("random" if name == "tuned_control_search" else "grid")
     assert config["metric"] == {"name": "eval/asc_macro_accuracy", "goal": "maximize"}
-    assert config["parameters"]["seed"] == {"values": SEEDS}
+    assert config["parameters"]["seed"] == ({"value": SEARCH_SEED} if name in SEARCHES else {"values": SEEDS})
     assert config["parameters"]["report_to"] == {"value": "wandb"}
     assert config["program"] in sweeps.MODE_PROGRAMS.values()
     assert config["command"][-2:] == ["${program}", "${args}"]
@@ -125,16 +136,16 @@ def test_load_sweep_names_the_file_and_violation(tmp_path):
 # --- grid expansion -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", GRIDS)
 def test_grid_expands_to_every_combination(name, tmp_path):
     swept, count = EXPECTED[name]
     config = sweeps.load_sweep(SWEEP_DIR / f"{name}.yaml")
     runs = sweeps.plan_runs(config, name, tmp_path, launcher="accelerate", extra_args=["--max_train_steps", "2"])
     assert len(runs) == count
     assert len({run.output_dir for run in runs}) == count
-    (factor, values), = swept.items()
-    combos = {(run.parameters[factor], run.parameters["seed"]) for run in runs}
-    assert combos == {(value, seed) for value in values for seed in SEEDS}
+    seeds = [SEARCH_SEED] if name in SEARCHES else SEEDS
+    combos = {(*(run.parameters[factor] for factor in swept), run.parameters["seed"]) for run in runs}
+    assert combos == set(itertools.product(*swept.values(), seeds))
     constants = {key: spec["value"] for key, spec in config["parameters"].items() if "value" in spec}
     for run in runs:
         assert run.command[:2] == ["accelerate", "launch"]
@@ -142,11 +153,75 @@ def test_grid_expands_to_every_combination(name, tmp_path):
         assert run.command[-3:] == [f"--output_dir={run.output_dir}", "--max_train_steps", "2"]
         assert f"--seed={run.parameters['seed']}" in run.command
         assert all(f"--{key}={value}" in run.command for key, value in constants.items())
-        assert not any(arg.startswith("--mode=") for arg in run.command)
-        expected_program = sweeps.MODE_PROGRAMS[run.parameters["mode"]] if factor == "mode" else "scripts/train_joint.py"
+        assert not any(arg.startswith(("--mode=", "--regularisers=")) for arg in run.command)
+        expected_program = sweeps.MODE_PROGRAMS[run.parameters["mode"]] if "mode" in swept else "scripts/train_joint.py"
         assert run.command[2] == expected_program
-        if factor != "mode":
-            assert f"--{factor}={run.parameters[factor]}" in run.command
+        for factor in swept:
+            if factor not in ("mode", "regularisers"):
+                assert f"--{factor}={run.parameters[factor]}" in run.command
+
+
+# The regulariser comparison's settings as flags, written out here (alpha 0 unless said).
+OFF = {"dropout": "0.0", "drop_path_rate": "0.0", "weight_decay": "0.0", "mixup": "False", "specaugment": "False"}
+ON = {"dropout": {"dropout": "0.2"}, "drop_path": {"drop_path_rate": "0.1"}, "weight_decay": {"weight_decay": "0.0001"},
+      "mixup": {"mixup": "True", "mixup_alpha": "0.3"},
+      "specaugment": {"specaugment": "True", "freq_mask_width": "8", "time_mask_width": "10"}}
+ALL_ON = {flag: value for flags in ON.values() for flag, value in flags.items()}
+SETTINGS = {"none": {**OFF, "alpha": "0"}, **{name: {**OFF, **flags, "alpha": "0"} for name, flags in ON.items()},
+            "all": {**ALL_ON, "alpha": "0"}, "joint": {**ALL_ON, "alpha": "auto"}}
+
+
+def test_regulariser_settings_pass_their_flags_and_joint_balances_alpha(tmp_path):
+    runs = sweeps.plan_runs(sweeps.load_sweep(SWEEP_DIR / "regularisers.yaml"), "regularisers", tmp_path)
+    for run in runs:
+        flags = dict(arg[2:].split("=", 1) for arg in run.arguments if arg.startswith("--") and "=" in arg)
+        setting = SETTINGS[run.parameters["regularisers"]]
+        assert {flag: flags[flag] for flag in setting} == setting, run.name
+        assert flags["asc_baseline"] == "outputs/sweeps/alpha/alpha=0.0_seed=0"
+        assert flags["aet_baseline"] == "outputs/sweeps/alpha/alpha=1.0_seed=0"
+    bad = {"program": "p.py", "method": "grid", "parameters": {"regularisers": {"values": ["none", "everything"]}}}
+    with pytest.raises(ValueError, match="`regularisers` must be one of none, dropout"):
+        sweeps.plan_runs(bad, "bad", tmp_path)
+    clash = {"program": "p.py", "method": "grid", "parameters": {"regularisers": {"value": "none"}, "dropout": {"value": 0.5}}}
+    with pytest.raises(ValueError, match="sets .*dropout.* which the sweep also gives"):
+        sweeps.plan_runs(clash, "bad", tmp_path)
+
+
+def test_random_search_draws_run_cap_settings_the_same_for_a_seed(tmp_path):
+    config = sweeps.load_sweep(SWEEP_DIR / "tuned_control_search.yaml")
+    assert config["run_cap"] == len(EXPECTED["alpha_search"][0]["alpha"]) == 18  # the same budget as the alpha search
+    runs = sweeps.plan_runs(config, "search", tmp_path)
+    again = sweeps.plan_runs(config, "search", tmp_path)
+    other = sweeps.plan_runs(config, "search", tmp_path, random_seed=1)
+    assert [run.name for run in runs] == [f"trial={i:02d}" for i in range(18)]
+    assert [run.command for run in runs] == [run.command for run in again]
+    assert [run.parameters for run in runs] != [run.parameters for run in other]
+    specs = config["parameters"]
+    for run in runs:
+        drawn = run.parameters
+        assert drawn["seed"] == SEARCH_SEED and drawn["alpha"] == 0
+        for name in ("dropout", "drop_path_rate", "weight_decay", "mixup_alpha", "freq_mask_width", "time_mask_width"):
+            assert specs[name]["min"] <= drawn[name] <= specs[name]["max"], name
+        assert isinstance(drawn["freq_mask_width"], int) and drawn["mixup"] in (True, False)
+    weight_decays = np.log10([run.parameters["weight_decay"] for run in runs])
+    assert weight_decays.min() < -4 < weight_decays.max()  # log-uniform over 1e-6..1e-2: both sides of the middle
+    assert len({run.parameters["mixup"] for run in runs}) == 2
+
+
+@pytest.mark.parametrize(
+    "parameters, error",
+    [({"x": {"distribution": "normal", "mu": 0, "sigma": 1}}, "distribution 'normal' is not drawn by the local runner"),
+     ({"x": {"values": [1, 2]}}, None)],
+)
+def test_random_search_names_what_it_cannot_draw(parameters, error, tmp_path):
+    config = {"program": "p.py", "method": "random", "run_cap": 3, "parameters": parameters}
+    if error is None:
+        assert len(sweeps.plan_runs(config, "ok", tmp_path)) == 3
+    else:
+        with pytest.raises(ValueError, match=error):
+            sweeps.plan_runs(config, "bad", tmp_path)
+    uncapped = {key: value for key, value in config.items() if key != "run_cap"}
+    assert any("needs `run_cap`" in found for found in sweeps.documented_key_violations(uncapped))
 
 
 def test_alpha_runs_are_named_by_their_values(tmp_path):
@@ -187,13 +262,20 @@ def fake_accelerate(tmp_path):
 def test_agent_runs_accelerate_launch_with_a_folder_per_run(name, fake_accelerate, tmp_path):
     env, record = fake_accelerate
     config = read_yaml(name)
-    for _, parameters in sweeps.expand_grid(config)[:2] + sweeps.expand_grid(config)[-1:]:
+    points = sweeps.expand_sweep(config)
+    root = "outputs/search" if name in SEARCHES else "outputs/sweeps"
+    local = sweeps.plan_runs(config, name, root, launcher="accelerate")
+    for _, parameters in points[:2] + points[-1:] + ([points[-5]] if name == "regularisers" else []):  # and its `all`
         subprocess.run(agent_command(config, parameters), env=env, check=True, cwd=tmp_path)
         argv = record.read_text().splitlines()
-        local = sweeps.plan_runs(config, name, "outputs/sweeps", launcher="accelerate")
         program = sweeps.program_for(config, parameters)
-        expected_flags = [f"--{key}={value}" for key, value in parameters.items() if key != "mode"]
-        assert argv == ["launch", program, *expected_flags, f"--output_dir=outputs/sweeps/{name}/abc123"]
+        assert argv[:2] == ["launch", program] and argv[-1] == f"--output_dir={root}/{name}/abc123"
+        flags = dict(arg[2:].split("=", 1) for arg in argv[2:-1])
+        passed = {key: str(value) for key, value in parameters.items() if key not in ("mode", "regularisers")}
+        setting = SETTINGS[parameters["regularisers"]] if name == "regularisers" else {}
+        assert len(flags) == len(argv) - 3 and flags.items() >= {**passed, **setting}.items()
+        if not setting:
+            assert argv[2:-1] == [f"--{key}={value}" for key, value in parameters.items() if key != "mode"]
         # The local runner launches the same program with the same flags (and its own folder), plus the
         # per-epoch checkpoints that let an interrupted local sweep resume.
         twin = next(run for run in local if run.parameters == parameters)
@@ -301,7 +383,9 @@ def test_runner_rejects_ambiguous_sweeps(parameters, error, tmp_path):
         sweeps.plan_runs(config, "bad", tmp_path)
 
 
-def test_runner_needs_a_grid(tmp_path):
-    config = {"program": "p.py", "method": "random", "parameters": {"seed": {"values": [0]}}}
-    with pytest.raises(ValueError, match="only `method: grid`"):
+def test_runner_needs_a_grid_or_a_capped_random_search(tmp_path):
+    config = {"program": "p.py", "method": "bayes", "parameters": {"seed": {"values": [0]}}}
+    with pytest.raises(ValueError, match="only `method: grid` and `method: random`"):
         sweeps.plan_runs(config, "bad", tmp_path)
+    with pytest.raises(ValueError, match="needs `run_cap`"):
+        sweeps.plan_runs({**config, "method": "random"}, "bad", tmp_path)

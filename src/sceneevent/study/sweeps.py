@@ -11,6 +11,11 @@ Conventions shared with the YAML files:
 - `output_dir` in `parameters` is ignored: the runner chooses every run's folder.
 - A `mode` parameter picks the program (`MODE_PROGRAMS`) and is not passed on; this is how one sweep
   compares `scripts/pretrain_finetune.py` with `scripts/train_joint.py` (W&B allows one program).
+- A preset parameter (`PRESET_PARAMETERS`, e.g. `regularisers`) names a setting of several flags at once (a W&B
+  grid crosses independent parameters only): its flags are passed instead of it, as the sweep's `sh` command
+  does for the W&B agent.
+- `method: random` draws `run_cap` runs here from a seeded generator (`--random_seed`), so the same command draws
+  the same settings and resumes them; each run is named `trial=NN`. (W&B draws its own on its server.)
 - A run whose folder already holds `results.json` is finished and skipped (resume); a run whose folder
   holds checkpoints but no results is continued with `--resume_from_checkpoint=latest`; a folder left
   before its first checkpoint is started again with `--overwrite_output_dir`. Runs checkpoint every
@@ -28,11 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from ..training.arguments import BoundedYamlLoader
 from ..training.checkpointing import LOCK_FILE, checkpoint_dirs
 from ..training.results import has_results
+from .regularisation import REGULARISER_PRESETS
 
 LOG_FILE = "train.log"
 RUN_RECORD_FILE = "sweep_run.json"  # the runner's own timing of a finished run (its wall time, GPUs, processes)
@@ -41,6 +48,10 @@ SWEEP_CHECKPOINTING = {"checkpointing_steps": "epoch", "save_total_limit": 1}
 MODE_PARAMETER = "mode"
 MODE_PROGRAMS = {"joint": "scripts/train_joint.py", "pretrain_finetune": "scripts/pretrain_finetune.py"}
 LAUNCHERS = ("accelerate", "python")
+PRESET_PARAMETERS = {"regularisers": REGULARISER_PRESETS}  # parameter -> {value: the flags it stands for}
+TRIAL = "trial"  # the name part of a random search's runs: trial=00, trial=01, ...
+# What the local runner draws for `method: random`; W&B has more (normal, beta, ...), which it refuses here by name.
+LOCAL_DISTRIBUTIONS = ("constant", "categorical", "int_uniform", "uniform", "q_uniform", "log_uniform_values")
 
 # Top-level keys of W&B's sweep configuration schema (wandb/sweeps, config/schema.json), used when
 # that package (`pip install wandb[sweeps]`) is not installed.
@@ -100,7 +111,7 @@ def schema_violations(config: Any) -> list[str]:
         from sweeps import schema_violations_from_proposed_config
     except ImportError:
         return documented_key_violations(config)
-    return list(schema_violations_from_proposed_config(config)) + _grid_violations(config)
+    return list(schema_violations_from_proposed_config(config)) + _grid_violations(config) + _random_violations(config)
 
 
 def documented_key_violations(config: dict) -> list[str]:
@@ -128,7 +139,7 @@ def documented_key_violations(config: dict) -> list[str]:
         return found + ["parameters must be a non-empty mapping"]
     for name, spec in parameters.items():
         found += _parameter_violations(str(name), spec)
-    return found + _grid_violations(config)
+    return found + _grid_violations(config) + _random_violations(config)
 
 
 def _parameter_violations(name: str, spec: Any) -> list[str]:
@@ -146,6 +157,13 @@ def _parameter_violations(name: str, spec: Any) -> list[str]:
     if "distribution" in spec and spec["distribution"] not in DISTRIBUTIONS:
         found.append(f"parameter {name!r}: unknown distribution {spec['distribution']!r}")
     return found
+
+
+def _random_violations(config: dict) -> list[str]:
+    """A random search here needs a `run_cap` (how many runs to draw: the search's budget)."""
+    if config.get("method") != "random" or "run_cap" in config:
+        return []
+    return ["a `method: random` sweep needs `run_cap` (the number of runs it draws: the search's budget)"]
 
 
 def _grid_violations(config: dict) -> list[str]:
@@ -177,6 +195,65 @@ def expand_grid(config: dict) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         parameters = {name: chosen[name] if name in chosen else spec["value"] for name, spec in specs.items()}
         combinations.append((chosen, parameters))
     return combinations
+
+
+def expand_sweep(config: dict, random_seed: int = 0) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The runs of a grid (`expand_grid`) or of a random search: `run_cap` draws from a generator seeded with
+    `random_seed`, each named by its trial number. Returns (name parts, all parameters) pairs."""
+    if config.get("method") == "grid":
+        return expand_grid(config)
+    if config.get("method") != "random":
+        raise ValueError(f"only `method: grid` and `method: random` sweeps can be run locally, got method {config.get('method')!r}")
+    cap = config.get("run_cap")
+    if not isinstance(cap, int) or cap < 1:
+        raise ValueError(f"a `method: random` sweep needs `run_cap` (a positive number of runs), got {cap!r}")
+    rng = np.random.default_rng(random_seed)
+    width = len(str(cap - 1))
+    return [({TRIAL: f"{trial:0{width}d}"}, {name: draw(name, spec, rng) for name, spec in config["parameters"].items()})
+            for trial in range(cap)]
+
+
+def draw(name: str, spec: dict, rng: np.random.Generator) -> Any:
+    """One value of parameter `name` as W&B's random search draws it (floats kept to 4 significant digits)."""
+    if "value" in spec:
+        return spec["value"]
+    distribution = spec.get("distribution", "categorical" if "values" in spec else None)
+    if distribution not in LOCAL_DISTRIBUTIONS:
+        raise ValueError(f"parameter {name!r}: distribution {distribution!r} is not drawn by the local runner "
+                         f"(one of {', '.join(LOCAL_DISTRIBUTIONS)}; W&B itself draws the others)")
+    if distribution == "constant":
+        return spec["value"]
+    if distribution == "categorical":
+        values = spec["values"]
+        return values[int(rng.choice(len(values), p=spec.get("probabilities")))]
+    low, high = spec["min"], spec["max"]
+    if distribution == "int_uniform":
+        return int(rng.integers(low, high + 1))
+    if distribution == "log_uniform_values":
+        value = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+    else:
+        value = float(rng.uniform(low, high))
+    if distribution == "q_uniform":
+        q = spec.get("q", 1.0)
+        return round(round(value / q) * q, 10)
+    return float(f"{value:.4g}")
+
+
+def preset_flags(parameters: dict[str, Any]) -> dict[str, Any]:
+    """`parameters` with each preset parameter replaced by the flags its value stands for (in its place)."""
+    flags = {}
+    for name, value in parameters.items():
+        if name not in PRESET_PARAMETERS:
+            flags[name] = value
+            continue
+        presets = PRESET_PARAMETERS[name]
+        if value not in presets:
+            raise ValueError(f"parameter `{name}` must be one of {', '.join(presets)}, got {value!r}")
+        clash = sorted(set(presets[value]) & (set(parameters) - {name}))
+        if clash:
+            raise ValueError(f"parameter `{name}`={value} sets {', '.join(clash)}, which the sweep also gives: give it in one place")
+        flags.update(presets[value])
+    return flags
 
 
 def run_name(swept: dict[str, Any]) -> str:
@@ -231,19 +308,20 @@ def launcher_prefix(launcher: str, processes: int | None = None) -> list[str]:
 
 def plan_runs(
     config: dict, sweep_name: str, output_root: str | os.PathLike, launcher: str = "accelerate", extra_args: list[str] | None = None,
-    processes_per_run: int | None = None,
+    processes_per_run: int | None = None, random_seed: int = 0,
 ) -> list[SweepRun]:
-    """One SweepRun per grid point, each with its own output folder and full command; `processes_per_run`
-    (the GPUs of each run, when the runner places runs on GPUs) goes to the launcher."""
+    """One SweepRun per grid point (or random draw, seeded with `random_seed`), each with its own output folder
+    and full command; `processes_per_run` (the GPUs of each run, when the runner places runs on GPUs) goes to the
+    launcher."""
     runs, folders = [], {}
     extra_args = list(extra_args or [])
-    for swept, parameters in expand_grid(config):
+    for swept, parameters in expand_sweep(config, random_seed):
         name = run_name(swept) or "run"
         if name in folders:
             raise ValueError(f"runs {folders[name]} and {swept} would share the folder {name!r}; make the values' last path parts differ")
         folders[name] = swept
         output_dir = Path(output_root) / sweep_name / name
-        passed = {key: value for key, value in parameters.items() if key not in ("output_dir", MODE_PARAMETER)}
+        passed = preset_flags({key: value for key, value in parameters.items() if key not in ("output_dir", MODE_PARAMETER)})
         program = program_for(config, parameters)
         command = [
             *launcher_prefix(launcher, processes_per_run), program, *format_flags(passed),
