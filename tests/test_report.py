@@ -31,12 +31,12 @@ def fixture_runs() -> list[dict]:
     rng = np.random.default_rng(0)
     runs = []
 
-    def add(sweep, alpha=0.95, k=115, hours=90, strategy="random", mode=None, in_subset=True, gradients=False, **_):
+    def add(sweep, alpha=0.95, k=115, hours=90, strategy="random", mode=None, in_subset=True, gradients=False, batch=64, **_):
         for seed in SEEDS:
             asc = None if alpha == 1.0 else round(0.60 + 0.08 * alpha + 0.0004 * k + 0.0002 * hours + float(rng.normal(0, 0.01)), 4)
             lwlrap = None if alpha == 0.0 else round(0.30 + 0.2 * alpha + float(rng.normal(0, 0.01)), 4)
             runs.append(dict(sweep=sweep, seed=seed, alpha=alpha, k=k, hours=hours, strategy=strategy, mode=mode,
-                             in_subset=in_subset, asc=asc, lwlrap=lwlrap, gradients=gradients))
+                             in_subset=in_subset, asc=asc, lwlrap=lwlrap, gradients=gradients, batch=batch))
 
     for alpha in (0.0, 0.5, 0.9, 0.95, 0.99, 1.0):
         add("alpha", alpha=alpha, in_subset=False, gradients=alpha in (0.5, 0.95))  # factors from the folder name only
@@ -48,6 +48,8 @@ def fixture_runs() -> list[dict]:
         add("k", k=k, strategy=strategy)
     add("pretrain_vs_joint", mode="pretrain_finetune")
     add("pretrain_vs_joint", mode="joint")
+    for batch in (16, 256):  # with the 64 of the runs above: the batch composition
+        add("batch_composition", batch=batch)
     return runs
 
 
@@ -58,7 +60,7 @@ def floor_of(run: dict) -> float | None:
 
 def write_results(root: Path, run: dict, index: int) -> None:
     config = {"alpha": run["alpha"], "seed": run["seed"], "aet_dataset": subset_name(run["k"], run["hours"], run["strategy"]),
-              "asc_dataset": "synthetic"}
+              "asc_dataset": "synthetic", "asc_batch_size": run.get("batch", 64)}
     if run["mode"]:
         config["mode"] = run["mode"]
     data = {"scene_labels": ["a", "b"], "event_labels": ["x"], "rows": {}, "fingerprints": {}, "bad_audio": []}
@@ -102,9 +104,14 @@ SLICES = {
     "k": lambda r: r["alpha"] == 0.95 and r["mode"] in (None, "joint") and r["hours"] == 90 and r["strategy"] in ("random", "speech_music"),
     "mode": lambda r: (r["k"], r["hours"], r["strategy"]) == (115, 90, "random") and (r["alpha"] == 0.95 or r["mode"] == "pretrain_finetune"),
 }
+# Every slice but the batch composition's holds the paper's 64 scene clips per batch.
+SLICES = {factor: (lambda r, take=take: take(r) and r["batch"] == 64) for factor, take in SLICES.items()}
+SLICES["asc_batch_size"] = lambda r: r["alpha"] == 0.95 and r["mode"] in (None, "joint") and (r["k"], r["hours"], r["strategy"]) == (115, 90, "random")
 
 
 def value_of(run: dict, factor: str):
+    if factor == "asc_batch_size":
+        return run["batch"]
     if factor == "mode":
         return run["mode"] or "joint"
     if factor == "strategy" and run["strategy"] == "speech_music":
@@ -220,7 +227,7 @@ def test_single_factor_folder_skips_the_other_figures(tmp_path):
                                               in_subset=True, asc=0.6 + 0.001 * hours + 0.001 * index, lwlrap=0.5, gradients=False), index)
     summary = report.write_report(run_readings.load_runs(tmp_path / "runs"), tmp_path / "out")
     assert set(summary["figures"]) == {"hours"}
-    assert set(summary["skipped"]) == {"alpha", "strategy", "k", "mode", "task_gradients"}
+    assert set(summary["skipped"]) == {"alpha", "strategy", "k", "mode", "asc_batch_size", "task_gradients"}
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["fig3b_hours.png", "summary.csv", "summary.json", "summary.md"]
     assert summary["pearson"]["k"]["r"] is None
 

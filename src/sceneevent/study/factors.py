@@ -1,5 +1,5 @@
-"""The paper's factors (alpha, event-class strategy, hours T, k, training mode): which runs form each factor's
-slice, their groups, and the paired comparisons of each group against its baselines.
+"""The paper's factors (alpha, event-class strategy, hours T, k, training mode, scene clips per batch): which runs
+form each factor's slice, their groups, and the paired comparisons of each group against its baselines.
 
 For each factor the report draws one slice: the runs that agree on the other factors (unknown matches
 anything), choosing the agreement with the most distinct values of the factor. So one report over the
@@ -15,22 +15,24 @@ from typing import Any, Iterable
 from .run_readings import METRICS, RunReading, arithmetic_differences
 from .seed_statistics import GroupStats, PairedComparison, compare_paired, describe
 
-FACTORS = ("alpha", "strategy", "hours", "k", "mode")
+FACTORS = ("alpha", "strategy", "hours", "k", "mode", "asc_batch_size")
 # The other factors a slice must agree on.
 CONTEXT = {
-    "alpha": ("k", "hours", "strategy", "mode"),
-    "strategy": ("alpha", "k", "hours", "mode"),
-    "hours": ("alpha", "k", "strategy", "mode"),
-    "k": ("alpha", "hours", "strategy", "mode"),
-    "mode": ("alpha", "k", "hours", "strategy"),
+    "alpha": ("k", "hours", "strategy", "mode", "asc_batch_size"),
+    "strategy": ("alpha", "k", "hours", "mode", "asc_batch_size"),
+    "hours": ("alpha", "k", "strategy", "mode", "asc_batch_size"),
+    "k": ("alpha", "hours", "strategy", "mode", "asc_batch_size"),
+    "mode": ("alpha", "k", "hours", "strategy", "asc_batch_size"),
+    "asc_batch_size": ("alpha", "k", "hours", "strategy", "mode"),
 }
 LABELS = {"alpha": "alpha (event-loss weight)", "strategy": "event-class strategy", "hours": "T (hours of event audio)",
-          "k": "k (event classes)", "mode": "training"}
+          "k": "k (event classes)", "mode": "training", "asc_batch_size": "scene clips per batch"}
 STRATEGY_ORDER = ("random", "correlated", "uncorrelated", "speech_music")
 PAPER_ALPHA = 0.95  # joint training in the paper's comparisons (Figures 3-5)
+PAPER_ASC_BATCH = 64  # the paper's best scene batch (with 128 event clips)
 MODE_ORDER = ("pretrain_finetune", "joint")
 # Within-factor references: the other values of these factors are also compared with this one.
-REFERENCE_VALUE = {"strategy": "random", "mode": "joint"}
+REFERENCE_VALUE = {"strategy": "random", "mode": "joint", "asc_batch_size": PAPER_ASC_BATCH}
 ASC_ONLY, AET_ONLY = "ASC only (alpha = 0)", "AET only (alpha = 1)"
 
 

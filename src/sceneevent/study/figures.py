@@ -1,5 +1,7 @@
 """The report's figures, in the layout of Parikh et al. (Interspeech 2022): Figure 2 (alpha), 3a (strategy),
-3b (hours T), 4 (k), 5 (pre-training vs joint) and the task-gradient cosines, each with 95 % CIs over seeds."""
+3b (hours T), 4 (k), 5 (pre-training vs joint), the batch composition and the task-gradient cosines; and the
+controls of issue 26: the regularisers beside joint training, alpha curves per T and the tuned control. Each with
+95 % CIs over seeds."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ FIGURES = {  # factor -> (file name, title)
     "hours": ("fig3b_hours.png", "Figure 3b: scene accuracy against hours T of event audio"),
     "k": ("fig4_k.png", "Figure 4: scene accuracy against the number k of event classes"),
     "mode": ("fig5_pretrain_vs_joint.png", "Figure 5: pre-training on events + fine-tuning vs joint training"),
+    "asc_batch_size": ("batch_composition.png", "Batch composition (§2): scene accuracy against scene clips per batch"),
 }
 GRADIENT_FIGURE = "task_gradients_alpha.png"
 CI_LABEL = "mean, 95 % CI over seeds"
@@ -50,7 +53,7 @@ def draw_factor(factor: str, members: list[RunReading], summary: dict, output_di
     elif factor in ("strategy", "mode"):
         plot_bars(rows, factor, output_dir / name, title, everything)
     else:
-        plot_line(rows, factor, output_dir / name, title, summary["pearson"][factor], everything)
+        plot_line(rows, factor, output_dir / name, title, summary["pearson"].get(factor, {}), everything)
 
 
 def _series(rows: list[GroupRow], metric: str) -> tuple[list, np.ndarray, np.ndarray]:
@@ -139,7 +142,8 @@ def plot_bars(rows: list[GroupRow], factor: str, path: Path, title: str, everyth
 
 
 def plot_line(rows: list[GroupRow], factor: str, path: Path, title: str, correlation: dict, everything: list[RunReading]) -> None:
-    """Figures 3b and 4: scene accuracy against T or k (log axis), mean and 95 % CI, with Pearson r in the legend."""
+    """Figures 3b and 4 and the batch composition: scene accuracy against T, k or the scene clips per batch (log axis),
+    mean and 95 % CI, with Pearson r in the legend where the report has one."""
     plt = pyplot()
     x, mean, half = _series(rows, "asc_macro_accuracy")
     figure, axis = plt.subplots(figsize=(6, 4.5))
@@ -150,7 +154,7 @@ def plot_line(rows: list[GroupRow], factor: str, path: Path, title: str, correla
     _baseline_line(axis, baseline(everything, 0.0, "asc_macro_accuracy"), ASC_ONLY, "gray")
     _floor_line(axis, everything)
     if len(x) and min(x) > 0:
-        axis.set_xscale("log")  # the grids double (11, 22, 45, ... h)
+        axis.set_xscale("log", base=2 if factor == "asc_batch_size" else 10)  # the grids double (11, 22, 45, ... h; 8, 16, ... clips)
     axis.set_xticks(x, [f"{value:g}" for value in x])
     axis.minorticks_off()
     axis.set_xlabel(LABELS[factor])
@@ -174,4 +178,57 @@ def plot_gradients(rows: list[dict], path: Path) -> None:
     axis.set_title("Task-gradient agreement against alpha")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
+    save_figure(figure, path)
+
+
+REGULARISER_FIGURE = "regularisers_vs_joint.png"
+ALPHA_PER_HOURS_FIGURE = "alpha_per_hours.png"
+TUNED_CONTROL_FIGURE = "tuned_control.png"
+
+
+def plot_setting_bars(rows: list, comparisons: dict, path: Path, title: str, xlabel: str, highlight: str) -> None:
+    """Scene accuracy per named setting (rows with `name` and `asc_macro_accuracy`), mean and 95 % CI, with n and
+    the paired-t p against `highlight` (drawn in another colour) under each bar."""
+    plt = pyplot()
+    kept = [row for row in rows if row.asc_macro_accuracy.mean is not None]
+    figure, axis = plt.subplots(figsize=(max(6.0, 1.0 * len(kept) + 2), 4.5))
+    positions = np.arange(len(kept))
+    axis.bar(positions, [row.asc_macro_accuracy.mean for row in kept], yerr=[row.asc_macro_accuracy.ci_half_width for row in kept],
+             capsize=5, alpha=0.8, color=["tab:orange" if row.name == highlight else "tab:blue" for row in kept], label=CI_LABEL)
+    labels = []
+    for row in kept:
+        comparison = comparisons.get(row.name)
+        p = "" if comparison is None or comparison.t_test_p is None else f"\np = {comparison.t_test_p:.2g}"
+        labels.append(f"{plot_text(row.name)}\n(n = {row.asc_macro_accuracy.n}){p}")
+    axis.set_xticks(positions, labels, fontsize=8)
+    lows = [row.asc_macro_accuracy.ci_low if row.asc_macro_accuracy.ci_low is not None else row.asc_macro_accuracy.mean for row in kept]
+    axis.set_ylim(max(0.0, min(lows, default=0.0) - 0.05), None)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(METRICS["asc_macro_accuracy"])
+    axis.set_title(title, fontsize=10)
+    axis.grid(axis="y", alpha=0.3)
+    axis.legend(loc="best", fontsize=8)
+    save_figure(figure, path)
+
+
+def plot_alpha_per_hours(curves: dict[float, list[GroupRow]], path: Path, everything: list[RunReading]) -> None:
+    """Scene accuracy against alpha, one curve per hours T of event audio (mean, 95 % CI over seeds), with the ASC-only
+    baseline; a right-hand panel zooms on alpha >= 0.9."""
+    plt = pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True, gridspec_kw={"width_ratios": [2, 1]})
+    colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(curves)))
+    for colour, (hours, rows) in zip(colours, curves.items()):
+        x, mean, half = _series(rows, "asc_macro_accuracy")
+        n = min(row.asc_macro_accuracy.n for row in rows)
+        for axis in axes:
+            axis.errorbar(x, mean, yerr=half, marker="o", markersize=3, capsize=2, color=colour, label=f"T = {hours:g} h (n ≥ {n})")
+    for axis in axes:
+        _baseline_line(axis, baseline(everything, 0.0, "asc_macro_accuracy"), ASC_ONLY, "gray")
+        axis.grid(alpha=0.3)
+        axis.set_xlabel(LABELS["alpha"])
+    axes[0].set_xlim(-0.02, 1.02)
+    axes[1].set_xlim(0.895, 1.005)
+    axes[0].set_ylabel(METRICS["asc_macro_accuracy"])
+    axes[0].legend(loc="lower left", fontsize=7)
+    figure.suptitle(f"Scene accuracy against alpha per hours T of event audio (§4.1; {CI_LABEL})")
     save_figure(figure, path)

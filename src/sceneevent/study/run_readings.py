@@ -10,7 +10,9 @@ Its factors:
   An alpha = 0 run uses no event data, so its event factors are unknown and match any slice; likewise
   the alpha of a pretrain_finetune run (its stages are single-task).
 Runs with the same configuration and seed (a copied run folder) are one measurement (`drop_duplicates`), unless
-they recorded different event subsets.
+they recorded different event subsets. The scene regularisation (`regularisation`) and the clips per batch are read
+from the config too: the paper's figures draw the runs at the default regularisation, the regulariser comparison
+and the tuned control the others.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..training.results import RESULTS_FILE, VALIDATION_SELECTION_SCHEMA, FinalMetrics, ResultsError, RunResults, read_results
+from .regularisation import TRAINING_DEFAULTS, regularisation_label, regularisation_of
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +76,14 @@ class RunReading:
     arithmetic: dict = field(default_factory=dict)  # ARITHMETIC_FIELDS as the run used them (None: not recorded)
     event_subset: dict | None = None  # `data.aet_subset` as the run recorded it (None: not recorded, as from W&B)
     floor_asc_macro_accuracy: float | None = None  # the run's floor (training/floor.py) on the same test split
+    regularisation: dict = field(default_factory=lambda: dict(TRAINING_DEFAULTS))  # regularisation.REGULARISATION_FLAGS
+    asc_batch_size: int | None = None  # scene clips per training batch (None: not recorded)
+    aet_batch_size: int | None = None
+
+    @property
+    def regularisation_label(self) -> str:
+        """`defaults`, a preset of the regulariser comparison (`none`, `dropout`, ..., `all`) or `custom`."""
+        return regularisation_label(self.regularisation)
 
     def factor(self, name: str) -> Any:
         value = getattr(self, name)
@@ -102,7 +113,13 @@ def run_from_results(results: RunResults, source: str) -> RunReading:
         best_epoch=final.best_epoch if _is_number(final.best_epoch) else None,
         event_draw=_event_draw(config) if strategy not in (None, FULL_EVENT_SET) else None,
         arithmetic=_arithmetic(results), floor_asc_macro_accuracy=_number(final.floor_asc_macro_accuracy),
+        regularisation=regularisation_of(config), asc_batch_size=_count(config.get("asc_batch_size")),
+        aet_batch_size=_count(config.get("aet_batch_size")),
     )
+
+
+def _count(value: Any) -> int | None:
+    return int(value) if _is_number(value) and float(value).is_integer() else None
 
 
 def _arithmetic(results: RunResults) -> dict:
