@@ -11,7 +11,7 @@ import numpy as np
 
 from ..io_utils import atomic_write_json, atomic_write_text
 from .design import ALPHAS, JOINT_ALPHA, WORLDS, Scale, Subset, pair_of, swapped_roles
-from .equivalence import Kind, OperatingCharacteristics, Row, expectation_text, operating_characteristics, row_passes
+from .equivalence import Kind, OperatingCharacteristics, Row, expectation_text, operating_characteristics, pairs_needed, row_passes
 from .figures import pyplot, save_figure
 from .report import to_plain
 from .run_readings import RunReading
@@ -184,7 +184,9 @@ def instrument_check(claims: list[Claim], margin: float) -> dict:
              "sd": claim.comparison.difference.sd} for claim in checked]
     characteristics = check_characteristics(rows, margin)
     return {"passed": bool(checked) and all(claim.as_expected for claim in checked), "margin": margin, "checks": rows,
-            "operating_characteristics": asdict(characteristics) if characteristics else None}
+            "operating_characteristics": asdict(characteristics) if characteristics else None,
+            # the pairs with which an unbiased instrument with these sds would pass 9 times in 10
+            "pairs_for_pass_rate_0.9": pairs_needed(characteristics.rows, margin) if characteristics else None}
 
 
 def check_characteristics(rows: list[dict], margin: float) -> OperatingCharacteristics | None:
@@ -213,6 +215,9 @@ def check_lines(check: dict) -> list[str]:
                   f"rows at their measured means) passes with probability **{oc['pass_if_unbiased']:.2f}**"
                   + (f"; one with a bias of ±{oc['margin']:g} in a null row fails with probability at least **{worst:.3f}**."
                      if worst is not None else ".")]
+        needed = check["pairs_for_pass_rate_0.9"]
+        lines += ["", "At these sds an unbiased instrument passes 9 times in 10 with "
+                  + (f"**{needed} pairs** ({2 * needed} seeds)." if needed else "more than 200 pairs.")]
     return lines
 
 
