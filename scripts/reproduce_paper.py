@@ -6,6 +6,7 @@ the real-data twin of reproduce_mini.py.
     python scripts/reproduce_paper.py --asc_dataset data/TUT-urban-acoustic-scenes-2018-development \\
         --audioset data/audioset                                        # everything, on every visible GPU
     python scripts/reproduce_paper.py ... --figures 3a,4               # only what Figures 3a and 4 need
+    python scripts/reproduce_paper.py ... --figures all,batch,alpha_hours   # and the batch composition, alpha x T
     python scripts/reproduce_paper.py ... --wandb --wandb_entity ME    # the sweeps on W&B: prints `wandb agent` lines
 
 The figures' sweeps are the files in --sweeps_dir (sweeps/*.yaml: Fig. 2 alpha, 3a strategy, 3b hours, 4 k,
@@ -65,7 +66,10 @@ def parse_args(args: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--audioset_config", default="unbalanced", choices=("balanced", "unbalanced", "full"),
                       help="AudioSet training list the event sets draw from (T up to 360 h needs unbalanced or full).")
     study = parser.add_argument_group("study")
-    study.add_argument("--figures", default="all", help="'all' or a comma list of 2, 3a, 3b, 4, 5: the figures to reproduce.")
+    study.add_argument("--figures", default="all",
+                       help="'all' (Figures 2, 3a, 3b, 4, 5) or a comma list of 2, 3a, 3b, 4, 5 and the paper's other experiments "
+                            "batch (sweeps/batch_composition.yaml, 24 runs) and alpha_hours (sweeps/alpha_hours.yaml, 456 runs), "
+                            "e.g. all,batch.")
     study.add_argument("--sweeps_dir", default=str(PROJECT_DIR / "sweeps"),
                        help="Folder of the figures' sweep files (alpha.yaml, strategy.yaml, hours.yaml, k.yaml, pretrain_vs_joint.yaml).")
     study.add_argument("--seeds", default=None, help="Comma list of seeds for every sweep, e.g. 0,1 (default: the sweep files', 0-3).")

@@ -21,6 +21,7 @@ from sceneevent.study.paper import (
     create_wandb_sweeps,
     event_set,
     parse_figures,
+    plan_lines,
     plan_study,
     share_grid_points,
     wandb_configs,
@@ -200,6 +201,20 @@ def test_settings_two_figures_share_are_trained_once_and_the_sweeps_stay_grids(t
     # A figure alone keeps its whole grid; without a ranked set there is no tagger.
     alone = plan_study(ROOT / "sweeps", parse_figures("3b"), "owner/tut", tmp_path)
     assert alone.tagger is None and len(alone.runs) == 24 and len(alone.event_sets) == 6
+
+
+def test_the_batch_composition_and_alpha_per_t_are_offered_by_name_never_by_all(tmp_path):
+    assert parse_figures("all") == ["2", "3a", "3b", "4", "5"]
+    assert parse_figures("alpha_hours, all,batch") == ["2", "3a", "3b", "4", "5", "batch", "alpha_hours"]
+    with pytest.raises(ValueError, match="'regularisers' is not a figure of the paper nor one of its other experiments"):
+        parse_figures("regularisers")
+    plan = plan_study(ROOT / "sweeps", parse_figures("all,batch,alpha_hours"), "/data/tut", tmp_path)
+    assert plan.grid_points == {"alpha": 80, "strategy": 12, "hours": 24, "k": 28, "pretrain_vs_joint": 8,
+                                "batch_composition": 24, "alpha_hours": 456}
+    assert len(plan.event_sets) == 14  # alpha x T trains on the six sets of Figure 3b
+    # alpha x T drops T = 90 h (Figure 2's grid) and alpha = 0.95 (Figure 3b's): 18 alphas x 5 T x 4 seeds left
+    assert len(expand_grid(plan.sweeps["alpha_hours"])) == 360 and len(plan.runs) == 136 + 24 + 360
+    assert "(80 Fig. 2 + 12 Fig. 3a + 24 Fig. 3b + 28 Fig. 4 + 8 Fig. 5 + 24 batch composition + 456 alpha x T)" in plan_lines(plan)[0]
 
 
 def test_share_grid_points_drops_only_points_an_earlier_sweep_trains():

@@ -41,6 +41,13 @@ logger = logging.getLogger(__name__)
 
 # Figure of the paper → the sweep file (sweeps/<name>.yaml) that draws it, in the paper's order.
 FIGURE_SWEEPS = {"2": "alpha", "3a": "strategy", "3b": "hours", "4": "k", "5": "pretrain_vs_joint"}
+# The paper's experiments that are not figures, offered by name and never part of "all": the batch composition
+# (§2) and the alpha sweep per T (§4.1). The regulariser comparison is not one: its joint runs read the alpha
+# sweep's finished baselines (--alpha auto), an order the stages do not keep; run it with run_sweep.py after.
+EXTRA_SWEEPS = {"batch": "batch_composition", "alpha_hours": "alpha_hours"}
+STUDY_SWEEPS = {**FIGURE_SWEEPS, **EXTRA_SWEEPS}
+STUDY_LABELS = {**{figure: f"Fig. {figure}" for figure in FIGURE_SWEEPS}, "batch": "batch composition",
+                "alpha_hours": "alpha x T"}
 REFERENCE_SWEEP = "alpha"  # its event set is the reference set, its alpha = 1 run of the first seed the tagger
 TAGGER_ALPHA = 1.0
 RANKED_STRATEGIES = ("correlated", "uncorrelated")
@@ -84,17 +91,16 @@ def event_set(name: str, where: str = "") -> EventSet:
 
 
 def parse_figures(text: str) -> list[str]:
-    """`--figures`: "all" or a comma list of 2, 3a, 3b, 4, 5 → the figures in the paper's order."""
+    """`--figures`: "all" (the five figures) or a comma list of 2, 3a, 3b, 4, 5, batch, alpha_hours (with "all" too)
+    → the chosen ones in the paper's order, the extra experiments after the figures."""
     parts = [part.strip().lower() for part in str(text).split(",") if part.strip()]
+    choices = f"give 'all' or some of {', '.join(STUDY_SWEEPS)}"
     if not parts:
-        raise ValueError(f"--figures {text!r}: give 'all' or some of {', '.join(FIGURE_SWEEPS)}")
-    if "all" in parts:
-        return list(FIGURE_SWEEPS)
-    unknown = [part for part in parts if part not in FIGURE_SWEEPS]
+        raise ValueError(f"--figures {text!r}: {choices}")
+    unknown = [part for part in parts if part not in STUDY_SWEEPS and part != "all"]
     if unknown:
-        raise ValueError(f"--figures {text!r}: {', '.join(map(repr, unknown))} is not a figure of the paper "
-                         f"(give 'all' or some of {', '.join(FIGURE_SWEEPS)})")
-    return [figure for figure in FIGURE_SWEEPS if figure in parts]
+        raise ValueError(f"--figures {text!r}: {', '.join(map(repr, unknown))} is not a figure of the paper nor one of its other experiments ({choices})")
+    return [figure for figure in STUDY_SWEEPS if figure in parts or ("all" in parts and figure in FIGURE_SWEEPS)]
 
 
 # --- the sources ----------------------------------------------------------------------------------------
@@ -188,7 +194,7 @@ def load_study_sweeps(sweeps_dir: str | Path, figures: list[str]) -> dict[str, d
     sweeps_dir = Path(sweeps_dir)
     if not sweeps_dir.is_dir():
         raise ValueError(f"--sweeps_dir {sweeps_dir}: no such folder")
-    names = [FIGURE_SWEEPS[figure] for figure in figures]
+    names = [STUDY_SWEEPS[figure] for figure in figures]
     configs = {}
     for name in dict.fromkeys([*names, REFERENCE_SWEEP]):
         path = sweeps_dir / f"{name}.yaml"
@@ -260,7 +266,7 @@ def plan_study(sweeps_dir: str | Path, figures: list[str], asc_dataset: str, roo
     subsets_dir = root / SUBSETS_DIR
     loaded = load_study_sweeps(sweeps_dir, figures)
     configs = {name: study_config(config, name, asc_dataset, subsets_dir, seeds, report_to) for name, config in loaded.items()}
-    chosen = {FIGURE_SWEEPS[figure]: configs[FIGURE_SWEEPS[figure]] for figure in figures}
+    chosen = {STUDY_SWEEPS[figure]: configs[STUDY_SWEEPS[figure]] for figure in figures}
     grid_points = {name: len(expand_grid(config)) for name, config in chosen.items()}
     sweeps, shared = share_grid_points(chosen)
     runs = [run for name, config in sweeps.items()
@@ -296,10 +302,10 @@ def tagger_run(reference: dict, runs_dir: Path, launcher: str, extra_args: list[
 
 def plan_lines(plan: StudyPlan) -> list[str]:
     """The study in words: figures, runs (the paper's count and the trainings), event sets, tagger and ranking."""
-    figures = {sweep: figure for figure, sweep in FIGURE_SWEEPS.items()}
+    labels = {sweep: STUDY_LABELS[figure] for figure, sweep in STUDY_SWEEPS.items()}
     total = sum(plan.grid_points.values())
     lines = [f"study: Figures {', '.join(plan.figures)}: {total} runs ("
-             + " + ".join(f"{count} Fig. {figures[name]}" for name, count in plan.grid_points.items()) + ")"]
+             + " + ".join(f"{count} {labels[name]}" for name, count in plan.grid_points.items()) + ")"]
     if plan.shared:
         lines.append(f"  {len(plan.shared)} of them are a setting of an earlier figure, trained once and drawn in both: "
                      + _shared_text(plan.shared))
