@@ -82,32 +82,31 @@ def fit_floor(train: tuple[np.ndarray, np.ndarray], validation: tuple[np.ndarray
               test: tuple[np.ndarray, np.ndarray], num_classes: int) -> Floor:
     """The floor from `(statistics, labels)` of each split: features standardised on train, `c` from
     `FLOOR_C_GRID` by validation macro accuracy (the stronger regularisation on a tie), then read on test."""
-    (x_train, y_train), (x_test, y_test) = train, test
+    x_train, y_train = train
     mean, scale = x_train.mean(axis=0), x_train.std(axis=0)
     scale[scale == 0] = 1.0
-    standard = lambda x: (x - mean) / scale  # noqa: E731
-    x_train = standard(x_train)
-    labels = range(num_classes)
+    x_train = (x_train - mean) / scale
 
-    def accuracy(fit, x, y) -> float:
-        coef, intercept = fit
-        return macro_accuracy(y, np.argmax(standard(x) @ coef.T + intercept, axis=1), labels=labels)
+    def accuracy(fit: tuple[np.ndarray, np.ndarray], split: tuple[np.ndarray, np.ndarray]) -> float:
+        (coef, intercept), (x, y) = fit, split
+        return macro_accuracy(y, np.argmax((x - mean) / scale @ coef.T + intercept, axis=1), labels=range(num_classes))
 
     if validation is None:
-        return Floor(accuracy(fit_logistic(x_train, y_train, num_classes, FIXED_C), x_test, y_test), FIXED_C, None)
+        return Floor(accuracy(fit_logistic(x_train, y_train, num_classes, FIXED_C), test), FIXED_C, None)
     best, init = None, None
     for c in FLOOR_C_GRID:  # weakest regularisation last; each fit starts from the previous one
         fit = fit_logistic(x_train, y_train, num_classes, c, init=init)
         init = np.concatenate([fit[0].ravel(), fit[1]])
-        score = accuracy(fit, *validation)
+        score = accuracy(fit, validation)
         if best is None or score > best[0]:
             best = (score, c, fit)
     score, c, chosen = best
-    return Floor(accuracy(chosen, x_test, y_test), c, score)
+    return Floor(accuracy(chosen, test), c, score)
 
 
 def scene_floor(scene_train: StoredSplit, scene_validation: StoredSplit | None, scene_test: StoredSplit,
                 num_classes: int) -> Floor:
     """The floor of a run's stored scene splits (see the module's docstring)."""
-    read = lambda split: split_statistics(split, num_classes) if split is not None else None  # noqa: E731
-    return fit_floor(read(scene_train), read(scene_validation), read(scene_test), num_classes)
+    train, validation, test = (split_statistics(split, num_classes) if split is not None else None
+                               for split in (scene_train, scene_validation, scene_test))
+    return fit_floor(train, validation, test, num_classes)
