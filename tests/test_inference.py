@@ -227,6 +227,14 @@ def test_cli_csv_and_table(run_dir: Path, audio_dir: Path, tmp_path: Path, capsy
     assert "4 windows" in table and "30.0-40.0" in table and "could not be processed" in table
 
 
+def test_csv_cells_that_would_run_as_spreadsheet_formulas_are_quoted():
+    from sceneevent.inference.formats import to_csv
+
+    text = to_csv([], [{"source": "=HYPERLINK(\"http://example.invalid\")", "error": "-decoding failed"}])
+    row = next(csv.DictReader(io.StringIO(text)))
+    assert row["source"] == "'=HYPERLINK(\"http://example.invalid\")" and row["error"] == "'-decoding failed"
+
+
 def test_cli_exit_code_when_nothing_works(run_dir: Path, audio_dir: Path, capsys):
     script = load_script("predict")
     assert script.main([str(audio_dir / "corrupt.wav"), "--model", str(run_dir), "--device", "cpu", "--disable_tqdm"]) == 1

@@ -491,17 +491,26 @@ def subset_data(strategy: str, seed: int = 0) -> dict:
             "aet_subset": {"k": 10, "hours": 90, "strategy": strategy, "seed": seed}}
 
 
+FORMULA = '=HYPERLINK("http://example.invalid","x")'
+
+
 def test_values_from_the_runs_are_text_in_summary_md_never_markup(tmp_path):
+    import csv
+    import io
     import re
     import shutil
 
     runs = tmp_path / "runs"
     for seed in range(3):
         write_run(runs, "base", seed, 0.0, 0.6 + 0.01 * seed)
-        for index, strategy in enumerate(("random", INJECTION)):
+        for index, strategy in enumerate(("random", INJECTION, FORMULA)):
             write_run(runs, f"strategy{index}", seed, 0.95, 0.65 + 0.01 * seed + 0.02 * index, 0.5, data=subset_data(strategy))
     shutil.copytree(runs / "base" / "run0", runs / "base" / "copy\n# Heading <b>x</b>")  # a duplicate with an odd name
     summary = report.write_report(run_readings.load_runs(runs), tmp_path / "out")
+    # summary.csv: a value a spreadsheet would run as a formula is written with a leading ' (shown, never run)
+    cells = [cell for row in csv.reader(io.StringIO((tmp_path / "out" / "summary.csv").read_text())) for cell in row]
+    assert "'" + FORMULA in cells and FORMULA not in cells
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "@")]
     markdown = (tmp_path / "out" / "summary.md").read_text()
     headings = [line for line in markdown.splitlines() if line.startswith("#")]
     assert headings and all(line == "# Results" or line.startswith("## ") for line in headings), headings
@@ -513,7 +522,7 @@ def test_values_from_the_runs_are_text_in_summary_md_never_markup(tmp_path):
     # the figure draws the value as text too (`$\frac$` as mathtext stopped the report), and JSON keeps it as it is
     assert (tmp_path / "out" / figures.FIGURES["strategy"][0]).read_bytes().startswith(PNG_SIGNATURE)
     assert INJECTION in [row["value"] for row in json.loads((tmp_path / "out" / "summary.json").read_text())["groups"]["strategy"]]
-    assert summary["runs"] == 9
+    assert summary["runs"] == 12
 
 
 def test_runs_on_different_event_subsets_are_not_duplicates(tmp_path):

@@ -1,6 +1,6 @@
 """Text that comes from users and runs (folder names, labels, values in results.json such as
-`data.aet_subset.strategy`) as the report, the model card and the data cards show it: literally, never as markup
-of their own."""
+`data.aet_subset.strategy`) as the report, the model card, the data cards and the CSV files show it: literally,
+never as markup or formulas of their own."""
 
 from __future__ import annotations
 
@@ -31,3 +31,13 @@ def code_span(value) -> str:
     fence = "`" * (1 + max(map(len, re.findall("`+", text)), default=0))
     pad = " " if text[:1] == "`" or text[-1:] == "`" or (text[:1] == text[-1:] == " " and text.strip()) else ""
     return f"{fence}{pad}{text}{pad}{fence}"
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """`value` for a CSV cell a person may open in a spreadsheet: text that would start a formula gets a leading
+    `'` (shown, never run); numbers, and text that starts otherwise, are written as they are."""
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_START) else value

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..markup import csv_cell
 from .pipeline import RecordingPrediction
 
 
@@ -50,14 +51,14 @@ def to_csv(predictions: list[RecordingPrediction], failures: list[dict], top_k: 
     for prediction in predictions:
         for name, start, end, window in prediction.rows():
             scene = prediction.top_scenes(1, window)[0]
-            writer.writerow({
+            writer.writerow({key: csv_cell(value) for key, value in {
                 "source": prediction.source, "window": name, "start": f"{start:.3f}", "end": f"{end:.3f}",
                 "scene": scene["label"], "scene_score": f"{scene['score']:.6f}",
                 "events": ";".join(f"{e['label']}:{e['score']:.6f}" for e in prediction.top_events(top_k, window)),
                 "error": "",
-            })
+            }.items()})
     for failure in failures:
-        writer.writerow({"source": failure["source"], "error": failure["error"]})
+        writer.writerow({"source": csv_cell(failure["source"]), "error": csv_cell(failure["error"])})
     return buffer.getvalue()
 
 

@@ -27,7 +27,7 @@ from .controls import alpha_per_hours_section, curve_table, regulariser_section,
 from .factors import FACTORS, LABELS, GroupRow, factor_comparisons, factor_slice, format_value, group_table
 from .figures import (ALPHA_PER_HOURS_FIGURE, FIGURES, GRADIENT_FIGURE, REGULARISER_FIGURE, TUNED_CONTROL_FIGURE, draw_factor,
                       floor_value, plot_alpha_per_hours, plot_gradients, plot_setting_bars)
-from ..markup import markdown_text
+from ..markup import csv_cell, markdown_text
 from .regularisation import DEFAULTS
 from .run_readings import METRICS, RunReading, drop_duplicates
 from .seed_statistics import POWER, SIGNIFICANCE, GroupStats, PairedComparison, describe, pearson
@@ -145,7 +145,7 @@ def to_csv(groups: dict[str, list[GroupRow]]) -> str:
             record = {"factor": row.factor, "value": format_value(row.value), "runs": row.runs}
             for metric in METRICS:
                 record.update({f"{metric}_{name}": getattr(getattr(row, metric), name) for name in STAT_FIELDS})
-            writer.writerow({key: "" if value is None else value for key, value in record.items()})
+            writer.writerow({key: "" if value is None else csv_cell(value) for key, value in record.items()})
     return stream.getvalue()
 
 
