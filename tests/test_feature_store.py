@@ -91,7 +91,7 @@ def test_overlapping_sets_decode_each_clip_once_and_store_it_once(tmp_path, monk
         assert stored.dataset["events"] == [[i % 3] for i in range(len(paths))]
 
 
-def test_two_worker_processes_store_the_same_features(tmp_path):
+def test_two_worker_threads_store_the_same_features(tmp_path):
     paths = wav_files(tmp_path / "wav", 70)
     one, _ = FeatureStore(tmp_path / "one", EXTRACTOR).store_split(event_set(paths), split_name="x")
     two, _ = FeatureStore(tmp_path / "two", EXTRACTOR).store_split(event_set(paths), split_name="x", num_workers=2)

@@ -1,4 +1,3 @@
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -12,8 +11,8 @@ from sceneevent.data.feature_store import StoredSplit
 from sceneevent.data.loader import BatchPlan, BatchReader, DeviceBatchReader, MultiTaskLoader
 
 
-def cached_split(rows: int, label: str, num_classes: int, seed: int = 0) -> StoredSplit:
-    """A stored split of `rows` random fp16 feature rows in one segment file, with its labels."""
+def cached_split(folder: Path, rows: int, label: str, num_classes: int, seed: int = 0) -> StoredSplit:
+    """A stored split of `rows` random fp16 feature rows in one segment file in `folder`, with its labels."""
     rng = np.random.default_rng(seed)
     features = rng.standard_normal((rows, 4, 6)).astype(np.float16)
     # the first feature cell carries the row id, so batches can be traced back to rows
@@ -24,7 +23,7 @@ def cached_split(rows: int, label: str, num_classes: int, seed: int = 0) -> Stor
     else:
         labels = [[i % num_classes, (i + 1) % num_classes] for i in range(rows)]
         feature = datasets.Sequence(datasets.ClassLabel(num_classes=num_classes))
-    segment = Path(tempfile.mkdtemp(prefix="loader_test_")) / "segment.npy"
+    segment = folder / f"segment{len(list(folder.glob('segment*.npy')))}.npy"
     np.save(segment, features)
     locations = np.stack([np.zeros(rows, dtype=np.int64), np.arange(rows)], axis=1)
     return StoredSplit(datasets.Dataset.from_dict({label: labels}, features=datasets.Features({label: feature})),
@@ -46,9 +45,9 @@ def row_ids(batch):
     return sorted(batch["input_features"][:, 0, 0].long().tolist())
 
 
-def test_every_step_has_64_scene_and_128_event_clips_and_scenes_set_the_epoch():
-    scenes = BatchReader(cached_split(640, "scene", 10), "scene", 10)
-    events = BatchReader(cached_split(300, "events", 40), "events", 40)
+def test_every_step_has_64_scene_and_128_event_clips_and_scenes_set_the_epoch(tmp_path):
+    scenes = BatchReader(cached_split(tmp_path, 640, "scene", 10), "scene", 10)
+    events = BatchReader(cached_split(tmp_path, 300, "events", 40), "events", 40)
     loader = MultiTaskLoader(epoch_rows=640, asc=scenes, aet=events, asc_batch_size=64, aet_batch_size=128, seed=0)
     batches = list(loader.epoch(0))
     assert len(batches) == loader.steps_per_epoch == 10
@@ -64,15 +63,15 @@ def test_every_step_has_64_scene_and_128_event_clips_and_scenes_set_the_epoch():
     assert loader.aet_consumed == 10
 
 
-def test_labels_travel_with_their_rows():
-    reader = BatchReader(cached_split(50, "scene", 7), "scene", 7)
+def test_labels_travel_with_their_rows(tmp_path):
+    reader = BatchReader(cached_split(tmp_path, 50, "scene", 7), "scene", 7)
     batch = reader[[40, 3, 17]]
     ids = batch["input_features"][:, 0, 0].long()
     assert (batch["scene_labels"] == ids % 7).all()
 
 
-def test_batches_keep_fp16_and_match_row_reads_also_on_select_views():
-    split = cached_split(80, "events", 6)
+def test_batches_keep_fp16_and_match_row_reads_also_on_select_views(tmp_path):
+    split = cached_split(tmp_path, 80, "events", 6)
     view = select(split, [5, 70, 3, 41, 12])
     for stored, rows in ((split, [3, 41, 70]), (view, [0, 2, 4])):
         batch = BatchReader(stored, "events", 6)[rows]
@@ -101,9 +100,9 @@ def test_epochs_are_reshuffled_and_repeatable():
 
 
 @pytest.mark.parametrize("resumed_threads", [0, 2])
-def test_resumed_loader_reads_the_same_batches(resumed_threads):
-    scenes = BatchReader(cached_split(96, "scene", 4), "scene", 4)
-    events = BatchReader(cached_split(40, "events", 5), "events", 5)
+def test_resumed_loader_reads_the_same_batches(resumed_threads, tmp_path):
+    scenes = BatchReader(cached_split(tmp_path, 96, "scene", 4), "scene", 4)
+    events = BatchReader(cached_split(tmp_path, 40, "events", 5), "events", 5)
     make = lambda threads=0: MultiTaskLoader(  # noqa: E731
         epoch_rows=96, asc=scenes, aet=events, asc_batch_size=8, aet_batch_size=16, seed=5, num_workers=threads)
     straight = make()
@@ -122,16 +121,16 @@ def test_resumed_loader_reads_the_same_batches(resumed_threads):
         assert row_ids(expected["aet"]) == row_ids(got["aet"])
 
 
-def test_too_small_data_for_one_batch_is_a_clear_error():
-    scenes = BatchReader(cached_split(10, "scene", 2), "scene", 2)
+def test_too_small_data_for_one_batch_is_a_clear_error(tmp_path):
+    scenes = BatchReader(cached_split(tmp_path, 10, "scene", 2), "scene", 2)
     with pytest.raises(ValueError, match="fewer than one global batch"):
         MultiTaskLoader(epoch_rows=10, asc=scenes, aet=None, asc_batch_size=64, aet_batch_size=128, seed=0)
     with pytest.raises(ValueError, match="positive"):
         BatchPlan(10, 0, seed=0)
 
 
-def test_device_reader_gives_the_same_batches_as_the_arrow_reader():
-    host = BatchReader(cached_split(70, "events", 5), "events", 5)
+def test_device_reader_gives_the_same_batches_as_the_arrow_reader(tmp_path):
+    host = BatchReader(cached_split(tmp_path, 70, "events", 5), "events", 5)
     device = DeviceBatchReader(host, "cpu", chunk_rows=16)  # several chunks, the last one short
     assert len(device) == 70
     for rows in ([0, 69, 33], list(range(20, 52))):
@@ -139,7 +138,7 @@ def test_device_reader_gives_the_same_batches_as_the_arrow_reader():
         assert got["input_features"].dtype == torch.float16
         for key in expected:
             assert torch.equal(expected[key], got[key])
-    scenes = BatchReader(cached_split(96, "scene", 4), "scene", 4)
+    scenes = BatchReader(cached_split(tmp_path, 96, "scene", 4), "scene", 4)
     make = lambda reader, events: MultiTaskLoader(  # noqa: E731
         epoch_rows=96, asc=reader, aet=events, asc_batch_size=8, aet_batch_size=16, seed=2)
     on_host = list(make(scenes, host).epoch(0))

@@ -367,6 +367,5 @@ def warn_shared_clips(splits: dict[str, StoredSplit]) -> list[str]:
                 warnings.append(f"{name} holds {len(shared)} of {len(splits[name])} clips whose audio is in {train_name} "
                                 f"(e.g. {examples}): its metrics would not measure unseen audio")
     for warning in warnings:
-        logger.warning(warning)
-        _say(f"WARNING: {warning}")
+        logger.warning(warning)  # on stderr even where logging is not set up (Python's last-resort handler)
     return warnings
