@@ -17,11 +17,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from sceneevent.data.subsets import build_aet_subset, save_aet_subset
 from sceneevent.io_utils import atomic_write_text
 from sceneevent.study.design import JOINT_ALPHA, SCALES, WORLDS, Subset, parse_seed_range, swapped_roles
-from sceneevent.study.mini import (_sweep, environment_threads, prepare_caches, ranking_path, read_group, subset_dir,
-                                   world_groups)
+from sceneevent.study.mini import _sweep, build_subset, environment_threads, prepare_caches, read_group, world_groups
 from sceneevent.study.seed_statistics import compare_paired
 from sceneevent.study.sweep_runner import run_sweep
 from sceneevent.study.sweeps import plan_runs
@@ -47,33 +45,24 @@ def main(args=None) -> int:
     os.environ.update(environment_threads(scale))
     runs = []
     for seed in scale.link_seeds:
-        subset = coupled_subset(scale, seed)
-        folder = subset_dir(root, subset)
-        if not (folder / "subset_info.json").is_file():
-            data, info = build_aet_subset("synthetic", k=subset.k, hours=subset.hours, strategy=subset.strategy,
-                                          ranking=str(ranking_path(root, subset.swapped)), seed=subset.seed,
-                                          difficulty=scale.difficulty, return_info=True, **subset.load_kwargs)
-            save_aet_subset(data, folder, info)
+        folder = build_subset(root, scale, coupled_subset(scale, seed))
         sweep = _sweep({"aet_dataset": [str(folder)], "alpha": JOINT_ALPHA}, (seed,))
         runs += plan_runs(sweep, "coupling", root / WORLD, launcher="python",
                           extra_args=scale.world_flags(WORLDS[WORLD]) + scale.link_flags(seed))
     prepare_caches(runs)
     outcome = run_sweep(runs, parallel=scale.parallel, cwd=PROJECT_DIR)
-    coupled = read_group(run.output_dir for run in runs)
     groups = world_groups(root, scale, WORLD, link_only=True)
+    arms = {"coupled": read_group(run.output_dir for run in runs),
+            "decoupled": groups[scale.arm_label("correlated")], "redrawn": groups[scale.arm_label("correlated, redrawn")]}
     lines = [f"Unplanted world, seeds {options.link_seeds[0]}-{options.link_seeds[-1]}: coupled = correlated classes drawn "
              "with the training seed; decoupled = the study's correlated arm; redrawn = its A/A arm. Paired by seed.", "",
              "| comparison | n | mean [95 % CI] | sd | paired t p |", "| --- | --- | --- | --- | --- |"]
-    for name, arm in (("coupled - decoupled", "correlated"), ("coupled - redrawn", "correlated, redrawn"),
-                      ("redrawn - decoupled (the A/A row, by seed)", None)):
-        if arm is None:
-            comparison = compare_paired(groups[scale.arm_label("correlated, redrawn")], groups[scale.arm_label("correlated")],
-                                        "asc_macro_accuracy", "redrawn", "decoupled")
-        else:
-            comparison = compare_paired(coupled, groups[scale.arm_label(arm)], "asc_macro_accuracy", "coupled", arm)
+    for setting, reference, note in (("coupled", "decoupled", ""), ("coupled", "redrawn", ""),
+                                     ("redrawn", "decoupled", " (the A/A row, by seed)")):
+        comparison = compare_paired(arms[setting], arms[reference], "asc_macro_accuracy", setting, reference)
         d = comparison.difference
-        lines.append(f"| {name} | {comparison.n_pairs} | {d.mean:+.4f} [{d.ci_low:+.4f}, {d.ci_high:+.4f}] | {d.sd:.4f} | "
-                     f"{comparison.t_test_p:.3g} |")
+        lines.append(f"| {setting} - {reference}{note} | {comparison.n_pairs} | {d.mean:+.4f} [{d.ci_low:+.4f}, {d.ci_high:+.4f}] "
+                     f"| {d.sd:.4f} | {comparison.t_test_p:.3g} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if options.report:

@@ -50,7 +50,7 @@ def train_epoch(trainer: common.SmallTrainer, loader: MultiTaskLoader, epoch: in
 
 
 def make_loader(cache, rows: int, args: ScalingArguments) -> MultiTaskLoader:
-    return common.cache_loader(common.first_rows(cache, rows), args.asc_batch_size, args.aet_batch_size, num_workers=args.num_workers)
+    return common.cache_loader(common.row_range(cache, 0, rows), args.asc_batch_size, args.aet_batch_size, num_workers=args.num_workers)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from transformers import HfArgumentParser
 
-from common import NUM_SCENES, build_synthetic_cache, disable_progress_bars, write_results
-from sceneevent.data.feature_store import StoredSplit
+from common import NUM_SCENES, build_synthetic_cache, disable_progress_bars, row_range, write_results
 from sceneevent.training.floor import scene_floor
 
 
@@ -32,11 +31,6 @@ class Arguments:
     output: str | None = field(default=None, metadata={"help": "JSON path (default benchmarks/results/bench_floor.json)."})
 
 
-def rows(split: StoredSplit, start: int, stop: int) -> StoredSplit:
-    return StoredSplit(split.dataset.select(range(start, stop)), split.segment_paths, split.locations[start:stop],
-                       contents=split.contents[start:stop], sources=split.sources[start:stop])
-
-
 def main() -> None:
     (args,) = HfArgumentParser(Arguments).parse_args_into_dataclasses()
     disable_progress_bars()
@@ -44,7 +38,8 @@ def main() -> None:
     validation_start = train_end - train_end // 10
     with tempfile.TemporaryDirectory() as folder:
         split = build_synthetic_cache(folder, args.num_rows, args.num_mel_bins, args.frames)
-        parts = rows(split, 0, validation_start), rows(split, validation_start, train_end), rows(split, train_end, args.num_rows)
+        parts = (row_range(split, 0, validation_start), row_range(split, validation_start, train_end),
+                 row_range(split, train_end, args.num_rows))
         seconds = []
         for _ in range(args.repeats):
             started = time.perf_counter()

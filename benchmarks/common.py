@@ -211,10 +211,10 @@ def load_synthetic_cache(folder: str | os.PathLike) -> StoredSplit:
                        sources=[f"synthetic clip {row}" for row in range(rows)])
 
 
-def first_rows(split: StoredSplit, rows: int) -> StoredSplit:
-    """The first `rows` rows of `split` (a contiguous `select`: no indices mapping)."""
-    return StoredSplit(split.dataset.select(range(rows)), split.segment_paths, split.locations[:rows],
-                       contents=split.contents[:rows], sources=split.sources[:rows])
+def row_range(split: StoredSplit, start: int, stop: int) -> StoredSplit:
+    """Rows `start` to `stop` of `split` (a contiguous `select`: no indices mapping)."""
+    return StoredSplit(split.dataset.select(range(start, stop)), split.segment_paths, split.locations[start:stop],
+                       contents=split.contents[start:stop], sources=split.sources[start:stop])
 
 
 def disable_progress_bars() -> None:

@@ -43,13 +43,19 @@ def prepare_subsets(root: Path, scale: Scale, link_only: bool = False) -> None:
                           tagger=f"ground truth of the synthetic world (synthetic.ground_truth_ranking(swap_event_roles={swapped}))",
                           asc_dataset="synthetic")
     for subset in scale.link_subsets() if link_only else scale.subsets():
-        folder = subset_dir(root, subset)
-        if (folder / "subset_info.json").is_file():
-            continue
+        build_subset(root, scale, subset)
+
+
+def build_subset(root: Path, scale: Scale, subset: Subset) -> Path:
+    """Build one event subset from the synthetic event set, ranked by the ground truth of its role assignment
+    (kept when present); its folder."""
+    folder = subset_dir(root, subset)
+    if not (folder / "subset_info.json").is_file():
         data, info = build_aet_subset("synthetic", k=subset.k, hours=subset.hours, strategy=subset.strategy,
                                       ranking=str(ranking_path(root, subset.swapped)), seed=subset.seed,
                                       difficulty=scale.difficulty, return_info=True, **subset.load_kwargs)
         save_aet_subset(data, folder, info)
+    return folder
 
 
 def _sweep(parameters: dict, seeds: tuple[int, ...], program: str = "scripts/train_joint.py") -> dict:
@@ -170,10 +176,11 @@ def reproduce(scale: Scale, root: Path, report_dir: Path, parallel: int | None =
     start = time.perf_counter()
     os.environ.update(environment_threads(scale))
     prepare_subsets(root, scale, link_only)
-    prepare_caches(stage_one(root, scale, link_only))
+    first = stage_one(root, scale, link_only)
+    prepare_caches(first)
     failed, executed = [], 0
-    for stage in (stage_one, stage_two):  # stage two reads stage one's baselines
-        outcome = run_sweep(stage(root, scale, link_only), parallel=parallel or scale.parallel, cwd=project_dir)
+    for runs in (first, stage_two(root, scale, link_only)):  # stage two reads stage one's baselines
+        outcome = run_sweep(runs, parallel=parallel or scale.parallel, cwd=project_dir)
         failed += [f"{run.output_dir}: {reason}" for run, reason in outcome.failed]
         executed += len(outcome.done) + len(outcome.failed)
         if outcome.stopped_by:

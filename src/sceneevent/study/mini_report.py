@@ -69,7 +69,7 @@ def paired_by_pair(world: str, question: str, setting: list[RunReading], referen
         return [replace(run, seed=pair_of(run.seed)) for run in runs if run.seed in complete]
 
     claim = paired_claim(world, question, as_pairs(setting), as_pairs(reference), "asc_macro_accuracy", setting_name, reference_name)
-    if len(seeds - complete):
+    if seeds - complete:
         claim.comparison.notes.append(f"seeds without their pair partner left out: {sorted(seeds - complete)}")
     return claim
 
