@@ -55,6 +55,11 @@ class OperatingCharacteristics:
     rows: list[Row]
 
 
+def without_bias(rows: list[Row]) -> list[Row]:
+    """The rows of an instrument with no bias: every null row's true difference 0, effect rows as they are."""
+    return [Row(row.name, row.kind, row.mean if row.kind == "effect" else 0.0, row.sd) for row in rows]
+
+
 def simulate_pass_rate(rows: list[Row], n_pairs: int, margin: float, trials: int = 20_000, seed: int = 0) -> float:
     """P(every row passes) over `trials` simulated studies of `n_pairs` independent normal pair differences per
     row (rows independent of each other)."""
@@ -74,7 +79,7 @@ def simulate_pass_rate(rows: list[Row], n_pairs: int, margin: float, trials: int
 def operating_characteristics(rows: list[Row], n_pairs: int, margin: float, trials: int = 20_000,
                               seed: int = 0) -> OperatingCharacteristics:
     """The check's pass rate without bias, and its failure rate with a bias of `margin` in each null row in turn."""
-    unbiased = [Row(row.name, row.kind, row.mean if row.kind == "effect" else 0.0, row.sd) for row in rows]
+    unbiased = without_bias(rows)
     fail_if_biased = {}
     for index, row in enumerate(unbiased):
         if row.kind == "null":
@@ -87,7 +92,7 @@ def operating_characteristics(rows: list[Row], n_pairs: int, margin: float, tria
 
 def pairs_needed(rows: list[Row], margin: float, target: float = 0.9, most: int = 200, trials: int = 4_000) -> int | None:
     """The fewest pairs with which an unbiased instrument passes with probability `target` (None: more than `most`)."""
-    unbiased = [Row(row.name, row.kind, row.mean if row.kind == "effect" else 0.0, row.sd) for row in rows]
+    unbiased = without_bias(rows)
 
     def enough(n_pairs: int) -> bool:
         return simulate_pass_rate(unbiased, n_pairs, margin, trials) >= target
