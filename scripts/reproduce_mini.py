@@ -9,8 +9,9 @@ detects a planted effect and invents none.
                                                         # the instrument check alone, on new seeds
 
 Each world runs the alpha sweep (0, 0.5, 0.9, balanced alpha of eq. 3, 1), correlated vs uncorrelated event
-classes at equal k and hours with an A/A null control, and pre-train + fine-tune vs joint; the planted world
-also the T and k grids. Every run gets the same epochs; every setting has the same seeds (the correlated /
+classes at equal k and hours with an A/A null control, pre-train + fine-tune vs joint, and the tuned control
+(the scene-only model's regularisation and the joint model's alpha, each searched on validation with the same
+budget, re-run on the seeds); the planted world also the T and k grids and the scene clips per batch. Every run gets the same epochs; every setting has the same seeds (the correlated /
 uncorrelated / A/A runs more of them), so comparisons pair by seed. Runs go to OUTPUT_ROOT/<world>/<sweep>/<run>
 and are kept: running the command again resumes (finished runs are skipped). The report goes to REPORT_DIR:
 summary.md (the verdict table with n, paired differences, CIs, p-values and the smallest detectable
@@ -71,7 +72,9 @@ def main(args=None) -> int:
         runs = stage_one(root, scale, options.link_only) + stage_two(root, scale, options.link_only)
         for run in runs:
             print(shlex.join(run.command))
-        print(f"{len(runs)} runs in {len(WORLDS)} worlds", file=sys.stderr)
+        tuned = 0 if options.link_only else 2 * len(scale.seeds) * len(WORLDS)
+        print(f"{len(runs)} runs in {len(WORLDS)} worlds" + (f", then up to {tuned} tuned-control re-runs planned from the "
+              "searches' validation readings once they finish" if tuned else ""), file=sys.stderr)
         return 0
     outcome = reproduce(scale, root, options.report_dir.resolve(), options.parallel, project_dir=PROJECT_DIR,
                         link_only=options.link_only)

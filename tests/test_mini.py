@@ -1,12 +1,14 @@
 """The mini reproduction's plan (every run, both worlds, paired seeds), its ground-truth ranking, and its verdicts
 on fixture results with known differences (checked against scipy's paired t-test and Pearson r)."""
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 from scipy.stats import pearsonr, ttest_rel
@@ -50,14 +52,17 @@ def test_the_plan_runs_every_setting_with_the_same_seeds_in_both_worlds(tmp_path
     seeds, link_seeds = len(SCALE.seeds), len(SCALE.link_seeds)
     # Per world: alpha 4 values and pre-train with `seeds`; correlated, uncorrelated and the A/A redraw with
     # `link_seeds`. The planted world adds T and k.
-    grid = len(SCALE.grid_subsets())
+    grid, batch, budget = len(SCALE.grid_subsets()), len(SCALE.scene_batch_grid), SCALE.search_budget
     assert grid == 5  # k = 2, 10, 40 at 0.2 h and T = 0.1, 0.4 h at k = 40 (0.2 h shared)
-    assert len(first) == seeds * ((4 + 1) * 2 + grid) + link_seeds * 3 * 2
+    # The tuned control's two searches (one seed, `budget` runs each) in both worlds; the scene batch sizes, planted.
+    assert len(first) == seeds * ((4 + 1) * 2 + grid + batch) + link_seeds * 3 * 2 + 2 * 2 * budget
     assert len(second) == seeds * 2
     assert mini.stage_one(tmp_path, SCALE, link_only=True) == mini.link_runs(tmp_path, SCALE)
     assert len(mini.link_runs(tmp_path, SCALE)) == link_seeds * 3 * 2 and mini.stage_two(tmp_path, SCALE, link_only=True) == []
     folders = [run.output_dir for run in first + second]
     assert len(set(folders)) == len(folders)
+    # Every run's flags parse (the caches are prepared from them before any run starts), the pre-training runs' too.
+    assert {mini.data_arguments(run).synthetic_event_informativeness for run in first + second} == set(design.WORLDS.values())
     for world, informativeness in design.WORLDS.items():
         runs = [run for run in first + second if run.output_dir.is_relative_to(tmp_path / world)]
         assert all(f"--synthetic_event_informativeness={informativeness}" in run.command for run in runs)
@@ -67,12 +72,25 @@ def test_the_plan_runs_every_setting_with_the_same_seeds_in_both_worlds(tmp_path
                 arm = next(arm for arm in design.LINK_ARMS if run.parameters["aet_dataset"]
                            == str(mini.subset_dir(tmp_path, SCALE.link_subset(arm, run.parameters["seed"]))))
                 setting = ("link", arm)
+            elif run.output_dir.parent.name.endswith("_search"):
+                setting = ("search", run.output_dir.parent.name)
             else:
                 setting = tuple(sorted((k, str(v)) for k, v in run.parameters.items() if k != "seed"))
             by_setting.setdefault(setting, set()).add(run.parameters["seed"])
-        for setting, found in by_setting.items():  # every comparison is paired
-            assert found == set(SCALE.link_seeds if setting[0] == "link" else SCALE.seeds), setting
+        for setting, found in by_setting.items():  # every comparison is paired; the searches choose on a seed of their own
+            expected = {"link": SCALE.link_seeds, "search": (SCALE.search_seed,)}.get(setting[0], SCALE.seeds)
+            assert found == set(expected), setting
         assert sum(setting[0] == "link" for setting in by_setting) == 3
+        assert SCALE.search_seed not in SCALE.seeds
+        searches = [run for run in runs if run.output_dir.parent.name.endswith("_search")]
+        assert sorted(run.parameters["alpha"] for run in searches if run.output_dir.parent.name == "alpha_search") == list(SCALE.alpha_search)
+        scene_search = [run.parameters for run in searches if run.output_dir.parent.name == "control_search"]
+        assert len(scene_search) == SCALE.search_budget and all(p["alpha"] == 0 for p in scene_search)
+        assert len({p["dropout"] for p in scene_search}) == SCALE.search_budget  # distinct random draws
+        # The batch sweep's own scene batch size is not overridden by the scale's.
+        for run in runs:
+            if run.output_dir.parent.name == "batch":
+                assert [flag for flag in run.command if flag.startswith("--asc_batch_size=")] == [f"--asc_batch_size={run.parameters['asc_batch_size']}"]
     # The link seeds come in pairs (2p, 2p + 1): the odd seed runs with event roles swapped, on subsets ranked in
     # that world; both run in the pair's own scene world. The other experiments run in the default world 0.
     def flag(run, name):
@@ -84,12 +102,13 @@ def test_the_plan_runs_every_setting_with_the_same_seeds_in_both_worlds(tmp_path
         assert flag(run, "synthetic_seed") == (str(1000 + seed // 2) if link else None)
         if link:
             assert run.parameters["aet_dataset"].endswith("_roles=swapped") == (seed % 2 == 1)
-    # The arms' draws: one per arm and pair (both seeds of a pair share it), distinct between arms and pairs, and
-    # none equal to any training seed.
+    # The draws: both seeds of a pair share them; the correlated and uncorrelated arms share one pool per pair
+    # (so a class set is the same draw in both role assignments), the A/A redraw has its own; distinct between
+    # pairs, and none equal to any training seed.
     draws = {(arm, seed): SCALE.link_subset(arm, seed).seed for arm in design.LINK_ARMS for seed in SCALE.link_seeds}
     for (arm, seed), draw in draws.items():
-        assert draw == draws[(arm, seed ^ 1)]
-    assert len(set(draws.values())) == 3 * link_seeds // 2
+        assert draw == draws[(arm, seed ^ 1)] and (draw == draws[("correlated", seed)]) == (arm != "correlated, redrawn")
+    assert len(set(draws.values())) == 2 * link_seeds // 2
     assert not set(draws.values()) & set(SCALE.link_seeds) and min(draws.values()) > max(SCALE.link_seeds)
     assert all(SCALE.link_subset(arm, 0).pool_clips == 2560 and "_pool=2560" in SCALE.link_subset(arm, 0).folder
                for arm in design.LINK_ARMS)
@@ -117,8 +136,11 @@ def test_link_seeds_that_do_not_form_pairs_are_refused(text, message):
         design.parse_seed_range(text)
 
 
-def write_fixture(folder: Path, seed: int, alpha, asc, lwlrap, subset: design.Subset | None = None, mode=None) -> None:
-    config = {"alpha": alpha, "seed": seed, "aet_dataset": "synthetic"}
+def write_fixture(folder: Path, seed: int, alpha, asc, lwlrap, subset: design.Subset | None = None, mode=None,
+                  flags: dict | None = None, validation: float | None = None) -> None:
+    """A results.json: `flags` (the run's other parameters) in its config, `validation` its one epoch's validation
+    scene accuracy."""
+    config = {"asc_batch_size": 16, **(flags or {}), "alpha": alpha, "seed": seed, "aet_dataset": "synthetic"}  # the cpu scale's batch
     data = {"event_labels": ["x"] * 40}
     if mode:
         config["mode"] = mode
@@ -126,6 +148,7 @@ def write_fixture(folder: Path, seed: int, alpha, asc, lwlrap, subset: design.Su
         config["aet_dataset"] = str(folder)
         data["aet_subset"] = {"k": subset.k, "hours": subset.hours, "strategy": subset.strategy, "seed": subset.seed}
     results = {"schema_version": RESULTS_SCHEMA_VERSION, "alpha": alpha, "seed": seed, "config": config, "data": data,
+               "history": [] if validation is None else [{"epoch": 1, "val_asc_macro_accuracy": validation}],
                "final": {"asc_macro_accuracy": asc, "aet_lwlrap": lwlrap, "best_epoch": 1}}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "results.json").write_text(json.dumps(results))
@@ -133,10 +156,18 @@ def write_fixture(folder: Path, seed: int, alpha, asc, lwlrap, subset: design.Su
 
 def write_study(root: Path, link_effect: float, rng: np.random.Generator, unplanted_effect: float = 0.0) -> dict:
     """Fixture results for every planned run: correlated beats uncorrelated by `link_effect` in the planted world
-    and by `unplanted_effect` in the unplanted one."""
+    and by `unplanted_effect` in the unplanted one; the search runs' validation readings are random, and joint at
+    the chosen alpha beats the tuned scene-only model by 0.02."""
     truth = {}
-    for run in mini.stage_one(root, SCALE) + mini.stage_two(root, SCALE):
+    planned = mini.stage_one(root, SCALE) + mini.stage_two(root, SCALE)
+    for run in planned:
+        if run.output_dir.parent.name.endswith("_search"):  # written first: stage three chooses from them
+            write_fixture(run.output_dir, run.parameters["seed"], float(run.parameters["alpha"]), 0.5, None,
+                          flags=run.parameters, validation=float(rng.uniform(0.4, 0.6)))
+    for run in planned + mini.stage_three(root, SCALE):
         parameters, seed = run.parameters, run.parameters["seed"]
+        if run.output_dir.parent.name.endswith("_search"):
+            continue
         world = run.output_dir.relative_to(root).parts[0]
         subset = next((s for s in SCALE.subsets() if parameters.get("aet_dataset", "").endswith("/" + s.folder)), None)
         alpha = {"auto": 0.93}.get(parameters.get("alpha"), parameters.get("alpha"))
@@ -148,8 +179,9 @@ def write_study(root: Path, link_effect: float, rng: np.random.Generator, unplan
         lwlrap = None if alpha == 0.0 else 0.5 + 0.3 * float(alpha or 1.0) + float(rng.normal(0, 0.01))
         if alpha == 1.0:
             asc = 0.1
+        asc += 0.02 if run.output_dir.parent.name == "tuned_joint" else 0.0
         write_fixture(run.output_dir, seed, None if parameters.get("mode") else float(alpha), asc, lwlrap, subset,
-                      mode=parameters.get("mode"))
+                      mode=parameters.get("mode"), flags=parameters)
         truth[str(run.output_dir)] = asc
     return truth
 
@@ -188,10 +220,40 @@ def test_the_verdicts_find_a_planted_difference_with_scipys_numbers(tmp_path):
     # lwlrap rises with alpha by construction.
     assert next(claim for claim in claims if "lwlrap against alpha" in claim.question).verdict == "rises"
 
+    # The tuned control: each side's choice is its search's best validation reading, re-run on the study's seeds.
+    selection = json.loads((tmp_path / "planted" / "tuned_control.json").read_text())
+    searched = {name: [json.loads(path.read_text()) for path in (tmp_path / "planted" / name).rglob("results.json")]
+                for name in ("control_search", "alpha_search")}
+    best = {name: max(runs, key=lambda run: run["history"][0]["val_asc_macro_accuracy"]) for name, runs in searched.items()}
+    assert selection["joint"]["alpha"] == best["alpha_search"]["alpha"]
+    assert selection["scene_only"]["setting"]["dropout"] == pytest.approx(best["control_search"]["config"]["dropout"])
+    assert selection["scene_only"]["budget"] == selection["joint"]["budget"] == SCALE.search_budget
+    # Where the chosen alpha is one the alpha sweep ran, its runs are the tuned joint runs (none planned twice).
+    alpha = selection["joint"]["alpha"]
+    joint_folder = "alpha" if alpha in design.ALPHAS else "tuned_joint"
+    assert (tmp_path / "planted" / "tuned_joint").exists() == (joint_folder == "tuned_joint")
+    joint_runs = [truth[str(tmp_path / "planted" / joint_folder / (f"alpha={alpha}_seed={seed}" if joint_folder == "alpha"
+                                                                    else f"seed={seed}"))] for seed in SCALE.seeds]
+    scene_runs = [truth[str(tmp_path / "planted" / "tuned_scene_only" / f"seed={seed}")] for seed in SCALE.seeds]
+    control = next(claim for claim in claims if claim.question.startswith("joint at the alpha chosen on validation"))
+    assert control.comparison.n_pairs == len(SCALE.seeds)
+    assert control.comparison.difference.mean == pytest.approx(np.mean(np.subtract(joint_runs, scene_runs)), abs=1e-12)
+    assert control.comparison.t_test_p == pytest.approx(ttest_rel(joint_runs, scene_runs).pvalue, rel=1e-9)
+    # The batch trend: Pearson r over the scene batch sizes' runs and alpha 0.9's (at the scale's 16), as scipy has it.
+    batch = next(claim for claim in claims if "scene clips per batch" in claim.question)
+    sizes = {**{size: "batch" for size in SCALE.scene_batch_grid}, 16: "alpha"}
+    points = [(size, truth[str(tmp_path / "planted" / folder / (f"asc_batch_size={size}_seed={seed}" if folder == "batch"
+                                                                 else f"alpha=0.9_seed={seed}"))])
+              for size, folder in sizes.items() for seed in SCALE.seeds]
+    assert batch.correlation["n"] == 12
+    assert batch.correlation["r"] == pytest.approx(pearsonr(*zip(*points)).statistic, abs=1e-12)
+
     unplanted = mini_report.world_claims("unplanted", mini.world_groups(tmp_path, SCALE, "unplanted"), SCALE)
-    assert not any("against T" in claim.question for claim in unplanted)  # the grids run in the planted world only
+    assert not any("against T" in claim.question or "per batch" in claim.question for claim in unplanted)  # planted only
+    assert any(claim.question.startswith("joint at the alpha chosen") for claim in unplanted)
+    selections = {world: json.loads((tmp_path / world / "tuned_control.json").read_text()) for world in design.WORLDS}
     payload = mini_report.write_verdicts(claims + unplanted, {"planted": groups}, SCALE, tmp_path / "report",
-                                         [{"minutes": 1.5, "runs": 3}, {"minutes": 2.0, "runs": 1}], tmp_path)
+                                         [{"minutes": 1.5, "runs": 3}, {"minutes": 2.0, "runs": 1}], tmp_path, selections)
     check = payload["instrument_check"]
     assert check["passed"] and check["margin"] == 0.025 and len(check["checks"]) == 4
     oc = check["operating_characteristics"]
@@ -204,6 +266,8 @@ def test_the_verdicts_find_a_planted_difference_with_scipys_numbers(tmp_path):
     assert mini.previous_invocations(tmp_path / "report", tmp_path) == payload["invocations"]
     assert mini.previous_invocations(tmp_path / "report", tmp_path / "elsewhere") == []
     assert "**passed**" in text and "| planted | correlated vs uncorrelated" in text
+    assert f"- planted: scene only chose {selection['scene_only']['setting_text']}" in text
+    assert f"joint chose alpha = {selection['joint']['alpha']:g}" in text and f"{SCALE.search_budget} runs on seed(s) [50]" in text
     assert (tmp_path / "report" / "verdicts.png").read_bytes().startswith(PNG_SIGNATURE)
     assert json.loads((tmp_path / "report" / "verdicts.json").read_text())["instrument_check"]["passed"]
 
@@ -281,6 +345,16 @@ def test_link_only_runs_the_check_end_to_end_on_the_given_seeds(tmp_path):
                 assert run["seed"] == seed and run["config"]["synthetic_seed"] == 1000
                 assert run["config"]["synthetic_swap_event_roles"] == (seed == 1)
                 assert run["data"]["aet_subset"]["seed"] == design.draw_seed(arm, seed)
+    # Unplanted, the pair's two seeds train on the same clips with the arms' roles exchanged: seed 0's
+    # uncorrelated set is seed 1's correlated set, clip for clip and label for label (by class name).
+    def clips(arm, seed):
+        train = datasets.load_from_disk(str(mini.subset_dir(tmp_path / "runs", smoke.link_subset(arm, seed))))["train"]
+        names = train.features["events"].feature.names
+        audio = train.cast_column("audio", datasets.Audio(decode=False))["audio"]
+        return [hashlib.sha256(clip["bytes"]).hexdigest() for clip in audio], [sorted(names[i] for i in events) for events in train["events"]]
+
+    for arm, partner in (("uncorrelated", "correlated"), ("correlated", "uncorrelated")):
+        assert clips(arm, 0) == clips(partner, 1) and clips(arm, 0) != clips("correlated, redrawn", 0)
     verdicts = json.loads((report / "verdicts.json").read_text())
     assert verdicts["link_seeds"] == [0, 1] and not verdicts["instrument_check"]["passed"]
     assert [item["n_pairs"] for item in verdicts["instrument_check"]["checks"]] == [1, 1, 1, 1]

@@ -279,6 +279,27 @@ def test_a_folder_left_before_its_first_checkpoint_is_started_again(tmp_path):
     assert "--overwrite_output_dir" not in commands["seed=1"] and "--overwrite_output_dir" not in commands["seed=2"]
 
 
+def test_a_finished_run_made_with_other_flags_is_not_taken_for_the_plans_own(sweep, monkeypatch):
+    """A study resumed after its flags changed (a new scale, a new default) would silently mix old runs with new
+    ones: the runner records each finished run's flags and refuses a plan that gives that folder other flags."""
+    path, record, root = sweep
+    monkeypatch.setenv("FAKE_RECORD", str(record))
+    monkeypatch.setenv("FAKE_EPOCH_SECONDS", "0")
+    config = sweeps.load_sweep(path)
+    first = sweeps.plan_runs(config, "tiny", root, launcher="python")
+    assert len(sweep_runner.run_sweep(first, progress=False).done) == 2
+    again = sweeps.plan_runs(config, "tiny", root, launcher="python")  # the same plan: both kept, nothing runs
+    assert len(sweep_runner.run_sweep(again, progress=False).skipped) == 2 and len(starts(record)) == 2
+    changed = sweeps.plan_runs(config, "tiny", root, launcher="python", extra_args=["--learning_rate=0.003"])
+    with pytest.raises(ValueError, match=r"2 finished run\(s\) were made with other flags .*seed=0 \(--learning_rate: "
+                                         r"was \(not given\), now 0.003\)"):
+        sweep_runner.run_sweep(changed, progress=False)
+    assert len(starts(record)) == 2  # nothing started
+    # Where and how a run writes is not what it measures: a plan may change those.
+    moved = sweeps.plan_runs(config, "tiny", root, launcher="python", extra_args=["--save_total_limit=3", "--logging_steps=5"])
+    assert len(sweep_runner.run_sweep(moved, progress=False).skipped) == 2
+
+
 def test_a_sweep_given_twice_is_refused_before_anything_runs(tmp_path):
     config = {"program": "train.py", "method": "grid", "parameters": {"seed": {"values": [0]}}}
     runs = sweeps.plan_runs(config, "s", tmp_path, launcher="python")

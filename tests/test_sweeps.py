@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from sceneevent.study import sweeps
+from sceneevent.study import regularisation, sweeps
 from tool_gate import tool_missing
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,6 +197,8 @@ def test_random_search_draws_run_cap_settings_the_same_for_a_seed(tmp_path):
     assert [run.command for run in runs] == [run.command for run in again]
     assert [run.parameters for run in runs] != [run.parameters for run in other]
     specs = config["parameters"]
+    # The mini study searches the same space (regularisation.SEARCH_SPACE).
+    assert {name: specs[name] for name in regularisation.SEARCH_SPACE} == regularisation.SEARCH_SPACE
     for run in runs:
         drawn = run.parameters
         assert drawn["seed"] == SEARCH_SEED and drawn["alpha"] == 0

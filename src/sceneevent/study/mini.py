@@ -15,12 +15,15 @@ from ..data.ranking import write_ranking
 from ..data.subsets import build_aet_subset, save_aet_subset
 from ..data.synthetic import ground_truth_ranking
 from ..training.results import has_results, read_results
+from ..io_utils import atomic_write_json
 from .design import ALPHAS, JOINT_ALPHA, LINK_ARMS, WORLDS, Scale, Subset
-from .mini_report import link_claims, world_claims, write_verdicts
+from .mini_report import TUNED_JOINT, TUNED_SCENE_ONLY, batch_label, link_claims, world_claims, write_verdicts
+from .regularisation import SEARCH_SPACE
 from .report import write_report
 from .run_readings import RunReading, load_runs, run_from_results
 from .sweep_runner import run_sweep
 from .sweeps import SweepRun, plan_runs
+from .tuned_control import SELECTION_FILE, read_selection, select_control
 
 # --- the plan -----------------------------------------------------------------------------------------
 
@@ -34,16 +37,20 @@ def ranking_path(root: Path, swapped: bool) -> Path:
 
 
 def prepare_subsets(root: Path, scale: Scale, link_only: bool = False) -> None:
-    """Write the ground-truth rankings (of both role assignments) and build every event subset the study uses
-    (kept when present)."""
+    """Write the ground-truth rankings and build every event subset the study uses (kept when present)."""
+    write_rankings(root)
+    for subset in scale.link_subsets() if link_only else scale.subsets():
+        build_subset(root, scale, subset)
+
+
+def write_rankings(root: Path) -> None:
+    """The ground-truth rankings of both role assignments, which the subsets are chosen by (kept when present)."""
     for swapped in (False, True):
         ranking = ranking_path(root, swapped)
         if not ranking.is_file():
             write_ranking(ranking, [{"name": name, "rank": rank} for rank, name in enumerate(ground_truth_ranking(swapped), 1)],
                           tagger=f"ground truth of the synthetic world (synthetic.ground_truth_ranking(swap_event_roles={swapped}))",
                           asc_dataset="synthetic")
-    for subset in scale.link_subsets() if link_only else scale.subsets():
-        build_subset(root, scale, subset)
 
 
 def build_subset(root: Path, scale: Scale, subset: Subset) -> Path:
@@ -65,6 +72,17 @@ def _sweep(parameters: dict, seeds: tuple[int, ...], program: str = "scripts/tra
     return {"method": "grid", "program": program, "parameters": {**specs, "seed": {"values": list(seeds)}}}
 
 
+def _search(scale: Scale) -> dict:
+    """The tuned control's scene-only search: `search_budget` random draws of the regularisation, alpha 0."""
+    return {"method": "random", "program": "scripts/train_joint.py", "run_cap": scale.search_budget,
+            "parameters": {**SEARCH_SPACE, "alpha": {"value": 0}, "seed": {"value": scale.search_seed}}}
+
+
+def _without(flags, name: str) -> list[str]:
+    """`flags` less `--name=...` (a sweep's own value of it must not be overridden by the scale's)."""
+    return [flag for flag in flags if not flag.startswith(f"--{name}=")]
+
+
 def link_runs(root: Path, scale: Scale) -> list[SweepRun]:
     """The correlated / uncorrelated / A/A runs of both worlds: each seed in its pair's world and role assignment."""
     runs = []
@@ -84,16 +102,22 @@ def stage_one(root: Path, scale: Scale, link_only: bool = False) -> list[SweepRu
     if link_only:
         return runs
     for world, informativeness in WORLDS.items():
+        flags = scale.world_flags(informativeness)
         sweeps = [
             ("alpha", _sweep({"alpha": list(ALPHAS)}, scale.seeds)),
             ("pretrain", _sweep({"mode": "pretrain_finetune", "pretrain_epochs": scale.pretrain_epochs,
                                  "finetune_epochs": scale.finetune_epochs}, scale.seeds)),
+            ("control_search", _search(scale)),
+            ("alpha_search", _sweep({"alpha": list(scale.alpha_search)}, (scale.search_seed,))),
         ]
         if world == "planted":
             sweeps.append(("subsets", _sweep({"aet_dataset": [str(subset_dir(root, s)) for s in scale.grid_subsets()],
                                               "alpha": JOINT_ALPHA}, scale.seeds)))
         for name, sweep in sweeps:
-            runs += plan_runs(sweep, name, root / world, launcher="python", extra_args=scale.world_flags(informativeness))
+            runs += plan_runs(sweep, name, root / world, launcher="python", extra_args=flags)
+        if world == "planted":
+            runs += plan_runs(_sweep({"asc_batch_size": list(scale.scene_batch_grid), "alpha": JOINT_ALPHA}, scale.seeds),
+                              "batch", root / world, launcher="python", extra_args=_without(flags, "asc_batch_size"))
     return runs
 
 
@@ -109,6 +133,31 @@ def stage_two(root: Path, scale: Scale, link_only: bool = False) -> list[SweepRu
                         "aet_baseline": str(out / "alpha" / f"alpha=1.0_seed={first}")}, scale.seeds)
         runs += plan_runs(sweep, "balanced", out, launcher="python", extra_args=scale.world_flags(informativeness))
     return runs
+
+
+def stage_three(root: Path, scale: Scale, link_only: bool = False) -> list[SweepRun]:
+    """The tuned control's re-runs, planned once stage one's searches have finished: in each world, the scene-only
+    setting and the alpha chosen on validation (`choose_control`), each on the study's seeds."""
+    runs = []
+    if link_only:
+        return runs
+    for world, informativeness in WORLDS.items():
+        selection = choose_control(root / world)
+        alpha = selection["joint"]["alpha"]
+        sweeps = [("tuned_scene_only", _sweep({"alpha": 0, **selection["scene_only"]["setting"]}, scale.seeds))]
+        if alpha not in ALPHAS:  # else the alpha sweep's runs are these runs
+            sweeps.append(("tuned_joint", _sweep({"alpha": alpha}, scale.seeds)))
+        for name, sweep in sweeps:
+            runs += plan_runs(sweep, name, root / world, launcher="python", extra_args=scale.world_flags(informativeness))
+    return runs
+
+
+def choose_control(world_root: Path) -> dict:
+    """Each side's choice from its finished search, on validation only (`tuned_control.select_control`), written to
+    `world_root`/tuned_control.json; ValueError naming the search when one is missing or unfinished."""
+    selection = select_control(world_root / "control_search", world_root / "alpha_search")
+    atomic_write_json(world_root / SELECTION_FILE, selection)
+    return selection
 
 
 # --- reading the runs -----------------------------------------------------------------------------------
@@ -139,6 +188,13 @@ def world_groups(root: Path, scale: Scale, world: str, link_only: bool = False) 
     groups["pretrain"] = read_group(out / "pretrain" / f"seed={seed}" for seed in scale.seeds)
     for subset in scale.grid_subsets():
         groups[subset.label] = read_group(out / "subsets" / f"aet_dataset={subset.folder}_seed={seed}" for seed in scale.seeds)
+    groups[TUNED_SCENE_ONLY] = read_group(out / "tuned_scene_only" / f"seed={seed}" for seed in scale.seeds)
+    if (out / SELECTION_FILE).is_file():
+        alpha = read_selection(out)["joint"]["alpha"]
+        groups[TUNED_JOINT] = read_group((out / "alpha" / f"alpha={alpha}_seed={seed}") if alpha in ALPHAS
+                                         else (out / "tuned_joint" / f"seed={seed}") for seed in scale.seeds)
+    for size in scale.scene_batch_grid:
+        groups[batch_label(size)] = read_group(out / "batch" / f"asc_batch_size={size}_seed={seed}" for seed in scale.seeds)
     return {name: runs for name, runs in groups.items() if runs}
 
 
@@ -148,14 +204,23 @@ def environment_threads(scale: Scale) -> dict[str, str]:
     return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "WANDB_MODE": os.environ.get("WANDB_MODE", "disabled")}
 
 
+def data_arguments(run: SweepRun):
+    """The `DataArguments` a run's program will parse from its flags."""
+    from ..training.arguments import DataArguments, JointTrainingArguments, ModelArguments, parse_args
+    from ..training.pretraining import PretrainArguments
+
+    # Every program's flags parse with the pre-training script's classes, a superset of the joint script's.
+    _, data_args, *_ = parse_args((ModelArguments, DataArguments, JointTrainingArguments, PretrainArguments), run.arguments)
+    return data_args
+
+
 def prepare_caches(runs: list[SweepRun]) -> None:
     """Build every log-mel store the runs will read, once, before runs start in parallel and race to build them."""
-    from ..training.arguments import DataArguments, JointTrainingArguments, ModelArguments, parse_args
     from ..training.preparation import make_feature_extractor, prepare_data
 
     data_flags = set()
     for run in runs:  # the data a run reads is set by its data flags alone: prepare each set of them once
-        _, data_args, _ = parse_args((ModelArguments, DataArguments, JointTrainingArguments), run.arguments)
+        data_args = data_arguments(run)
         key = tuple(sorted(f"{name}={value}" for name, value in vars(data_args).items()))
         if key not in data_flags:
             data_flags.add(key)
@@ -179,8 +244,9 @@ def reproduce(scale: Scale, root: Path, report_dir: Path, parallel: int | None =
     first = stage_one(root, scale, link_only)
     prepare_caches(first)
     failed, executed = [], 0
-    for runs in (first, stage_two(root, scale, link_only)):  # stage two reads stage one's baselines
-        outcome = run_sweep(runs, parallel=parallel or scale.parallel, cwd=project_dir)
+    # Stage two reads stage one's baselines and the tuned control's choices: it is planned once stage one is done.
+    for plan in (lambda: first, lambda: stage_two(root, scale, link_only) + stage_three(root, scale, link_only)):
+        outcome = run_sweep(plan(), parallel=parallel or scale.parallel, cwd=project_dir)
         failed += [f"{run.output_dir}: {reason}" for run, reason in outcome.failed]
         executed += len(outcome.done) + len(outcome.failed)
         if outcome.stopped_by:
@@ -190,6 +256,7 @@ def reproduce(scale: Scale, root: Path, report_dir: Path, parallel: int | None =
     if executed:
         invocations.append({"minutes": round((time.perf_counter() - start) / 60, 2), "runs": executed})
     groups, claims = {}, []
+    selections = {} if link_only else {world: read_selection(root / world) for world in WORLDS}
     for world in WORLDS:
         groups[world] = world_groups(root, scale, world, link_only)
         if link_only:
@@ -197,7 +264,7 @@ def reproduce(scale: Scale, root: Path, report_dir: Path, parallel: int | None =
         else:
             write_report(load_runs(root / world), report_dir / world)
             claims += world_claims(world, groups[world], scale)
-    payload = write_verdicts(claims, groups, scale, report_dir, invocations, root)
+    payload = write_verdicts(claims, groups, scale, report_dir, invocations, root, selections)
     return StudyOutcome(wall_minutes=payload["wall_minutes"], failed=failed, instrument_check=payload["instrument_check"])
 
 

@@ -18,6 +18,15 @@ from .run_readings import RunReading
 from .seed_statistics import SIGNIFICANCE, PairedComparison, compare_paired, describe, pearson
 
 
+# The tuned control's groups (`mini.stage_three`) and the batch composition's, as `mini.world_groups` names them.
+TUNED_SCENE_ONLY = "scene only, regularisation tuned on validation"
+TUNED_JOINT = "joint, alpha tuned on validation"
+
+
+def batch_label(scene_clips: int) -> str:
+    return f"{scene_clips} scene clips per batch, alpha = {JOINT_ALPHA:g}"
+
+
 @dataclass
 class Claim:
     """One reading: a paired comparison over seeds, or a Pearson correlation over runs."""
@@ -119,6 +128,15 @@ def world_claims(world: str, groups: dict[str, list[RunReading]], scale: Scale) 
         paired_claim(world, "balanced alpha vs events only, event lwlrap", get("balanced"), get("alpha=1"),
                      "aet_lwlrap", "balanced alpha", "events only"),
     ]
+    budget = scale.search_budget
+    claims += [
+        paired_claim(world, f"joint at the alpha chosen on validation vs scene only with its regularisation chosen on "
+                     f"validation ({budget} search runs each), scene accuracy", get(TUNED_JOINT), get(TUNED_SCENE_ONLY),
+                     "asc_macro_accuracy", "joint, tuned alpha", "scene only, tuned"),
+        paired_claim(world, "scene only: regularisation chosen on validation vs the defaults, scene accuracy",
+                     get(TUNED_SCENE_ONLY), get("alpha=0"), "asc_macro_accuracy", "tuned", "defaults"),
+    ]
+
     def runs_of(names) -> list[RunReading]:
         return [run for name in names for run in get(name)]
 
@@ -132,6 +150,10 @@ def world_claims(world: str, groups: dict[str, list[RunReading]], scale: Scale) 
     if hours_runs:
         claims.append(correlation_claim(world, f"scene accuracy against T (k = 40, random classes, alpha = {JOINT_ALPHA:g})",
                                         hours_runs, "hours", "asc_macro_accuracy"))
+    batch_runs = runs_of(batch_label(size) for size in scale.scene_batch_grid)
+    if batch_runs:
+        claims.append(correlation_claim(world, f"scene accuracy against scene clips per batch (events per batch fixed, "
+                                        f"alpha = {JOINT_ALPHA:g})", batch_runs + get(joint), "asc_batch_size", "asc_macro_accuracy"))
     if k_runs:
         claims.append(correlation_claim(world, f"scene accuracy against k (T = {scale.subset_hours:g} h, alpha = {JOINT_ALPHA:g})",
                                         k_runs, "k", "asc_macro_accuracy"))
@@ -231,8 +253,24 @@ def wall_time_text(invocations: list[dict]) -> str:
     return f"Wall time: {total:.1f} min in {len(invocations)} invocations: {parts}."
 
 
+def control_lines(selections: dict[str, dict]) -> list[str]:
+    """What each world's tuned control chose on validation, and the budget each side's search had."""
+    if not selections:
+        return []
+    lines = ["## The tuned control", "",
+             "Each side searched on the validation split of one seed that no comparison uses, with the same number of runs; "
+             "the choices were re-run on the study's seeds and compared on test (the verdicts below).", ""]
+    for world, selection in selections.items():
+        scene, joint = selection["scene_only"], selection["joint"]
+        lines.append(f"- {world}: scene only chose {scene['setting_text']} (validation scene accuracy "
+                     f"{scene['validation_asc_macro_accuracy']:.3f}, {scene['budget']} runs on seed(s) {scene['search_seeds']}); "
+                     f"joint chose alpha = {joint['alpha']:g} ({joint['validation_asc_macro_accuracy']:.3f}, {joint['budget']} runs "
+                     f"on seed(s) {joint['search_seeds']})" + ("" if selection["budgets_equal"] else "; **the budgets differ**") + ".")
+    return [*lines, ""]
+
+
 def to_markdown(claims: list[Claim], groups: dict[str, dict[str, list[RunReading]]], scale: Scale, invocations: list[dict],
-                check: dict) -> str:
+                check: dict, selections: dict[str, dict] | None = None) -> str:
     lines = [
         "# Mini reproduction: verdicts",
         "",
@@ -242,10 +280,12 @@ def to_markdown(claims: list[Claim], groups: dict[str, dict[str, list[RunReading
         "## Instrument check",
         "",
         f"Link seeds: {', '.join(str(seed) for seed in scale.link_seeds)} (pairs 2p, 2p + 1: default and swapped "
-        "roles, one scene world and one event draw per arm and pair).",
+        "roles; each pair its own scene world, one event pool for the correlated and uncorrelated arms and one for the "
+        "A/A redraw).",
         "",
         *check_lines(check),
         "",
+        *control_lines(selections or {}),
         "## Verdicts",
         "",
         "Paired rows: difference setting − reference over the seeds both have, mean [95 % t CI], two-sided paired t-test p, "
@@ -297,19 +337,21 @@ def plot_claims(claims: list[Claim], path: Path) -> None:
 
 
 def write_verdicts(claims: list[Claim], groups: dict[str, dict[str, list[RunReading]]], scale: Scale, output_dir: Path,
-                   invocations: list[dict] | None = None, output_root: Path | None = None) -> dict:
+                   invocations: list[dict] | None = None, output_root: Path | None = None,
+                   selections: dict[str, dict] | None = None) -> dict:
     """summary.md, verdicts.json and verdicts.png in `output_dir`; returns the JSON payload.
 
-    `invocations` ([{"minutes", "runs"}]) are the calls that ran the study's runs; their sum is its wall time."""
+    `invocations` ([{"minutes", "runs"}]) are the calls that ran the study's runs; their sum is its wall time.
+    `selections` (world -> `tuned_control.select_control`'s choice) are the tuned control's choices."""
     output_dir.mkdir(parents=True, exist_ok=True)
     invocations = list(invocations or [])
     check = instrument_check(claims, scale.equivalence_margin)
     payload = {"scale": scale.description, "worlds": WORLDS, "output_root": str(output_root) if output_root else None,
                "link_seeds": list(scale.link_seeds),
                "wall_minutes": sum(item["minutes"] for item in invocations) if invocations else None,
-               "invocations": invocations, "instrument_check": check, "claims": to_plain(claims),
+               "invocations": invocations, "instrument_check": check, "tuned_control": selections or {}, "claims": to_plain(claims),
                "runs": {world: {name: [run.source for run in runs] for name, runs in g.items()} for world, g in groups.items()}}
-    atomic_write_text(output_dir / "summary.md", to_markdown(claims, groups, scale, invocations, check))
+    atomic_write_text(output_dir / "summary.md", to_markdown(claims, groups, scale, invocations, check, selections))
     atomic_write_json(output_dir / "verdicts.json", payload)
     plot_claims(claims, output_dir / "verdicts.png")
     return payload

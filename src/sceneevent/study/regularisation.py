@@ -45,6 +45,19 @@ REGULARISER_PRESETS: dict[str, dict[str, Any]] = {
 }
 PRESET_ORDER = tuple(REGULARISER_PRESETS)
 
+# The tuned control's search space (W&B sweep distributions): sweeps/tuned_control_search.yaml searches it for the
+# paper's runs, the mini study (`design.Scale.search_budget` draws) for its own.
+SEARCH_SPACE: dict[str, dict[str, Any]] = {
+    "dropout": {"distribution": "uniform", "min": 0.0, "max": 0.5},
+    "drop_path_rate": {"distribution": "uniform", "min": 0.0, "max": 0.3},
+    "weight_decay": {"distribution": "log_uniform_values", "min": 1.0e-6, "max": 1.0e-2},
+    "mixup": {"values": [True, False]},
+    "mixup_alpha": {"distribution": "uniform", "min": 0.1, "max": 1.0},
+    "specaugment": {"values": [True, False]},
+    "freq_mask_width": {"distribution": "int_uniform", "min": 0, "max": 24},
+    "time_mask_width": {"distribution": "int_uniform", "min": 0, "max": 40},
+}
+
 
 def regularisation_of(config: dict) -> dict[str, Any]:
     """The regularisation flags a run used: its config's, the default for any it does not record."""

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from ..io_utils import atomic_write_json
 from ..training.results import RESULTS_FILE
-from .sweeps import LOG_FILE, RUN_RECORD_FILE, SweepRun, cuda_visible_devices, is_finished
+from .sweeps import LOG_FILE, RUN_RECORD_FILE, SweepRun, changed_flags, cuda_visible_devices, is_finished
 
 SWEEP_LOCK_FILE = ".run_sweep.lock"  # in OUTPUT_ROOT/<sweep>/
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -257,6 +257,7 @@ def execute(run: SweepRun, cwd: str | os.PathLike | None = None, children: _Chil
     atomic_write_json(run.output_dir / RUN_RECORD_FILE, {
         "wall_seconds": time.monotonic() - clock, "started": started, "ended": time.time(), "processes": run.processes,
         "gpus": list(gpus) if gpus is not None else None, "cuda_visible_devices": env["CUDA_VISIBLE_DEVICES"] if env else None,
+        "arguments": run.arguments,  # what a later plan's run in this folder must match (`changed_flags`)
     })
     return None
 
@@ -314,6 +315,10 @@ def run_sweep(runs: list[SweepRun], parallel: int | None = None, cwd: str | os.P
     outcome, pending = SweepOutcome(), []
     for run in runs:
         (outcome.skipped if is_finished(run) else pending).append(run)
+    changed = [f"{run.output_dir} ({'; '.join(flags)})" for run in outcome.skipped if (flags := changed_flags(run))]
+    if changed:
+        raise ValueError(f"{len(changed)} finished run(s) were made with other flags than this plan gives them, so they are "
+                         "not its runs: " + ", ".join(changed) + ". Give the plan another output folder, or move those runs away.")
     if not pending:
         return outcome
     children = _Children(stop_timeout)

@@ -25,6 +25,7 @@ Conventions shared with the YAML files:
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import sys
@@ -363,6 +364,38 @@ def holds_leftovers(output_dir: Path) -> bool:
 
 def is_finished(run: SweepRun) -> bool:
     return has_results(run.output_dir)
+
+
+# Flags that say where a run writes and how it resumes, not what it measures: a plan may change them.
+_WHERE_NOT_WHAT = frozenset({"output_dir", "overwrite_output_dir", "resume_from_checkpoint", "checkpointing_steps",
+                             "save_total_limit", "logging_steps", "report_to", "wandb_project", "run_name"})
+
+
+def changed_flags(run: SweepRun) -> list[str]:
+    """For a finished run whose runner recorded its flags (`RUN_RECORD_FILE`), each flag the plan now gives
+    otherwise, as "--name: was X, now Y"; [] when they agree or none were recorded (runs from before the record).
+    A plan whose flags changed (a new scale, a new default) must not take an old run for one of its own."""
+    try:
+        recorded = json.loads((run.output_dir / RUN_RECORD_FILE).read_text()).get("arguments")
+    except (OSError, ValueError, AttributeError):
+        return []
+    if not isinstance(recorded, list):
+        return []
+    was, now = _flag_values(recorded), _flag_values(run.arguments)
+    return [f"--{name}: was {was.get(name, '(not given)')}, now {now.get(name, '(not given)')}"
+            for name in sorted((set(was) | set(now)) - _WHERE_NOT_WHAT) if was.get(name) != now.get(name)]
+
+
+def _flag_values(arguments: list[str]) -> dict[str, str]:
+    """["--a=1", "--b", "2", "--c"] -> {"a": "1", "b": "2", "c": ""} (the last of a repeated flag wins, as argparse's)."""
+    values, pending = {}, None
+    for token in arguments:
+        if token.startswith("--"):
+            name, has_value, value = token[2:].partition("=")
+            values[name], pending = value, (None if has_value else name)
+        elif pending is not None:
+            values[pending], pending = token, None
+    return values
 
 
 # --- GPUs ----------------------------------------------------------------------------------------------
