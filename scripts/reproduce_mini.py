@@ -2,7 +2,7 @@
 a scene-event link planted (synthetic_event_informativeness 1) and without (0), to show that the instrument
 detects a planted effect and invents none.
 
-    python scripts/reproduce_mini.py                    # about 60 minutes on 2 CPU cores
+    python scripts/reproduce_mini.py                    # 75 minutes on 2 CPU cores (208 runs)
     python scripts/reproduce_mini.py --scale gpu        # the same study, larger, on one GPU
     python scripts/reproduce_mini.py --dry_run          # print every run's command
     python scripts/reproduce_mini.py --link_only --link_seeds 100-115 --report_dir reports/replication
