@@ -346,8 +346,9 @@ def test_runner_resumes_and_survives_a_failing_run(tiny_sweep, capsys):
     assert (finished / "results.json").read_text() == "{}"  # not re-run
     assert "exit code 3" in out
 
-    # Again: only the two failed runs are retried.
-    assert run_sweep.main([str(path), "--output_root", str(root), "--launcher", "python"]) == 1
+    # Again, the same command: only the two failed runs are retried (without the same extra flags the finished
+    # runs would not be this plan's, and the runner would refuse: test_sweep_runner.py).
+    assert run_sweep.main([str(path), "--output_root", str(root), "--launcher", "python", "--extra_args", "--max_train_steps 2"]) == 1
     retried = executions(counter)[len(first):]
     assert len(retried) == 2 and all("--alpha=0.5" in line for line in retried)
 
