@@ -104,7 +104,7 @@ def run_from_results(results: RunResults, source: str) -> RunReading:
     # A pre-trained-then-fine-tuned run saw its event data in stage 1 (recorded under "pretrain").
     stage_one = (results.pretrain or {}).get("data") if mode == "pretrain_finetune" else None
     data = stage_one or results.data
-    k, hours, strategy = _event_factors(data, config) if alpha != 0.0 or mode == "pretrain_finetune" else (None, None, None)
+    k, hours, strategy = event_factors(data, config) if alpha != 0.0 or mode == "pretrain_finetune" else (None, None, None)
     gradients = [entry for epoch in results.history for entry in (epoch.get("task_gradients") or [])]
     return RunReading(
         source=source, seed=seed, alpha=alpha, mode=mode, k=k, hours=hours, strategy=strategy,
@@ -158,7 +158,7 @@ def run_identity(config: dict, seed: Any, alpha: float | None) -> str:
     return json.dumps({**kept, "seed": seed, "alpha": alpha}, sort_keys=True, default=str)
 
 
-def _event_factors(data: dict, config: dict) -> tuple[int | None, float | None, str | None]:
+def event_factors(data: dict, config: dict) -> tuple[int | None, float | None, str | None]:
     subset = data.get("aet_subset") or {}
     name = str(config.get("aet_dataset") or "").rstrip("/").rsplit("/", 1)[-1]
     k = subset.get("k") if subset.get("k") is not None else _match(_K, name, int)

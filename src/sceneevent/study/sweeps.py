@@ -41,6 +41,7 @@ from ..training.arguments import BoundedYamlLoader
 from ..training.checkpointing import LOCK_FILE, checkpoint_dirs
 from ..training.results import has_results
 from .regularisation import REGULARISER_PRESETS
+from .run_readings import OUTPUT_FIELDS
 
 LOG_FILE = "train.log"
 RUN_RECORD_FILE = "sweep_run.json"  # the runner's own timing of a finished run (its wall time, GPUs, processes)
@@ -366,15 +367,11 @@ def is_finished(run: SweepRun) -> bool:
     return has_results(run.output_dir)
 
 
-# Flags that say where a run writes and how it resumes, not what it measures: a plan may change them.
-_WHERE_NOT_WHAT = frozenset({"output_dir", "overwrite_output_dir", "resume_from_checkpoint", "checkpointing_steps",
-                             "save_total_limit", "logging_steps", "report_to", "wandb_project", "run_name"})
-
-
 def changed_flags(run: SweepRun) -> list[str]:
     """For a finished run whose runner recorded its flags (`RUN_RECORD_FILE`), each flag the plan now gives
     otherwise, as "--name: was X, now Y"; [] when they agree or none were recorded (runs from before the record).
-    A plan whose flags changed (a new scale, a new default) must not take an old run for one of its own."""
+    A plan whose flags changed (a new scale, a new default) must not take an old run for one of its own; flags that
+    say where a run writes, not what it measures (`run_readings.OUTPUT_FIELDS`, as run identity has them), may change."""
     try:
         recorded = json.loads((run.output_dir / RUN_RECORD_FILE).read_text()).get("arguments")
     except (OSError, ValueError, AttributeError):
@@ -383,7 +380,7 @@ def changed_flags(run: SweepRun) -> list[str]:
         return []
     was, now = _flag_values(recorded), _flag_values(run.arguments)
     return [f"--{name}: was {was.get(name, '(not given)')}, now {now.get(name, '(not given)')}"
-            for name in sorted((set(was) | set(now)) - _WHERE_NOT_WHAT) if was.get(name) != now.get(name)]
+            for name in sorted((set(was) | set(now)) - OUTPUT_FIELDS) if was.get(name) != now.get(name)]
 
 
 def _flag_values(arguments: list[str]) -> dict[str, str]:

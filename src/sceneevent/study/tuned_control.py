@@ -22,7 +22,7 @@ import yaml
 from ..io_utils import atomic_write_json, atomic_write_text
 from ..training.results import RunResults
 from .regularisation import DEFAULTS, REGULARISATION_FLAGS, regularisation_label, regularisation_of, setting_text
-from .run_readings import _event_factors, find_results
+from .run_readings import event_factors, find_results
 from .sweeps import schema_violations
 
 VALIDATION_KEY = "val_asc_macro_accuracy"  # the per-epoch validation reading in results.json's history
@@ -102,7 +102,7 @@ def select_control(scene_search: str | Path, alpha_search: str | Path, *, allow_
                          "search run(s) in " f"{alpha_search}; finish both searches (or pass --allow_unequal_budgets to say so "
                          "in the report)")
     scene_best, joint_best = _best(scene, "--scene_search", scene_search), _best(joint, "--alpha_search", alpha_search)
-    k, hours, strategy = _event_factors({}, joint_best.config)
+    k, hours, strategy = event_factors({}, joint_best.config)
     setting = regularisation_of(scene_best.config)
     return {
         "selected_on": f"validation: each run's best {VALIDATION_KEY} over its epochs; test readings are not read",
