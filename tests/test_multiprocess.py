@@ -153,7 +153,8 @@ timeout, action, folder = int(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 while len(list(folder.glob("ready*"))) < 2:
     time.sleep(0.05)
 accelerator = make_accelerator(JointTrainingArguments(output_dir=str(folder), distributed_timeout=timeout), folder)
-print(f"rank {accelerator.process_index} pid {os.getpid()}", flush=True)
+# One write of the whole line: two ranks share the pipe, and print() writes the text and its newline apart.
+os.write(1, f"rank {accelerator.process_index} pid {os.getpid()}\\n".encode())
 if action == "freeze" and accelerator.process_index == 1:
     os.kill(os.getpid(), signal.SIGSTOP)
 if action == "sleep":
@@ -202,7 +203,7 @@ def test_ranks_stop_when_their_torchrun_launcher_is_killed(tmp_path):
     try:
         while len(pids) < 2:
             line = launcher.stdout.readline()
-            assert line, f"a rank ended before it started: {launcher.stderr.read()[-3000:]}"
+            assert line, f"the ranks ended before both said they started (pids so far: {pids}): {launcher.stderr.read()[-3000:]}"
             pids += [int(line.split()[-1])] if line.startswith("rank ") else []
         launcher.kill()
         launcher.wait()

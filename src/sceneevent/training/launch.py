@@ -60,11 +60,18 @@ def explain_wait_timeouts(rank: int, timeout: int) -> None:
     def explain(kind, error, trace):
         previous(kind, error, trace)
         if "Timed out waiting" in str(error):
-            print(f"rank {rank} stopped: it waited --distributed_timeout {timeout} s for the other process(es) {_wait_site(trace)}; "
+            say(f"rank {rank} stopped: it waited --distributed_timeout {timeout} s for the other process(es) {_wait_site(trace)}; "
                   "one of them is stopped (e.g. SIGSTOP), hung or dead, or still working alone (the main process prepares "
-                  "the data while the others wait: raise --distributed_timeout if that takes longer)", file=sys.stderr, flush=True)
+                  "the data while the others wait: raise --distributed_timeout if that takes longer)")
 
     sys.excepthook = explain
+
+
+def say(line: str) -> None:
+    """One line to stderr in one write: every rank shares the launcher's stderr, and print() writes a line's text
+    and its newline apart, so two ranks' lines could run together."""
+    sys.stderr.flush()  # after what the process already wrote (e.g. the traceback before it)
+    os.write(sys.stderr.fileno(), f"{line}\n".encode())
 
 
 def _wait_site(trace) -> str:
@@ -90,8 +97,8 @@ def stop_when_launcher_dies(rank: int, poll_seconds: float = 1.0) -> None:
     def watch() -> None:
         while os.getppid() == launcher:
             time.sleep(poll_seconds)
-        print(f"rank {rank} stopped: its launcher (torchrun, pid {launcher}) is gone; resume the run from its newest "
-              "checkpoint with --resume_from_checkpoint latest", file=sys.stderr, flush=True)
+        say(f"rank {rank} stopped: its launcher (torchrun, pid {launcher}) is gone; resume the run from its newest "
+              "checkpoint with --resume_from_checkpoint latest")
         os._exit(1)
 
     threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
