@@ -300,6 +300,24 @@ def test_a_finished_run_made_with_other_flags_is_not_taken_for_the_plans_own(swe
     assert len(sweep_runner.run_sweep(moved, progress=False).skipped) == 2
 
 
+def test_a_run_from_before_the_record_is_checked_against_the_config_its_results_hold(tmp_path):
+    """Runs made before the runner recorded flags (reports/mini's lr 0.01 runs) carry their resolved config in
+    results.json: a plan whose flags name other values there must not take them for its own."""
+    config = {"program": "train.py", "method": "grid", "parameters": {"seed": {"values": [0]}, "alpha": {"value": "auto"}}}
+    flags = ["--learning_rate=0.003", "--mixup=false", "--encoder=test_resnet", "--logging_steps=5", "--not_in_config=1"]
+    run, = sweeps.plan_runs(config, "s", tmp_path, launcher="python", extra_args=flags)
+    run.output_dir.mkdir(parents=True)
+    made_with = {"seed": 0, "alpha": 0.9147, "learning_rate": 0.01, "mixup": True, "encoder": "test_resnet", "logging_steps": 10}
+    (run.output_dir / "results.json").write_text(json.dumps({"schema_version": 2, "config": made_with}))
+    # alpha "auto" was resolved to a number and cannot be compared; logging_steps says how a run logs, not what it measures
+    assert sweeps.changed_flags(run) == ["--learning_rate: was 0.01, now 0.003", "--mixup: was True, now false"]
+    with pytest.raises(ValueError, match=r"1 finished run\(s\) were made with other flags .*--learning_rate: was 0.01, now 0.003"):
+        sweep_runner.run_sweep([run], progress=False)
+    same, = sweeps.plan_runs(config, "s", tmp_path, launcher="python",
+                             extra_args=["--learning_rate=1e-2", "--mixup", "--encoder=test_resnet", "--logging_steps=5"])
+    assert sweeps.changed_flags(same) == [] and len(sweep_runner.run_sweep([same], progress=False).skipped) == 1
+
+
 def test_a_sweep_given_twice_is_refused_before_anything_runs(tmp_path):
     config = {"program": "train.py", "method": "grid", "parameters": {"seed": {"values": [0]}}}
     runs = sweeps.plan_runs(config, "s", tmp_path, launcher="python")

@@ -39,7 +39,7 @@ import yaml
 
 from ..training.arguments import BoundedYamlLoader
 from ..training.checkpointing import LOCK_FILE, checkpoint_dirs
-from ..training.results import has_results
+from ..training.results import RESULTS_FILE, has_results
 from .regularisation import REGULARISER_PRESETS
 from .run_readings import OUTPUT_FIELDS
 
@@ -368,19 +368,48 @@ def is_finished(run: SweepRun) -> bool:
 
 
 def changed_flags(run: SweepRun) -> list[str]:
-    """For a finished run whose runner recorded its flags (`RUN_RECORD_FILE`), each flag the plan now gives
-    otherwise, as "--name: was X, now Y"; [] when they agree or none were recorded (runs from before the record).
-    A plan whose flags changed (a new scale, a new default) must not take an old run for one of its own; flags that
-    say where a run writes, not what it measures (`run_readings.OUTPUT_FIELDS`, as run identity has them), may change."""
+    """For a finished run, each flag the plan now gives otherwise than the run was made with, as "--name: was X,
+    now Y"; [] when they agree. A plan whose flags changed (a new scale, a new default) must not take an old run
+    for one of its own; flags that say where a run writes, not what it measures (`run_readings.OUTPUT_FIELDS`, as
+    run identity has them), may change.
+
+    What the run was made with: the flags its runner recorded (`RUN_RECORD_FILE`); for runs from before that
+    record, the resolved config in its results.json, for the flags found there whose text can be read as the
+    config's value (`--alpha auto` resolved to a number cannot, and is not compared)."""
+    now = _flag_values(run.arguments)
+    recorded = _read_json(run.output_dir / RUN_RECORD_FILE).get("arguments")
+    if isinstance(recorded, list):
+        was = _flag_values(recorded)
+        return [f"--{name}: was {was.get(name, '(not given)')}, now {now.get(name, '(not given)')}"
+                for name in sorted((set(was) | set(now)) - OUTPUT_FIELDS) if was.get(name) != now.get(name)]
+    config = _read_json(run.output_dir / RESULTS_FILE).get("config")
+    if not isinstance(config, dict):
+        return []
+    return [f"--{name}: was {config[name]}, now {text}" for name, text in sorted(now.items())
+            if name not in OUTPUT_FIELDS and name in config and _names_other_value(text, config[name])]
+
+
+def _read_json(path: Path) -> dict:
+    """The JSON object in `path`, or {} where there is none (no file, not JSON, not an object)."""
     try:
-        recorded = json.loads((run.output_dir / RUN_RECORD_FILE).read_text()).get("arguments")
-    except (OSError, ValueError, AttributeError):
-        return []
-    if not isinstance(recorded, list):
-        return []
-    was, now = _flag_values(recorded), _flag_values(run.arguments)
-    return [f"--{name}: was {was.get(name, '(not given)')}, now {now.get(name, '(not given)')}"
-            for name in sorted((set(was) | set(now)) - OUTPUT_FIELDS) if was.get(name) != now.get(name)]
+        payload = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def _names_other_value(text: str, value: Any) -> bool:
+    """Whether flag text `text` names another value than a resolved config's `value`; False where it cannot be
+    read as that value's type."""
+    if isinstance(value, bool):  # before int: a bool is an int
+        words = {"true": True, "1": True, "yes": True, "": True, "false": False, "0": False, "no": False}
+        return text.lower() in words and words[text.lower()] != value
+    if isinstance(value, (int, float)):
+        try:
+            return float(text) != float(value)
+        except ValueError:
+            return False
+    return isinstance(value, str) and text != value
 
 
 def _flag_values(arguments: list[str]) -> dict[str, str]:
