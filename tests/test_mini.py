@@ -119,9 +119,13 @@ def test_the_plan_runs_every_setting_with_the_same_seeds_in_both_worlds(tmp_path
         for key in ("asc_baseline", "aet_baseline"):
             assert run.parameters[key] in planned
             assert Path(run.parameters[key]).parent.parent == run.output_dir.parent.parent
-    # Every run trains for the same number of epochs; pre-training + fine-tuning adds up to it.
+    # Every run trains for the same number of epochs; pre-training + fine-tuning adds up to it (and is given only
+    # its stages' epochs, which are what it trains).
     epochs = SCALE.pretrain_epochs + SCALE.finetune_epochs
-    assert all(f"--num_train_epochs={epochs}" in run.command for run in first + second)
+    staged = [run for run in first if run.output_dir.parent.name == "pretrain"]
+    assert staged and all(flag(run, "num_train_epochs") is None for run in staged)
+    assert all(int(flag(run, "pretrain_epochs")) + int(flag(run, "finetune_epochs")) == epochs for run in staged)
+    assert all(flag(run, "num_train_epochs") == str(epochs) for run in first + second if run not in staged)
 
 
 @pytest.mark.parametrize("text, seeds", [("100-103", (100, 101, 102, 103)), ("0,1,4,5", (0, 1, 4, 5)), ("0-1,8,9", (0, 1, 8, 9))])
@@ -270,6 +274,23 @@ def test_the_verdicts_find_a_planted_difference_with_scipys_numbers(tmp_path):
     assert f"joint chose alpha = {selection['joint']['alpha']:g}" in text and f"{SCALE.search_budget} runs on seed(s) [50]" in text
     assert (tmp_path / "report" / "verdicts.png").read_bytes().startswith(PNG_SIGNATURE)
     assert json.loads((tmp_path / "report" / "verdicts.json").read_text())["instrument_check"]["passed"]
+
+
+def test_a_failed_search_run_leaves_its_world_without_a_control_and_the_study_goes_on(tmp_path, capsys):
+    """A search run that failed (no results.json) makes that world's budgets unequal: its control is neither chosen
+    nor run, the report says so, and the other world's control stands."""
+    write_study(tmp_path, link_effect=0.05, rng=np.random.default_rng(3))
+    failed = next((tmp_path / "unplanted" / "control_search").iterdir())
+    (failed / "results.json").unlink()
+    runs = mini.stage_three(tmp_path, SCALE)
+    assert "unplanted: no tuned control: unequal budgets: 5 scene-only search run(s)" in capsys.readouterr().err
+    assert runs and all(run.output_dir.is_relative_to(tmp_path / "planted") for run in runs)
+    assert not (tmp_path / "unplanted" / "tuned_control.json").exists()
+    assert (tmp_path / "planted" / "tuned_control.json").exists()
+    selections = {"planted": json.loads((tmp_path / "planted" / "tuned_control.json").read_text()), "unplanted": None}
+    lines = mini_report.control_lines(selections)
+    assert "- unplanted: **no tuned control**: its searches did not all finish" in "\n".join(lines)
+    assert sum(line.startswith("- planted: scene only chose") for line in lines) == 1
 
 
 def check_of(root: Path) -> dict:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,20 +105,20 @@ def stage_one(root: Path, scale: Scale, link_only: bool = False) -> list[SweepRu
     for world, informativeness in WORLDS.items():
         flags = scale.world_flags(informativeness)
         sweeps = [
-            ("alpha", _sweep({"alpha": list(ALPHAS)}, scale.seeds)),
+            ("alpha", _sweep({"alpha": list(ALPHAS)}, scale.seeds), flags),
+            # The stages' epochs replace --num_train_epochs there: the scale's would only mislead a reader of the command.
             ("pretrain", _sweep({"mode": "pretrain_finetune", "pretrain_epochs": scale.pretrain_epochs,
-                                 "finetune_epochs": scale.finetune_epochs}, scale.seeds)),
-            ("control_search", _search(scale)),
-            ("alpha_search", _sweep({"alpha": list(scale.alpha_search)}, (scale.search_seed,))),
+                                 "finetune_epochs": scale.finetune_epochs}, scale.seeds), _without(flags, "num_train_epochs")),
+            ("control_search", _search(scale), flags),
+            ("alpha_search", _sweep({"alpha": list(scale.alpha_search)}, (scale.search_seed,)), flags),
         ]
         if world == "planted":
             sweeps.append(("subsets", _sweep({"aet_dataset": [str(subset_dir(root, s)) for s in scale.grid_subsets()],
-                                              "alpha": JOINT_ALPHA}, scale.seeds)))
-        for name, sweep in sweeps:
-            runs += plan_runs(sweep, name, root / world, launcher="python", extra_args=flags)
-        if world == "planted":
-            runs += plan_runs(_sweep({"asc_batch_size": list(scale.scene_batch_grid), "alpha": JOINT_ALPHA}, scale.seeds),
-                              "batch", root / world, launcher="python", extra_args=_without(flags, "asc_batch_size"))
+                                              "alpha": JOINT_ALPHA}, scale.seeds), flags))
+            sweeps.append(("batch", _sweep({"asc_batch_size": list(scale.scene_batch_grid), "alpha": JOINT_ALPHA}, scale.seeds),
+                           _without(flags, "asc_batch_size")))
+        for name, sweep, sweep_flags in sweeps:
+            runs += plan_runs(sweep, name, root / world, launcher="python", extra_args=sweep_flags)
     return runs
 
 
@@ -137,12 +138,18 @@ def stage_two(root: Path, scale: Scale, link_only: bool = False) -> list[SweepRu
 
 def stage_three(root: Path, scale: Scale, link_only: bool = False) -> list[SweepRun]:
     """The tuned control's re-runs, planned once stage one's searches have finished: in each world, the scene-only
-    setting and the alpha chosen on validation (`choose_control`), each on the study's seeds."""
+    setting and the alpha chosen on validation (`choose_control`), each on the study's seeds. A world whose
+    searches did not all finish (a run failed) gets no control, and says so; the rest of the study goes on."""
     runs = []
     if link_only:
         return runs
     for world, informativeness in WORLDS.items():
-        selection = choose_control(root / world)
+        try:
+            selection = choose_control(root / world)
+        except ValueError as error:
+            (root / world / SELECTION_FILE).unlink(missing_ok=True)  # no choice stands without both searches
+            print(f"{world}: no tuned control: {error}", file=sys.stderr)
+            continue
         alpha = selection["joint"]["alpha"]
         sweeps = [("tuned_scene_only", _sweep({"alpha": 0, **selection["scene_only"]["setting"]}, scale.seeds))]
         if alpha not in ALPHAS:  # else the alpha sweep's runs are these runs
@@ -174,12 +181,17 @@ def read_group(folders) -> list[RunReading]:
     return [run for run in (read_run(Path(folder)) for folder in folders) if run is not None]
 
 
+def link_run_dir(root: Path, scale: Scale, world: str, arm: str, seed: int) -> Path:
+    """The folder of link run `seed` of `arm` in `world` (where `link_runs` plans it)."""
+    return root / world / "link" / f"aet_dataset={scale.link_subset(arm, seed).folder}_seed={seed}"
+
+
 def world_groups(root: Path, scale: Scale, world: str, link_only: bool = False) -> dict[str, list[RunReading]]:
     """The runs of one world by setting: each link arm's label, and unless `link_only` "alpha=0.5", "balanced",
     "pretrain" and each grid subset's `label`."""
     out = root / world
-    groups = {scale.arm_label(arm): read_group(out / "link" / f"aet_dataset={scale.link_subset(arm, seed).folder}_seed={seed}"
-                                               for seed in scale.link_seeds) for arm in LINK_ARMS}
+    groups = {scale.arm_label(arm): read_group(link_run_dir(root, scale, world, arm, seed) for seed in scale.link_seeds)
+              for arm in LINK_ARMS}
     if link_only:
         return {name: runs for name, runs in groups.items() if runs}
     for alpha in ALPHAS:
@@ -256,7 +268,8 @@ def reproduce(scale: Scale, root: Path, report_dir: Path, parallel: int | None =
     if executed:
         invocations.append({"minutes": round((time.perf_counter() - start) / 60, 2), "runs": executed})
     groups, claims = {}, []
-    selections = {} if link_only else {world: read_selection(root / world) for world in WORLDS}
+    selections = {} if link_only else {world: read_selection(root / world) if (root / world / SELECTION_FILE).is_file() else None
+                                       for world in WORLDS}
     for world in WORLDS:
         groups[world] = world_groups(root, scale, world, link_only)
         if link_only:

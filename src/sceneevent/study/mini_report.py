@@ -253,14 +253,19 @@ def wall_time_text(invocations: list[dict]) -> str:
     return f"Wall time: {total:.1f} min in {len(invocations)} invocations: {parts}."
 
 
-def control_lines(selections: dict[str, dict]) -> list[str]:
-    """What each world's tuned control chose on validation, and the budget each side's search had."""
+def control_lines(selections: dict[str, dict | None]) -> list[str]:
+    """What each world's tuned control chose on validation, and the budget each side's search had (None: no choice,
+    its searches did not all finish)."""
     if not selections:
         return []
     lines = ["## The tuned control", "",
              "Each side searched on the validation split of one seed that no comparison uses, with the same number of runs; "
              "the choices were re-run on the study's seeds and compared on test (the verdicts below).", ""]
     for world, selection in selections.items():
+        if selection is None:
+            lines.append(f"- {world}: **no tuned control**: its searches did not all finish (a run failed; "
+                         "reproduce_mini.py lists the failed runs).")
+            continue
         scene, joint = selection["scene_only"], selection["joint"]
         lines.append(f"- {world}: scene only chose {scene['setting_text']} (validation scene accuracy "
                      f"{scene['validation_asc_macro_accuracy']:.3f}, {scene['budget']} runs on seed(s) {scene['search_seeds']}); "
