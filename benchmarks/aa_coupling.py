@@ -11,15 +11,12 @@ both would move together; two exchangeable draws differ by zero in expectation.
     python benchmarks/aa_coupling.py --output_root outputs/mini_link --link_seeds 0-15 --report reports/mini/aa_coupling.md
 """
 
-import argparse
-import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
-from sceneevent.io_utils import atomic_write_text
-from sceneevent.study.design import JOINT_ALPHA, SCALES, WORLDS, Subset, parse_seed_range, swapped_roles
-from sceneevent.study.mini import _sweep, build_subset, environment_threads, prepare_caches, read_group, world_groups
+from common import parse_study, print_report, study_parser
+from sceneevent.study.design import JOINT_ALPHA, WORLDS, Subset, swapped_roles
+from sceneevent.study.mini import _sweep, build_subset, prepare_caches, read_group, world_groups
 from sceneevent.study.seed_statistics import compare_paired
 from sceneevent.study.sweep_runner import run_sweep
 from sceneevent.study.sweeps import plan_runs
@@ -34,15 +31,8 @@ def coupled_subset(scale, seed: int) -> Subset:
 
 
 def main(args=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
-    parser.add_argument("--output_root", type=Path, required=True, help="The finished --link_only study's runs.")
-    parser.add_argument("--link_seeds", type=parse_seed_range, required=True, help="Its seeds, e.g. 0-15.")
-    parser.add_argument("--report", type=Path, default=None, help="Also write the table to this Markdown file.")
-    options = parser.parse_args(args)
-    scale = replace(SCALES[options.scale], link_seeds=options.link_seeds)
-    root = options.output_root.resolve()
-    os.environ.update(environment_threads(scale))
+    parser = study_parser(__doc__, "Its seeds, e.g. 0-15.")
+    options, scale, root = parse_study(parser, args)
     runs = []
     for seed in scale.link_seeds:
         folder = build_subset(root, scale, coupled_subset(scale, seed))
@@ -63,10 +53,7 @@ def main(args=None) -> int:
         d = comparison.difference
         lines.append(f"| {setting} - {reference}{note} | {comparison.n_pairs} | {d.mean:+.4f} [{d.ci_low:+.4f}, {d.ci_high:+.4f}] "
                      f"| {d.sd:.4f} | {comparison.t_test_p:.3g} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if options.report:
-        atomic_write_text(options.report, text)
+    print_report(lines, options.report)
     return 1 if outcome.failed else 0
 
 

@@ -131,6 +131,45 @@ def read_results(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def study_parser(description: str, seeds_help: str = "Its link seeds, e.g. 0-15."):
+    """The arguments of the benchmarks that read a finished reproduce_mini.py study: its scale, runs and link seeds,
+    and an optional Markdown report."""
+    import argparse
+
+    from sceneevent.study.design import SCALES, parse_seed_range
+
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
+    parser.add_argument("--output_root", type=Path, required=True, help="A finished reproduce_mini.py study's runs.")
+    parser.add_argument("--link_seeds", type=parse_seed_range, required=True, help=seeds_help)
+    parser.add_argument("--report", type=Path, default=None, help="Also write the table to this Markdown file.")
+    return parser
+
+
+def parse_study(parser, args=None):
+    """`parser`'s options (a `study_parser`), the scale with their link seeds, and the study's runs folder; the
+    thread settings of the scale's runs go to the environment, for the runs this process starts."""
+    from dataclasses import replace
+
+    from sceneevent.study.design import SCALES
+    from sceneevent.study.mini import environment_threads
+
+    options = parser.parse_args(args)
+    scale = replace(SCALES[options.scale], link_seeds=options.link_seeds)
+    os.environ.update(environment_threads(scale))
+    return options, scale, options.output_root.resolve()
+
+
+def print_report(lines: list[str], report: str | os.PathLike | None) -> None:
+    """Print a benchmark's Markdown lines, and write them to `report` (atomically) when one is given."""
+    from sceneevent.io_utils import atomic_write_text
+
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if report:
+        atomic_write_text(report, text)
+
+
 # --- memory ----------------------------------------------------------------------------------------
 
 
