@@ -7,6 +7,7 @@ own folder, so `import common` works when run as `python benchmarks/bench_x.py`)
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import resource
@@ -14,7 +15,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import datasets
@@ -26,7 +27,9 @@ import sceneevent
 from sceneevent import SceneEventConfig, SceneEventModel
 from sceneevent.data.feature_store import StoredSplit
 from sceneevent.data.loader import BatchReader, DeviceBatchReader, MultiTaskLoader
-from sceneevent.io_utils import atomic_write_json
+from sceneevent.io_utils import atomic_write_json, atomic_write_text
+from sceneevent.study.design import SCALES, parse_seed_range
+from sceneevent.study.mini import environment_threads
 from sceneevent.training.arguments import JointTrainingArguments
 from sceneevent.training.step import build_augmenters, training_step
 
@@ -134,10 +137,6 @@ def read_results(name: str) -> dict | None:
 def study_parser(description: str, seeds_help: str = "Its link seeds, e.g. 0-15."):
     """The arguments of the benchmarks that read a finished reproduce_mini.py study: its scale, runs and link seeds,
     and an optional Markdown report."""
-    import argparse
-
-    from sceneevent.study.design import SCALES, parse_seed_range
-
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     parser.add_argument("--output_root", type=Path, required=True, help="A finished reproduce_mini.py study's runs.")
@@ -149,11 +148,6 @@ def study_parser(description: str, seeds_help: str = "Its link seeds, e.g. 0-15.
 def parse_study(parser, args=None):
     """`parser`'s options (a `study_parser`), the scale with their link seeds, and the study's runs folder; the
     thread settings of the scale's runs go to the environment, for the runs this process starts."""
-    from dataclasses import replace
-
-    from sceneevent.study.design import SCALES
-    from sceneevent.study.mini import environment_threads
-
     options = parser.parse_args(args)
     scale = replace(SCALES[options.scale], link_seeds=options.link_seeds)
     os.environ.update(environment_threads(scale))
@@ -162,8 +156,6 @@ def parse_study(parser, args=None):
 
 def print_report(lines: list[str], report: str | os.PathLike | None) -> None:
     """Print a benchmark's Markdown lines, and write them to `report` (atomically) when one is given."""
-    from sceneevent.io_utils import atomic_write_text
-
     text = "\n".join(lines) + "\n"
     print(text)
     if report:

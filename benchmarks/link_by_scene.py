@@ -3,7 +3,7 @@ per role assignment (issue 29: the link is a default-role effect; this says in w
 
 It evaluates each finished link run's saved model on its own scene test split (the run's world and role
 assignment, from its results.json), keeps every run's per-scene accuracies in OUTPUT_ROOT/<world>/link_by_scene.json
-(runs already there are not evaluated again), and prints, for the default-role seeds, the swapped-role seeds and
+(runs already there are not evaluated again; `transfer_probe.py` keeps its runs' there too), and prints, for the default-role seeds, the swapped-role seeds and
 the pairs: each background group's correlated accuracy and correlated - uncorrelated, mean [95 % CI] and paired t p.
 A run's mean over the ten scenes equals its reported asc_macro_accuracy (checked as it goes).
 
@@ -33,6 +33,7 @@ from sceneevent.training.preparation import make_feature_extractor, prepare_data
 from sceneevent.training.results import read_results
 
 ARMS = ("correlated", "uncorrelated")
+STORE = "link_by_scene.json"  # in OUTPUT_ROOT/<world>/: each evaluated run's per-scene test accuracies
 GROUPS = {"halls": BACKGROUND_GROUPS[0], "vehicles": BACKGROUND_GROUPS[1], "outdoors": BACKGROUND_GROUPS[2],
           "all ten scenes": tuple(SCENES)}
 
@@ -61,6 +62,20 @@ def per_scene_accuracy(run_dir: Path, data_cache: dict) -> dict[str, float]:
     return accuracy
 
 
+def per_scene_accuracies(run_dirs, store: Path) -> dict[Path, dict[str, float]]:
+    """`per_scene_accuracy` of each run in `run_dirs`, kept in the JSON file `store` (keyed by the run's folder relative
+    to the store's): a run already there is not evaluated again, and each new one is saved as it comes."""
+    kept = json.loads(store.read_text()) if store.is_file() else {}
+    data_cache, accuracies = {}, {}
+    for run_dir in tqdm(list(run_dirs), desc="runs evaluated per scene"):
+        key = str(run_dir.relative_to(store.parent))
+        if key not in kept:
+            kept[key] = per_scene_accuracy(run_dir, data_cache)
+            atomic_write_json(store, kept)
+        accuracies[run_dir] = kept[key]
+    return accuracies
+
+
 def interval(differences) -> str:
     """"+0.012 [-0.003, +0.027], p = 0.1": mean, 95 % t CI and one-sample t p (the mean alone for one value)."""
     d = describe(differences)
@@ -78,18 +93,11 @@ def main(args=None) -> int:
     parser.add_argument("--world", choices=sorted(WORLDS), default="planted", help="Which world's link runs.")
     options, scale, root = parse_study(parser, args)
     torch.set_num_threads(1)
-    store = root / options.world / "link_by_scene.json"
-    accuracies = json.loads(store.read_text()) if store.is_file() else {}
-    data_cache = {}
-    for seed in tqdm(scale.link_seeds, desc="link runs (seeds)"):
-        for arm in ARMS:
-            run_dir = link_run_dir(root, scale, options.world, arm, seed)
-            if run_dir.name not in accuracies:
-                accuracies[run_dir.name] = per_scene_accuracy(run_dir, data_cache)
-                atomic_write_json(store, accuracies)
+    folders = {(arm, seed): link_run_dir(root, scale, options.world, arm, seed) for seed in scale.link_seeds for arm in ARMS}
+    accuracies = per_scene_accuracies(folders.values(), root / options.world / STORE)
 
     def by_seed(seed: int, scenes) -> tuple[float, float]:
-        scores = [np.mean([accuracies[link_run_dir(root, scale, options.world, arm, seed).name][s] for s in scenes]) for arm in ARMS]
+        scores = [np.mean([accuracies[folders[arm, seed]][s] for s in scenes]) for arm in ARMS]
         return scores[0], scores[0] - scores[1]
 
     lines = [f"{options.world.capitalize()} world, link seeds {options.link_seeds[0]}-{options.link_seeds[-1]} "

@@ -12,17 +12,15 @@ vehicles' and the other scenes' test accuracy against both study arms, paired by
     python benchmarks/transfer_probe.py --output_root outputs/mini_v6 --link_seeds 0-15 --report reports/mini/transfer_probe.md
 """
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from link_by_scene import GROUPS, interval, per_scene_accuracy
+from link_by_scene import ARMS, GROUPS, STORE, interval, per_scene_accuracies
 from common import parse_study, print_report, study_parser
 from sceneevent.data.subsets import build_aet_subset, save_aet_subset
 from sceneevent.data.synthetic import ground_truth_ranking, uncorrelated_events
-from sceneevent.io_utils import atomic_write_json
 from sceneevent.study.design import JOINT_ALPHA, WORLDS, swapped_roles
 from sceneevent.study.mini import _sweep, link_run_dir, prepare_caches
 from sceneevent.study.sweep_runner import run_sweep
@@ -62,19 +60,12 @@ def main(args=None) -> int:
     if outcome.failed:
         print("failed:", *(f"{run.output_dir}: {reason}" for run, reason in outcome.failed), sep="\n", file=sys.stderr)
         return 1
-    store = root / WORLD / "transfer_probe_by_scene.json"
-    accuracies = json.loads(store.read_text()) if store.is_file() else {}
-    data_cache = {}
-    folders = {seed: {"probe": run.output_dir, **{arm: link_run_dir(root, scale, WORLD, arm, seed) for arm in ("correlated", "uncorrelated")}}
+    folders = {seed: {"probe": run.output_dir, **{arm: link_run_dir(root, scale, WORLD, arm, seed) for arm in ARMS}}
                for seed, run in zip(seeds, runs)}
-    for by_arm in folders.values():
-        for folder in by_arm.values():
-            if str(folder) not in accuracies:
-                accuracies[str(folder)] = per_scene_accuracy(folder, data_cache)
-                atomic_write_json(store, accuracies)
+    accuracies = per_scene_accuracies([folder for by_arm in folders.values() for folder in by_arm.values()], root / WORLD / STORE)
 
     def reading(seed: int, arm: str, scenes) -> float:
-        return float(np.mean([accuracies[str(folders[seed][arm])][scene] for scene in scenes]))
+        return float(np.mean([accuracies[folders[seed][arm]][scene] for scene in scenes]))
 
     lines = [f"Planted world, swapped-role seeds {seeds} ({options.output_root}): test accuracy by group, mean over the group's "
              f"scenes; probe = the uncorrelated classes with {', '.join(f'{a} -> {b}' for a, b in REPLACEMENTS.items())} "

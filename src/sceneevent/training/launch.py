@@ -61,8 +61,8 @@ def explain_wait_timeouts(rank: int, timeout: int) -> None:
         previous(kind, error, trace)
         if "Timed out waiting" in str(error):
             say(f"rank {rank} stopped: it waited --distributed_timeout {timeout} s for the other process(es) {_wait_site(trace)}; "
-                  "one of them is stopped (e.g. SIGSTOP), hung or dead, or still working alone (the main process prepares "
-                  "the data while the others wait: raise --distributed_timeout if that takes longer)")
+                "one of them is stopped (e.g. SIGSTOP), hung or dead, or still working alone (the main process prepares "
+                "the data while the others wait: raise --distributed_timeout if that takes longer)")
 
     sys.excepthook = explain
 
@@ -98,7 +98,7 @@ def stop_when_launcher_dies(rank: int, poll_seconds: float = 1.0) -> None:
         while os.getppid() == launcher:
             time.sleep(poll_seconds)
         say(f"rank {rank} stopped: its launcher (torchrun, pid {launcher}) is gone; resume the run from its newest "
-              "checkpoint with --resume_from_checkpoint latest")
+            "checkpoint with --resume_from_checkpoint latest")
         os._exit(1)
 
     threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
