@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import datasets
@@ -19,7 +20,9 @@ from sceneevent.training.results import RESULTS_SCHEMA_VERSION
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ROOT = Path(__file__).resolve().parent.parent
-SCALE = design.SCALES["cpu"]
+# The cpu scale at a fixed size and margin: the fixture studies below are sized for 8 pairs and a margin of 0.025,
+# whatever the shipped design's seeds and margin are.
+SCALE = replace(design.SCALES["cpu"], link_seeds=tuple(range(16)), equivalence_margin=0.025)
 
 
 def test_the_ground_truth_ranking_orders_classes_by_how_often_scenes_plant_them():

@@ -76,20 +76,18 @@ def render_event(rng: np.random.Generator, name: str) -> np.ndarray:
 
 
 def _pitched(family: str, freq: float, t: np.ndarray, duration: float, harmonics: int) -> np.ndarray:
-    """The families no scene plants: a pitch track (gated, for pips), as a pure tone or with `harmonics` partials."""
-    pitch, gate, ratios = np.full(t.shape, freq), 1.0, (1.0,)
+    """The families no scene plants: a pitch track, as a pure tone or with `harmonics` partials."""
+    pitch, ratios = np.full(t.shape, freq), (1.0,)
     if family == "chirp_down":  # half an octave down over the event, through `freq`
         pitch = freq * 2 ** (0.25 - 0.5 * t / duration)
     elif family == "trill":  # two pitches a minor third apart, alternating 15 times a second
         pitch = freq * np.where(np.sin(2 * np.pi * 7.5 * t) > 0, 1.19, 1.0)
     elif family == "arpeggio":  # four rising notes over a fourth, 0.1 s each, repeated
         pitch = freq * 2 ** (np.array([0, 2, 4, 5])[(t / 0.1).astype(int) % 4] / 12)
-    elif family == "tone_pips":  # 50 ms pips, four a second
-        gate = (t * 4) % 1 < 0.2
     elif family == "dual_tone":  # two steady tones a fourth apart
         ratios = (1.0, 1.335)
     phase = 2 * np.pi * np.cumsum(pitch) / SAMPLING_RATE
-    return gate * sum(np.sin(ratio * h * phase) / h for ratio in ratios for h in range(1, harmonics + 1))
+    return sum(np.sin(ratio * h * phase) / h for ratio in ratios for h in range(1, harmonics + 1))
 
 
 def _place(rng: np.random.Generator, event: np.ndarray, num_samples: int) -> np.ndarray:

@@ -148,7 +148,7 @@ class Scale:
     link_pool_clips: int = 2560
     # A null row of the instrument check passes when its 95 % CI lies inside +-margin (reports/mini/README.md
     # says why this value).
-    equivalence_margin: float = 0.025
+    equivalence_margin: float = 0.035
     # The tuned control (issue 26): in each world the scene-only model's regularisation is searched at random on
     # validation (`regularisation.SEARCH_SPACE`) with the budget the joint model's alpha search gets (one run per
     # `alpha_search` value), both on `search_seed`, a seed no comparison uses; each chosen setting then runs on
@@ -202,10 +202,11 @@ SCALES = {
     # (200 scene training clips, 12 steps an epoch, 40 epochs).
     "cpu": Scale(
         description="2 CPU cores: test_resnet, 40 mel bins x 51 frames, 16 + 32 clips, 40 epochs, 4 seeds "
-                    "(8 pairs for correlated vs uncorrelated and the A/A control)",
+                    "(10 pairs for correlated vs uncorrelated and the A/A control)",
         seeds=(0, 1, 2, 3),
-        # Sized by reports/mini/README.md ("How many seeds").
-        link_seeds=tuple(range(16)),
+        # 10 pairs at the margin 0.035, sized from world version 7's pilot before these seeds ran
+        # (reports/mini/README.md, "World version 7").
+        link_seeds=tuple(range(20)),
         # Learning rate 0.003, not 0.01: with one world and one event draw fixed, 8 training seeds spread by sd 0.018
         # at 0.003 and 0.031 at 0.01, at the same cost (reports/mini/README.md, "The training seed's noise").
         run_flags=("--encoder=test_resnet", "--num_mel_bins=40", "--hop_length=640", "--learning_rate=0.003", *_COMMON),
