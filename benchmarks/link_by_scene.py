@@ -16,19 +16,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import Accelerator
 from scipy import stats
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
 from common import parse_study, print_report, study_parser
 from sceneevent import SceneEventModel
-from sceneevent.data.loader import BatchPlan, BatchReader, batch_loader
+from sceneevent.data.loader import BatchReader
 from sceneevent.data.synthetic_world import BACKGROUND_GROUPS, SCENES
 from sceneevent.io_utils import atomic_write_json
 from sceneevent.study.design import WORLDS, swapped_roles
 from sceneevent.study.mini import link_run_dir
 from sceneevent.study.seed_statistics import describe
 from sceneevent.training.arguments import DataArguments
+from sceneevent.training.evaluation import predict_split
 from sceneevent.training.preparation import make_feature_extractor, prepare_data
 from sceneevent.training.results import read_results
 
@@ -49,12 +51,8 @@ def per_scene_accuracy(run_dir: Path, data_cache: dict) -> dict[str, float]:
     data = data_cache[world]
     model = SceneEventModel.from_pretrained(run_dir).eval()
     reader = BatchReader(data.scene_test, "scene", len(data.scene_labels))
-    predictions, labels = [], []
-    with torch.no_grad():
-        for batch in batch_loader(reader, list(BatchPlan(len(reader), 64, seed=0).eval_batches())):
-            predictions.append(model(input_features=batch["input_features"])["scene_logits"].argmax(dim=1))
-            labels.append(batch["scene_labels"])
-    predicted, truth = torch.cat(predictions).numpy(), torch.cat(labels).numpy()
+    logits, truth = predict_split(Accelerator(cpu=True), model, reader, batch_size=64, logits_key="scene_logits")
+    predicted = logits.argmax(axis=1)
     accuracy = {name: float((predicted[truth == index] == index).mean()) for index, name in enumerate(data.scene_labels)}
     reported = results.final.asc_macro_accuracy
     if not np.isclose(np.mean(list(accuracy.values())), reported, atol=1e-9):

@@ -1,7 +1,7 @@
 """Does the uncorrelated arm teach the planted classes' pitch? A probe of the planted world's swapped roles (issue 29).
 
-In the swapped-role planted world the vehicles (bus, metro, tram) plant tone pips with harmonics at 330, 220 and
-420 Hz; the link's uncorrelated arm then holds Buzzer, Train horn and Car horn: continuous harmonic stacks at the
+In world version 6's swapped-role planted world the vehicles (bus, metro, tram) planted tone pips with harmonics at
+330, 220 and 420 Hz (version 7 made them trills, after this probe); the link's uncorrelated arm then holds Buzzer, Train horn and Car horn: continuous harmonic stacks at the
 same three pitches. `link_by_scene.py` found the vehicles scoring *higher* with that uncorrelated arm than with the
 planted classes themselves (-0.037, p = 0.010, 8 seeds). If the stacks teach the pitches the vehicles are told
 apart by, an uncorrelated arm without them should lose that: this runs the swapped-role seeds of a finished study
